@@ -1,0 +1,1 @@
+"""Config files: `python -m wow_jax.main --config=configs/<name>.py[:variant]`."""

@@ -1,0 +1,201 @@
+"""Shared defaults for every wow_jax config.
+
+Each config file (tiny, demo, wan1_3b, wow14b) starts from `get_config()` here and changes only
+what differs. The returned ConfigDict is locked: assigning a key that does not exist here raises,
+so a typo in a config file or a `--config.key=value` flag is an error, never a silent new field.
+Model sizes default to Wan2.1-1.3B text-to-video; the video geometry defaults to a small clip.
+"""
+
+import ml_collections
+
+# Published per-channel statistics of the Wan2.1 VAE latents (diffusers AutoencoderKLWan config).
+WAN_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)  # fmt: skip
+WAN_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+
+WAN_NEGATIVE_PROMPT = (
+    "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, "
+    "picture, still, overall gray, worst quality, low quality, JPEG compression residue, ugly, "
+    "incomplete, extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, "
+    "malformed limbs, fused fingers, still picture, cluttered background, three legs, many people "
+    "in the background, walking backwards"
+)
+
+
+def _dit() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.variant = "t2v"  # 't2v' (text-to-video, 16 input channels) or 'i2v' (image-to-video, 36).
+    c.in_channels = 16  # Channels entering the patch embedding: 16 for t2v, 16+4+16=36 for i2v.
+    c.out_channels = 16  # Latent channels predicted (velocity).
+    c.dim = 1536  # Transformer width.
+    c.ffn_dim = 8960  # Feed-forward hidden width.
+    c.freq_dim = 256  # Sinusoidal timestep embedding width.
+    c.text_dim = 4096  # Width of the text encoder states (umT5-XXL).
+    c.image_dim = 1280  # Width of the CLIP image tokens (i2v only).
+    c.num_heads = 12  # Attention heads.
+    c.num_layers = 30  # Transformer blocks.
+    c.patch_size = (1, 2, 2)  # Patch size over (frames, height, width) of the latent.
+    c.qk_norm = True  # RMSNorm on queries and keys.
+    c.cross_attn_norm = True  # LayerNorm before cross-attention.
+    c.eps = 1e-6  # Norm epsilon.
+    c.rope_max_len = 1024  # Longest position per axis covered by the rotary tables.
+    c.param_dtype = "float32"  # Dtype parameters are stored in.
+    c.dtype = "float32"  # Compute dtype ('bfloat16' on TPU/GPU for speed).
+    c.scan_layers = True  # nn.scan over blocks (stacked params with a 'layers' axis).
+    c.remat_policy = "none"  # Rematerialisation: 'none', 'full', 'dots_saveable', 'dots_no_batch'.
+    c.attention = "xla"  # Attention kernel: 'xla', 'cudnn' (GPU flash), 'splash' (TPU Pallas).
+    return c
+
+
+def _vae() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.base_dim = 96  # Channels of the first encoder stage.
+    c.z_dim = 16  # Latent channels.
+    c.dim_mult = (1, 2, 4, 4)  # Channel multiplier per stage.
+    c.num_res_blocks = 2  # Residual blocks per stage.
+    c.attn_scales = ()  # Scales with attention (empty in Wan2.1).
+    c.temporal_downsample = (False, True, True)  # Which down stages also halve time.
+    c.latents_mean = WAN_LATENTS_MEAN  # Per-channel latent mean for normalisation.
+    c.latents_std = WAN_LATENTS_STD  # Per-channel latent std for normalisation.
+    c.tile = False  # Spatial tiling for large frames.
+    c.tile_size = 256  # Tile size in pixels when tiling.
+    c.tile_overlap = 32  # Overlap in pixels blended between tiles.
+    c.param_dtype = "float32"  # Dtype parameters are stored in.
+    c.dtype = "float32"  # Compute dtype.
+    return c
+
+
+def _text() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.vocab_size = 256384  # umT5 vocabulary.
+    c.dim = 4096  # Encoder width.
+    c.ffn_dim = 10240  # Gated-GELU hidden width.
+    c.num_heads = 64  # Attention heads.
+    c.head_dim = 64  # Width of one head.
+    c.num_layers = 24  # Encoder blocks.
+    c.num_buckets = 32  # Relative-position buckets.
+    c.max_distance = 128  # Largest relative distance with its own bucket range.
+    c.text_len = 512  # Tokens per caption after padding/truncation.
+    c.tokenizer_path = ""  # Local path of the umT5 sentencepiece model (spiece.model).
+    c.param_dtype = "float32"  # Dtype parameters are stored in.
+    c.dtype = "float32"  # Compute dtype.
+    return c
+
+
+def _clip() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.image_size = 224  # Input resolution.
+    c.patch_size = 14  # ViT patch size.
+    c.width = 1280  # ViT width.
+    c.num_layers = 32  # ViT blocks (Wan uses the penultimate block's tokens).
+    c.num_heads = 16  # Attention heads.
+    c.mlp_dim = 5120  # MLP hidden width.
+    c.param_dtype = "float32"  # Dtype parameters are stored in.
+    c.dtype = "float32"  # Compute dtype.
+    return c
+
+
+def _idm() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.action_dim = 4  # Action vector width (Meta-World: xyz delta + gripper).
+    c.width = 64  # Convolutional trunk width.
+    c.depth = 4  # Strided conv stages.
+    return c
+
+
+def _data() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.source = (
+        "metaworld"  # 'metaworld' (collect), 'tfds' (ArrayRecord RLDS), 'videos' (mp4+captions).
+    )
+    c.path = ""  # Dataset directory ('' = <workdir>/data).
+    c.num_frames = 9  # Frames per clip; must be 1+4k (VAE causal chunks).
+    c.height = 64  # Clip height in pixels; divisible by 8 (VAE) x patch height.
+    c.width = 64  # Clip width in pixels; divisible by 8 (VAE) x patch width.
+    c.frame_stride = 1  # Take every n-th recorded frame.
+    c.batch_size = 2  # Global batch size.
+    c.shuffle_seed = 0  # Seed of the episode shuffle.
+    c.worker_count = 0  # Grain worker processes (0 = in-process).
+    c.tasks = ("reach-v3",)  # Meta-World tasks to collect.
+    c.episodes_per_task = 4  # Meta-World episodes per task.
+    c.episode_length = 64  # Steps per collected episode.
+    c.action_noise = 0.0  # Std of Gaussian noise added to the scripted expert actions.
+    return c
+
+
+def _train() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = "world_model"  # What is trained: 'world_model' (DiT), 'vae', 'idm'.
+    c.steps = 1000  # Optimizer steps.
+    c.learning_rate = 1e-4  # Peak learning rate.
+    c.warmup_steps = 100  # Linear warmup steps.
+    c.schedule = "cosine"  # 'cosine' or 'constant' after warmup.
+    c.weight_decay = 0.01  # AdamW weight decay.
+    c.clip_norm = 1.0  # Global gradient norm clip.
+    c.grad_accum = 1  # Micro-batches accumulated per update (optax.MultiSteps).
+    c.ema_decay = 0.0  # EMA of params (0 = off).
+    c.timestep_sampling = "logit_normal"  # 'uniform' or 'logit_normal'.
+    c.shift = 5.0  # Flow-matching sigma shift.
+    c.text_dropout = 0.1  # Probability of replacing the caption by the empty prompt (for CFG).
+    c.max_bad_steps = 5  # Consecutive NaN/Inf steps before the run halts.
+    c.log_every = 10  # Steps between console/TensorBoard logs.
+    c.eval_every = 0  # Steps between eval-loss passes (0 = off).
+    return c
+
+
+def _sample() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.solver = "unipc"  # 'unipc' (order 2, bh2) or 'euler'.
+    c.steps = 50  # Denoising steps.
+    c.guidance = 5.0  # Classifier-free guidance scale (>= 1).
+    c.shift = 5.0  # Flow shift of the sigma schedule.
+    c.prompt = ""  # Instruction for a single generate job.
+    c.negative_prompt = WAN_NEGATIVE_PROMPT  # Negative prompt for guidance.
+    c.image = ""  # Conditioning frame path for a single image-to-video job.
+    c.jobs = ""  # A jsonl file of jobs (image, prompt, seed) instead of image/prompt.
+    c.seed = 0  # Noise seed.
+    c.num_clips = 1  # Clips chained in a long-horizon rollout.
+    return c
+
+
+def _mesh() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.data = 1  # Data-parallel replicas.
+    c.fsdp = -1  # Parameter/optimizer sharding (-1 = all remaining devices).
+    c.tensor = 1  # Tensor (model) parallelism over heads and MLP.
+    c.sequence = 1  # Sequence (context) parallelism over video tokens.
+    return c
+
+
+def _checkpoint() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.init_from = ""  # Orbax checkpoint (from training or the PyTorch importer) to start from.
+    c.save_every = 500  # Steps between saves.
+    c.keep = 3  # Most recent checkpoints kept.
+    c.async_save = True  # Save in the background while training continues.
+    return c
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Returns the locked base config (Wan2.1-1.3B text-to-video sizes, small clips)."""
+    config = ml_collections.ConfigDict()
+    config.mode = "describe"  # Job: train, generate, act, refine, evaluate, describe, convert.
+    config.seed = 0  # Seed for parameter init and training randomness.
+    config.model = ml_collections.ConfigDict()
+    config.model.dit = _dit()
+    config.model.vae = _vae()
+    config.model.text = _text()
+    config.model.clip = _clip()
+    config.model.idm = _idm()
+    config.data = _data()
+    config.train = _train()
+    config.sample = _sample()
+    config.mesh = _mesh()
+    config.checkpoint = _checkpoint()
+    config.lock()
+    return config

@@ -1,0 +1,47 @@
+"""The CPU demo: collect Meta-World episodes, train a tiny VAE and image-to-video world model,
+imagine clips for held-out start frames. `configs/demo.py:quick` is the test-sized variant.
+"""
+
+from configs import base
+
+
+def get_config(arg=None):
+    config = base.get_config()
+    config.mode = "train"
+
+    dit = config.model.dit
+    dit.variant, dit.in_channels = "i2v", 36
+    dit.dim, dit.ffn_dim, dit.num_heads, dit.num_layers = 128, 256, 4, 4
+    dit.text_dim, dit.image_dim = 64, 64
+    dit.rope_max_len = 256
+
+    vae = config.model.vae
+    vae.base_dim, vae.dim_mult, vae.num_res_blocks = 16, (1, 2, 2, 2), 1
+
+    text = config.model.text
+    text.vocab_size, text.dim, text.ffn_dim = 1024, 64, 128
+    text.num_heads, text.head_dim, text.num_layers, text.text_len = 2, 32, 2, 32
+
+    clip = config.model.clip
+    clip.image_size, clip.patch_size, clip.width = 56, 14, 64
+    clip.num_layers, clip.num_heads, clip.mlp_dim = 3, 2, 128
+
+    config.data.num_frames, config.data.height, config.data.width = 9, 64, 64
+    config.data.tasks = ("reach-v3", "push-v3", "drawer-open-v3", "button-press-v3")
+    config.data.episodes_per_task = 8
+    config.train.steps, config.train.warmup_steps = 2000, 100
+    config.train.learning_rate = 3e-4
+    config.sample.steps, config.sample.guidance, config.sample.shift = 20, 3.0, 3.0
+    config.sample.negative_prompt = ""
+    config.checkpoint.save_every = 500
+
+    if arg == "quick":
+        config.data.tasks = ("reach-v3",)
+        config.data.episodes_per_task = 2
+        config.data.episode_length = 24
+        config.train.steps, config.train.warmup_steps = 20, 2
+        config.sample.steps = 4
+        config.checkpoint.save_every = 10
+    elif arg is not None:
+        raise ValueError(f"configs/demo.py variant must be omitted or 'quick', got {arg!r}")
+    return config

@@ -1,0 +1,146 @@
+"""Start-up validation of a wow_jax config: every problem is one ValueError naming the key and fix.
+
+Unknown keys and wrong types are already refused by the locked ConfigDict (configs/base.py) and by
+ml_collections' flag parsing; this module checks the relations between keys.
+"""
+
+import ml_collections
+
+from wow_jax import sharding
+
+MODES = ("train", "generate", "act", "refine", "evaluate", "describe", "convert")
+DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_no_batch")
+ATTENTION_KERNELS = ("xla", "cudnn", "splash")
+DIT_VARIANTS = ("t2v", "i2v")
+SOLVERS = ("unipc", "euler")
+TIMESTEP_SAMPLING = ("uniform", "logit_normal")
+SCHEDULES = ("cosine", "constant")
+TRAIN_TASKS = ("world_model", "vae", "idm")
+DATA_SOURCES = ("metaworld", "tfds", "videos")
+I2V_MASK_CHANNELS = 4  # Frame-mask channels (one per frame of a 4-frame temporal chunk).
+
+
+def vae_spatial_stride(vae: ml_collections.ConfigDict) -> int:
+    """Pixels per latent cell along height and width (8 for Wan2.1)."""
+    return 2 ** (len(vae.dim_mult) - 1)
+
+
+def vae_temporal_stride(vae: ml_collections.ConfigDict) -> int:
+    """Frames per latent frame after the first (4 for Wan2.1)."""
+    return 2 ** sum(bool(t) for t in vae.temporal_downsample)
+
+
+def _choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"config.{key} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_choices(config: ml_collections.ConfigDict) -> None:
+    _choice("mode", config.mode, MODES)
+    for name in ("dit", "vae", "text", "clip"):
+        _choice(f"model.{name}.param_dtype", config.model[name].param_dtype, DTYPES)
+        _choice(f"model.{name}.dtype", config.model[name].dtype, DTYPES)
+    _choice("model.dit.variant", config.model.dit.variant, DIT_VARIANTS)
+    _choice("model.dit.remat_policy", config.model.dit.remat_policy, REMAT_POLICIES)
+    _choice("model.dit.attention", config.model.dit.attention, ATTENTION_KERNELS)
+    _choice("data.source", config.data.source, DATA_SOURCES)
+    _choice("train.task", config.train.task, TRAIN_TASKS)
+    _choice("train.schedule", config.train.schedule, SCHEDULES)
+    _choice("train.timestep_sampling", config.train.timestep_sampling, TIMESTEP_SAMPLING)
+    _choice("sample.solver", config.sample.solver, SOLVERS)
+
+
+def _check_model(config: ml_collections.ConfigDict) -> None:
+    dit, vae = config.model.dit, config.model.vae
+    if dit.dim % dit.num_heads:
+        raise ValueError(
+            f"config.model.dit.dim ({dit.dim}) must be divisible by num_heads ({dit.num_heads})"
+        )
+    head_dim = dit.dim // dit.num_heads
+    if head_dim % 2 or head_dim < 6:
+        raise ValueError(
+            f"config.model.dit head width dim/num_heads = {head_dim} must be even and >= 6 for "
+            "the 3D rotary embedding; change dim or num_heads"
+        )
+    expected_in = vae.z_dim if dit.variant == "t2v" else 2 * vae.z_dim + I2V_MASK_CHANNELS
+    if dit.in_channels != expected_in:
+        raise ValueError(
+            f"config.model.dit.in_channels must be {expected_in} for variant {dit.variant!r} "
+            f"with a {vae.z_dim}-channel VAE, got {dit.in_channels}"
+        )
+    if dit.out_channels != vae.z_dim:
+        raise ValueError(
+            f"config.model.dit.out_channels must equal config.model.vae.z_dim ({vae.z_dim}), "
+            f"got {dit.out_channels}"
+        )
+    if dit.text_dim != config.model.text.dim:
+        raise ValueError(
+            f"config.model.dit.text_dim ({dit.text_dim}) must equal config.model.text.dim "
+            f"({config.model.text.dim}), the width of the text encoder states"
+        )
+    if dit.variant == "i2v" and dit.image_dim != config.model.clip.width:
+        raise ValueError(
+            f"config.model.dit.image_dim ({dit.image_dim}) must equal config.model.clip.width "
+            f"({config.model.clip.width}), the width of the CLIP image tokens"
+        )
+    if len(vae.temporal_downsample) != len(vae.dim_mult) - 1:
+        raise ValueError(
+            f"config.model.vae.temporal_downsample needs one flag per down stage "
+            f"({len(vae.dim_mult) - 1}), got {len(vae.temporal_downsample)}"
+        )
+    for key in ("latents_mean", "latents_std"):
+        if len(vae[key]) != vae.z_dim:
+            raise ValueError(
+                f"config.model.vae.{key} needs z_dim={vae.z_dim} values, got {len(vae[key])}"
+            )
+
+
+def _check_geometry(config: ml_collections.ConfigDict) -> None:
+    data, vae, dit = config.data, config.model.vae, config.model.dit
+    t_stride = vae_temporal_stride(vae)
+    if data.num_frames < 1 or (data.num_frames - 1) % t_stride:
+        ok = ", ".join(str(1 + t_stride * k) for k in range(4))
+        raise ValueError(
+            f"config.data.num_frames must be 1+{t_stride}k (e.g. {ok}, 81), got "
+            f"{data.num_frames}; set --config.data.num_frames to one of those"
+        )
+    latent_frames = (data.num_frames - 1) // t_stride + 1
+    if latent_frames % dit.patch_size[0]:
+        raise ValueError(
+            f"config.data.num_frames gives {latent_frames} latent frames, not divisible by "
+            f"config.model.dit.patch_size[0]={dit.patch_size[0]}"
+        )
+    s_stride = vae_spatial_stride(vae)
+    for key, patch in (("height", dit.patch_size[1]), ("width", dit.patch_size[2])):
+        value, multiple = data[key], s_stride * patch
+        if value <= 0 or value % multiple:
+            lower = max(multiple, value // multiple * multiple)
+            raise ValueError(
+                f"config.data.{key} must be a multiple of {multiple} (VAE stride {s_stride} x "
+                f"patch {patch}), got {value}; use {lower} or {lower + multiple}"
+            )
+
+
+def _check_training(config: ml_collections.ConfigDict) -> None:
+    if config.sample.guidance < 1.0:
+        raise ValueError(
+            f"config.sample.guidance must be >= 1 (1 = no guidance), got {config.sample.guidance}"
+        )
+    if config.data.batch_size < 1:
+        raise ValueError(f"config.data.batch_size must be >= 1, got {config.data.batch_size}")
+    if not 0.0 <= config.train.text_dropout <= 1.0:
+        raise ValueError(
+            f"config.train.text_dropout is a probability in [0, 1], got {config.train.text_dropout}"
+        )
+    if config.train.grad_accum < 1:
+        raise ValueError(f"config.train.grad_accum must be >= 1, got {config.train.grad_accum}")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Raises ValueError naming the first offending key; returns None when the config is sound."""
+    _check_choices(config)
+    _check_model(config)
+    _check_geometry(config)
+    _check_training(config)
+    sharding.mesh_shape(config.mesh, num_devices)

@@ -1,0 +1,48 @@
+"""Mode `describe`: parameter count and bytes of every model component, and the mesh, without
+allocating device memory (shapes come from `jax.eval_shape`)."""
+
+import jax
+import ml_collections
+import numpy as np
+from flax import linen as nn
+
+from wow_jax import models, sharding
+
+
+def component_summary(abstract_params, mesh: jax.sharding.Mesh) -> dict:
+    """Counts parameters and bytes, in total and on the most loaded device of `mesh`."""
+    shardings = sharding.variable_shardings(abstract_params, mesh)
+    leaves = jax.tree.leaves(nn.meta.unbox(abstract_params))
+    count = sum(int(np.prod(leaf.shape)) for leaf in leaves)
+    total_bytes = sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in leaves)
+    per_device = sum(
+        int(np.prod(s.shard_shape(leaf.shape))) * leaf.dtype.itemsize
+        for leaf, s in zip(leaves, jax.tree.leaves(shardings), strict=True)
+    )
+    return {"params": count, "bytes": total_bytes, "bytes_per_device": per_device}
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def run_describe(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Prints and returns {component: summary} for every component that exists so far."""
+    del workdir
+    mesh = sharding.make_mesh(config.mesh)
+    axes = ", ".join(f"{n}={s}" for n, s in mesh.shape.items())
+    print(f"mesh: {axes} over {mesh.devices.size} {jax.devices()[0].platform} device(s)")
+    summaries = {}
+    for name, (module_name, section, issue) in models.COMPONENTS.items():
+        module = models.load_component(name)
+        if module is None:
+            where = f"issue #{issue}" if issue else "a later issue"
+            print(f"{name:>5}: not built yet ({module_name}, {where})")
+            continue
+        summary = component_summary(module.abstract_params(config.model[section]), mesh)
+        summaries[name] = summary
+        print(
+            f"{name:>5}: {summary['params']:,} params, {_gib(summary['bytes'])}, "
+            f"{_gib(summary['bytes_per_device'])} per device"
+        )
+    return summaries

@@ -1,0 +1,1 @@
+"""PyTorch <-> JAX checkpoint conversion (Wan-native and diffusers names)."""

@@ -1,0 +1,96 @@
+"""Entry point: `python -m wow_jax.main --config=configs/<name>.py --workdir=DIR [--config.k=v]`.
+
+Parses flags, validates the config and dispatches `config.mode` to `run_<mode>(config, workdir)` in
+the module that owns it. Holds no other logic.
+"""
+
+import importlib
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from wow_jax import configuration
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Config file, e.g. configs/demo.py (or configs/demo.py:quick).",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string("workdir", "workdir", "Directory for data, checkpoints and outputs.")
+
+# mode -> (module, function, issue that builds it).
+MODE_RUNNERS = {
+    "describe": ("wow_jax.describe", "run_describe", 2),
+    "train": ("wow_jax.train.loop", "run_train", 8),
+    "generate": ("wow_jax.sampling.pipeline", "run_generate", 9),
+    "convert": ("wow_jax.interop.convert", "run_convert", 6),
+    "act": ("wow_jax.sim.act", "run_act", None),
+    "refine": ("wow_jax.sophia.refine", "run_refine", None),
+    "evaluate": ("wow_jax.sim.evaluate", "run_evaluate", None),
+}
+
+
+def resolve_runner(mode: str):
+    """Returns `run_<mode>`, or raises NotImplementedError saying which piece has not landed."""
+    module_name, function_name, issue = MODE_RUNNERS[mode]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is None or not module_name.startswith(error.name):
+            raise
+        where = f"issue #{issue}" if issue else "a later issue"
+        raise NotImplementedError(
+            f"mode {mode!r} is not available yet: {module_name} ({where}) has not landed"
+        ) from None
+    return getattr(module, function_name)
+
+
+def _override_key(argv: list[str], error: Exception) -> str | None:
+    """The `--config.<key>` override whose last name the config error complains about."""
+    for arg in argv:
+        if arg.startswith("--config."):
+            key = arg[len("--config.") :].split("=", 1)[0]
+            if key.split(".")[-1] in str(error):
+                return key
+    return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing whose config errors end the run with one line naming the key."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        sys.exit(f"wow_jax: {error}")
+    except (AttributeError, KeyError) as error:
+        key = _override_key(argv, error)
+        hint = str(error).strip("\"'").split("\\n")[-1]
+        sys.exit(
+            f"wow_jax: unknown config key config.{key}"
+            + (f" ({hint})" if "Did you mean" in hint else "")
+            + "; configs/base.py lists every key"
+        )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = _CONFIG.value
+        config.mode  # noqa: B018 (a config file that failed to load raises here)
+    except OSError as error:
+        sys.exit(f"wow_jax: cannot load --config: {str(error).splitlines()[-1].strip()}")
+    try:
+        configuration.validate(config, jax.device_count())
+        runner = resolve_runner(config.mode)
+    except (ValueError, NotImplementedError) as error:
+        sys.exit(f"wow_jax: {error}")
+    logging.info("mode=%s workdir=%s devices=%d", config.mode, _WORKDIR.value, jax.device_count())
+    runner(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("config")
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,147 @@
+"""Device mesh, logical-axis names and the one table of rules mapping them onto the mesh.
+
+Model code annotates every parameter (`nn.with_logical_partitioning`) and large activation
+(`nn.with_logical_constraint`) with the logical names defined here. `LOGICAL_RULES` maps those
+names onto the mesh axes ('data', 'fsdp', 'tensor', 'sequence'); changing the parallelism is a
+config change (`config.mesh`), never a code change.
+
+Flax resolves each array's names left to right and never uses one mesh axis twice in a spec, so
+a parameter `[embed, mlp]` lands on `[fsdp, tensor]` while an activation `[batch, length, embed]`
+lands on `[(data, fsdp), sequence, None]`.
+"""
+
+import contextlib
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from flax import linen as nn
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor", "sequence")
+
+# Logical axis names: the only spelling model code may use.
+BATCH = "batch"
+LENGTH = "length"  # Video/text tokens of a sequence.
+EMBED = "embed"  # Model width.
+MLP = "mlp"  # Feed-forward hidden width.
+HEADS = "heads"  # Attention heads.
+KV = "kv"  # Width of one head.
+VOCAB = "vocab"
+LAYERS = "layers"  # Stacked (scanned) blocks.
+FRAMES = "frames"
+HEIGHT = "height"
+WIDTH = "width"
+CHANNELS = "channels"  # Convolution channels (VAE) and small vectors.
+CONV_IN = "conv_in"  # Input channels of a convolution kernel.
+
+LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    (BATCH, ("data", "fsdp")),
+    (BATCH, "data"),
+    (LENGTH, "sequence"),
+    (EMBED, "fsdp"),
+    (MLP, "tensor"),
+    (HEADS, "tensor"),
+    (KV, None),
+    (VOCAB, "tensor"),
+    (LAYERS, None),
+    (FRAMES, None),
+    (HEIGHT, "sequence"),
+    (WIDTH, None),
+    (CHANNELS, "fsdp"),
+    (CONV_IN, None),
+)
+
+
+def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
+    """Resolves the config's axis sizes (one may be -1 = fill) against the device count."""
+    sizes = [int(mesh_config[axis]) for axis in MESH_AXES]
+    fill = [axis for axis, size in zip(MESH_AXES, sizes, strict=True) if size == -1]
+    if len(fill) > 1:
+        raise ValueError(
+            f"config.mesh: at most one axis may be -1 (fill), got {fill}; fix all but one"
+        )
+    bad = [f"{a}={s}" for a, s in zip(MESH_AXES, sizes, strict=True) if s == 0 or s < -1]
+    if bad:
+        raise ValueError(f"config.mesh: axis sizes must be positive or -1, got {', '.join(bad)}")
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if fill:
+        if num_devices % known:
+            raise ValueError(
+                f"config.mesh: fixed axes multiply to {known}, which does not divide the "
+                f"{num_devices} devices; set config.mesh.{fill[0]} or the other axes so they do"
+            )
+        sizes[MESH_AXES.index(fill[0])] = num_devices // known
+    elif known != num_devices:
+        shape = "x".join(str(s) for s in sizes)
+        raise ValueError(
+            f"config.mesh: data*fsdp*tensor*sequence = {shape} = {known} but there are "
+            f"{num_devices} devices; change the sizes or set one axis to -1 (fill)"
+        )
+    return tuple(sizes)
+
+
+def make_mesh(
+    mesh_config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
+    """Builds the ('data', 'fsdp', 'tensor', 'sequence') mesh over all (or the given) devices."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = mesh_shape(mesh_config, len(devices))
+    if devices == list(jax.devices()):
+        device_array = mesh_utils.create_device_mesh(shape, devices=devices)
+    else:
+        device_array = np.asarray(devices).reshape(shape)
+    return Mesh(device_array, MESH_AXES)
+
+
+def logical_to_sharding(logical_tree, mesh: Mesh):
+    """Maps a tree of logical PartitionSpecs (or boxed abstract variables) to NamedShardings."""
+    specs = nn.get_partition_spec(logical_tree)
+    return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+
+
+def variable_shardings(abstract_variables, mesh: Mesh):
+    """NamedShardings for every leaf of `jax.eval_shape(module.init, ...)` output.
+
+    Leaves without a logical annotation are replicated.
+    """
+    return logical_to_sharding(abstract_variables, mesh)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Sharding of a host batch: leading axis over ('data', 'fsdp'), the rest replicated."""
+    spec = nn.logical_to_mesh_axes((BATCH,) + (None,) * (ndim - 1), LOGICAL_RULES)
+    return NamedSharding(mesh, spec)
+
+
+def shard_batch(batch, mesh: Mesh):
+    """Places a tree of per-process numpy arrays onto the mesh, split along the batch axis.
+
+    Each process passes its own slice of the global batch (its data shard); the result is one
+    global jax.Array per leaf whose leading dimension is the sum over processes.
+    """
+
+    def place(x):
+        x = np.asarray(x)
+        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+
+    return jax.tree.map(place, batch)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def axis_rules():
+    """Context manager activating `LOGICAL_RULES` for `nn.with_logical_constraint`."""
+    return nn.logical_axis_rules(LOGICAL_RULES)
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh):
+    """Context in which model code runs on `mesh`: the logical rules and the mesh both set, so
+    `nn.with_logical_constraint` turns into sharding constraints."""
+    with jax.set_mesh(mesh), axis_rules():
+        yield
