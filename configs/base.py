@@ -145,6 +145,18 @@ def _train() -> ml_collections.ConfigDict:
     c.max_bad_steps = 5  # Consecutive NaN/Inf steps before the run halts.
     c.log_every = 10  # Steps between console/TensorBoard logs.
     c.eval_every = 0  # Steps between eval-loss passes (0 = off).
+    c.eval_batches = 2  # Batches averaged per eval-loss pass.
+    c.logit_mean = 0.0  # Mean of the logit-normal timestep density.
+    c.logit_std = 1.0  # Std of the logit-normal timestep density.
+    c.loss_weighting = "none"  # Per-sample loss weight: 'none', 'sigma_sqrt', 'cosmap' (SD3).
+    c.final_lr_ratio = 0.0  # Cosine schedule ends at learning_rate * final_lr_ratio.
+    c.adam_b1 = 0.9  # AdamW beta1.
+    c.adam_b2 = 0.999  # AdamW beta2.
+    c.adam_eps = 1e-8  # AdamW epsilon.
+    c.freeze = "^(vae|text|clip)/"  # Regex on 'a/b/c' param paths kept fixed ('' = train all).
+    c.kl_weight = 1e-6  # VAE task: weight of the KL term against the reconstruction MSE.
+    c.peak_flops = 0.0  # Peak FLOP/s per device for MFU (0 = look up the device kind).
+    c.tensorboard = True  # Write TensorBoard event files under <workdir>/tensorboard.
     return c
 
 
@@ -178,6 +190,7 @@ def _checkpoint() -> ml_collections.ConfigDict:
     c.save_every = 500  # Steps between saves.
     c.keep = 3  # Most recent checkpoints kept.
     c.async_save = True  # Save in the background while training continues.
+    c.keep_best = 1  # Checkpoints kept by lowest eval loss under <workdir>/best (0 = off).
     return c
 
 

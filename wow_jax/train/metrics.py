@@ -1,0 +1,143 @@
+"""Training metrics: console progress line, TensorBoard (tensorboardX) and a JSONL log.
+
+Throughput is measured over the steps between two logs: steps/s, samples/s, tokens/s (video
+tokens after patchify, as the task counts them) and MFU = achieved FLOP/s / peak FLOP/s per
+device, where the FLOPs of one step come from the compiled train step's `cost_analysis()` (XLA's
+count for the SPMD-partitioned per-device program: forward + backward + optimizer).
+"""
+
+import json
+import os
+import time
+
+import jax
+from absl import logging
+
+# Dense bf16 peak FLOP/s per device (vendor datasheets), matched against jax's device_kind.
+PEAK_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+}
+
+
+def peak_flops_per_device(configured: float = 0.0) -> float | None:
+    """config.train.peak_flops if set, else the table entry for this device kind, else None."""
+    if configured > 0:
+        return configured
+    kind = jax.devices()[0].device_kind
+    for name, flops in PEAK_FLOPS.items():
+        if name.lower() in kind.lower():
+            return flops
+    return None
+
+
+def compiled_flops(compiled) -> float | None:
+    """FLOPs of one call of an AOT-compiled function (None when XLA does not report them)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 (some backends do not implement it)
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    return float(cost["flops"])
+
+
+class MetricsWriter:
+    """Writes scalars to TensorBoard + `<workdir>/metrics.jsonl` (process 0 only) and logs a line.
+
+    `flops_per_step` and `peak_flops` are per device.
+    """
+
+    def __init__(
+        self,
+        workdir: str,
+        samples_per_step: int,
+        tokens_per_sample: int,
+        flops_per_step: float | None,
+        peak_flops: float | None,
+        tensorboard: bool = True,
+    ):
+        self.samples_per_step = samples_per_step
+        self.tokens_per_sample = tokens_per_sample
+        self.flops_per_step = flops_per_step
+        self.peak_flops = peak_flops
+        self.primary = jax.process_index() == 0
+        self._jsonl = None
+        self._tb = None
+        if self.primary:
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._last_time = None
+        self._last_step = None
+
+    def start(self, step: int) -> None:
+        """Marks the start of the timed window (call after the first, compiling step)."""
+        self._last_time, self._last_step = time.perf_counter(), step
+
+    def throughput(self, step: int) -> dict[str, float]:
+        if self._last_time is None or step <= self._last_step:
+            return {}
+        now = time.perf_counter()
+        steps_per_s = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._last_time, self._last_step = now, step
+        out = {
+            "steps_per_s": steps_per_s,
+            "samples_per_s": steps_per_s * self.samples_per_step,
+            "tokens_per_s": steps_per_s * self.samples_per_step * self.tokens_per_sample,
+        }
+        if self.flops_per_step:
+            out["tflops_per_s"] = steps_per_s * self.flops_per_step / 1e12
+            if self.peak_flops:
+                out["mfu"] = steps_per_s * self.flops_per_step / self.peak_flops
+        return out
+
+    def record(self, step: int, scalars: dict[str, float], prefix: str = "train") -> None:
+        """Appends one JSONL line (every step: the exact loss sequence of the run)."""
+        if not self.primary:
+            return
+        record = {"step": step, **{f"{prefix}/{k}": float(v) for k, v in scalars.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+
+    def write(self, step: int, scalars: dict[str, float], prefix: str = "train") -> None:
+        """TensorBoard scalars (at log steps)."""
+        if self.primary and self._tb is not None:
+            for key, value in scalars.items():
+                self._tb.add_scalar(f"{prefix}/{key}", float(value), step)
+
+    def log_line(self, step: int, total: int, scalars: dict[str, float]) -> None:
+        parts = [f"step {step}/{total}"]
+        for key, fmt in (
+            ("loss", ".4f"),
+            ("grad_norm", ".3f"),
+            ("lr", ".2e"),
+            ("steps_per_s", ".2f"),
+            ("samples_per_s", ".1f"),
+            ("tokens_per_s", ".0f"),
+            ("mfu", ".1%"),
+        ):
+            if key in scalars:
+                parts.append(f"{key} {scalars[key]:{fmt}}")
+        if scalars.get("bad_total"):
+            parts.append(f"skipped {int(scalars['bad_total'])}")
+        logging.info(" | ".join(parts))
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,96 @@
+"""Optimizer factory: AdamW with warmup + cosine/constant schedule, global-norm clipping, parameter
+freezing by path regex, gradient accumulation (optax.MultiSteps), and the parameter EMA.
+
+    tx = make_optimizer(config.train, params)   # params: the (unboxed) trainable tree
+    updates, opt_state = tx.update(grads, opt_state, params)
+
+Frozen leaves (path matches `train.freeze`, e.g. '^(vae|text|clip)/') get zero updates through
+`optax.multi_transform` with `optax.set_to_zero`: they keep no optimizer state, take no part in
+the clipping norm, and their gradients are dead code that XLA removes.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+TRAINABLE, FROZEN = "trainable", "frozen"
+
+
+def make_schedule(train_cfg: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warmup to `learning_rate`, then cosine decay (to final_lr_ratio) or constant."""
+    peak, warmup = train_cfg.learning_rate, train_cfg.warmup_steps
+    if train_cfg.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0,
+            peak_value=peak,
+            warmup_steps=warmup,
+            decay_steps=max(train_cfg.steps, warmup + 1),
+            end_value=peak * train_cfg.final_lr_ratio,
+        )
+    if train_cfg.schedule == "constant":
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup]
+        )
+    raise ValueError(
+        f"config.train.schedule must be 'cosine' or 'constant', got {train_cfg.schedule!r}"
+    )
+
+
+def path_string(path) -> str:
+    """'dit/blocks/self_attn/q/kernel' for a jax tree path."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def freeze_labels(params, pattern: str):
+    """Tree of TRAINABLE / FROZEN labels: leaves whose path matches `pattern` are frozen."""
+    if not pattern:
+        return jax.tree.map(lambda _: TRAINABLE, params)
+    regex = re.compile(pattern)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: FROZEN if regex.search(path_string(path)) else TRAINABLE, params
+    )
+
+
+def trainable_mask(params, pattern: str):
+    """Tree of bools, True where the leaf is trained."""
+    return jax.tree.map(lambda label: label == TRAINABLE, freeze_labels(params, pattern))
+
+
+def make_optimizer(train_cfg: ml_collections.ConfigDict, params) -> optax.GradientTransformation:
+    """The full transformation for `params` (a tree of arrays or ShapeDtypeStructs)."""
+    labels = freeze_labels(params, train_cfg.freeze)
+    if all(label == FROZEN for label in jax.tree.leaves(labels)):
+        raise ValueError(
+            f"config.train.freeze={train_cfg.freeze!r} freezes every parameter; loosen the regex"
+        )
+    trainable = optax.chain(
+        optax.clip_by_global_norm(train_cfg.clip_norm),
+        optax.adamw(
+            make_schedule(train_cfg),
+            b1=train_cfg.adam_b1,
+            b2=train_cfg.adam_b2,
+            eps=train_cfg.adam_eps,
+            weight_decay=train_cfg.weight_decay,
+        ),
+    )
+    tx = optax.multi_transform({TRAINABLE: trainable, FROZEN: optax.set_to_zero()}, labels)
+    if train_cfg.grad_accum > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=train_cfg.grad_accum)
+    return tx
+
+
+def update_ema(ema, params, decay: float, step: jax.Array):
+    """EMA of the parameters with warm-up `min(decay, (1 + step) / (10 + step))`."""
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
+    return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
