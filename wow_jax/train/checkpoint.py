@@ -35,10 +35,7 @@ class DataIteratorHandler(ocp.CheckpointHandler):
 
     def save(self, directory: epath.Path, args: "DataSave"):
         state = args.item.get_state()
-        if isinstance(state, bytes):
-            payload = {"bytes": state.decode()}
-        else:
-            payload = {"json": state}
+        payload = {"bytes": state.decode()} if isinstance(state, bytes) else {"json": state}
         self._file(directory).write_text(json.dumps(payload))
 
     def restore(self, directory: epath.Path, args: "DataRestore"):

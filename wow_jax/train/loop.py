@@ -53,7 +53,9 @@ def build_train_step(task, tx, train_cfg: ml_collections.ConfigDict, mask):
         (loss, aux), grads = jax.value_and_grad(lambda p: task.loss(p, batch, rng), has_aux=True)(
             state.params
         )
-        trained = [g for g, m in zip(jax.tree.leaves(grads), jax.tree.leaves(mask)) if m]
+        trained = [
+            g for g, m in zip(jax.tree.leaves(grads), jax.tree.leaves(mask), strict=True) if m
+        ]
         grad_norm = optax.tree.norm(trained)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 

@@ -4,7 +4,7 @@ A task owns its model(s) and objective; the loop owns the optimizer, shardings, 
 guards and logging. A task implements
 
     init_params(rng) -> params tree, leaves boxed with logical axis names
-                       (nn.Partitioned from nn.with_logical_partitioning), e.g. {'dit': ..., 'vae': ...}
+                       (nn.with_logical_partitioning), e.g. {'dit': ..., 'vae': ...}
     loss(params, batch, rng) -> (scalar float32 loss, dict of scalar metrics)
                        params unboxed; batch: dict of global jax.Arrays [B, ...]; pure, jittable
     tokens_per_sample(batch) -> int   tokens the model processes per sample (for tokens/s)
