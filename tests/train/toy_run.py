@@ -1,11 +1,13 @@
 """Subprocess runner for the loop tests: trains the toy task in --workdir.
 
 python tests/train/toy_run.py WORKDIR STEPS [--sleep S] [--mesh fsdp,tensor] [--out params.npz]
+    [--sigterm-at N]  (SIGTERM to itself when batch N is requested)
 Multi-process: set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID.
 """
 
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -24,13 +26,18 @@ from wow_jax.train import loop  # noqa: E402
 
 
 class SlowData:
-    def __init__(self, inner, sleep):
-        self.inner, self.sleep = inner, sleep
+    """Sleeps per batch; with `sigterm_at`, sends itself SIGTERM when asked for that batch."""
+
+    def __init__(self, inner, sleep, sigterm_at=0):
+        self.inner, self.sleep, self.sigterm_at, self.calls = inner, sleep, sigterm_at, 0
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        self.calls += 1
+        if self.calls == self.sigterm_at:
+            os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(self.sleep)
         return next(self.inner)
 
@@ -48,11 +55,12 @@ def main():
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--mesh", default="")
     parser.add_argument("--out", default="")
+    parser.add_argument("--sigterm-at", type=int, default=0)
     args = parser.parse_args()
     cfg = toy.config(steps=args.steps)
     if args.mesh:
         cfg.mesh.fsdp, cfg.mesh.tensor = (int(v) for v in args.mesh.split(","))
-    data = SlowData(toy.make_data(), args.sleep)
+    data = SlowData(toy.make_data(), args.sleep, args.sigterm_at)
     result = loop.train(cfg, args.workdir, task=toy.RegressionTask(), train_data=data)
     if args.out:
         params = jax.tree.map(
