@@ -88,6 +88,7 @@ def test_nan_steps_are_skipped_then_halt(tmp_path):
     assert manager.latest_step() == 6  # saved every 2 steps; the halt at step 8 saved nothing
     mesh = sharding.make_mesh(cfg.mesh)
     params = ckpt_lib.restore_params(str(tmp_path / "run" / "checkpoints"), _abstract_params(mesh))
+    assert ckpt_lib.stored_params(str(tmp_path / "run" / "checkpoints")) == ["frozen", "mlp"]
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
 
 

@@ -2,9 +2,12 @@
 
 Layout (one Orbax CheckpointManager under `<workdir>/checkpoints`):
 
-    checkpoints/<step>/state/   TrainState: step, params, opt_state, ema_params, rng, bad counters
+    checkpoints/<step>/params/  TrainState.params: {'dit', 'vae', 'text', 'clip'} (world model)
+                                or {'vae'} (VAE task): what generation reads (docs/generation.md)
+    checkpoints/<step>/train/   the rest of the TrainState: step, opt_state, ema_params, rng,
+                                NaN-guard counters (params=None)
     checkpoints/<step>/data/    process_<i>-of-<n>.json: each process's iterator get_state()
-    checkpoints/<step>/meta/    JSON: step, config name, eval loss (when measured)
+    checkpoints/<step>/meta/    JSON: step (and what the loop adds)
 
 Saves are asynchronous (`checkpoint.async_save`); the last `checkpoint.keep` checkpoints are kept
 plus the `checkpoint.keep_best` ones with the lowest eval loss. Restoring takes an abstract state
@@ -94,7 +97,9 @@ def make_manager(directory: str, ckpt_cfg: ml_collections.ConfigDict) -> ocp.Che
         create=True,
     )
     return ocp.CheckpointManager(
-        epath.Path(directory).absolute(), options=options, item_names=("state", "data", "meta")
+        epath.Path(directory).absolute(),
+        options=options,
+        item_names=("params", "train", "data", "meta"),
     )
 
 
@@ -102,7 +107,11 @@ def save(manager, step: int, state, data_iterator=None, meta=None, eval_loss=Non
     """Starts an (async) save of `state` at `step`; returns False if that step already exists."""
     if step in manager.all_steps():
         return False
-    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}
+    items = {
+        "params": ocp.args.StandardSave(state.params),
+        "train": ocp.args.StandardSave(state.replace(params=None)),
+        "meta": ocp.args.JsonSave(meta or {}),
+    }
     if data_iterator is not None:
         items["data"] = DataSave(data_iterator)
     metrics = None if eval_loss is None else {"eval_loss": float(eval_loss)}
@@ -121,35 +130,59 @@ def restore(manager, step: int, abstract_state, data_iterator=None):
 
     Returns (state, meta dict).
     """
-    items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+    items = {
+        "params": ocp.args.StandardRestore(abstract_state.params),
+        "train": ocp.args.StandardRestore(abstract_state.replace(params=None)),
+        "meta": ocp.args.JsonRestore(),
+    }
     if data_iterator is not None:
         items["data"] = DataRestore(data_iterator)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
-    return restored["state"], dict(restored["meta"] or {})
+    state = restored["train"].replace(params=restored["params"])
+    return state, dict(restored["meta"] or {})
 
 
-def restore_params(directory: str, abstract_params, key: str = "params"):
-    """Reads only the `params` subtree (or `ema_params`) of the latest checkpoint in `directory`.
-
-    `abstract_params` carries the target shardings. Used by `checkpoint.init_from` and by
-    generation; a checkpoint directory may be a manager root or one `<step>` folder.
-    """
+def params_directory(directory: str) -> epath.Path:
+    """The params PyTree inside `directory`: a manager root (newest step), a step folder, or a
+    params folder itself (the layout generation's loader resolves the same way)."""
     path = epath.Path(directory).absolute()
-    if not (path / "state").exists():
-        steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
-        if not steps:
-            raise ValueError(f"no checkpoint under {path}; expected <dir>/<step>/state")
+    if not path.exists():
+        raise ValueError(f"checkpoint directory {path} does not exist")
+    steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
+    if steps:
         path = path / str(steps[-1])
-    target = {key: abstract_params}
-    restore_args = jax.tree.map(
-        lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype),
-        target,
-    )
+    if (path / "params").exists():
+        path = path / "params"
+    return path
+
+
+def stored_params(directory: str) -> list[str]:
+    """Top-level names in a checkpoint's params tree (e.g. ['clip', 'dit', 'text', 'vae'])."""
     with ocp.PyTreeCheckpointer() as checkpointer:
-        out = checkpointer.restore(
-            path / "state",
+        stored = checkpointer.metadata(params_directory(directory))
+    return sorted(getattr(stored, "item_metadata", stored) or {})
+
+
+def restore_params(directory: str, abstract_params: dict) -> dict:
+    """Reads the top-level params subtrees named in `abstract_params` ({'vae': tree, ...}, leaves
+    ShapeDtypeStructs with the target shardings) from a checkpoint; other subtrees are skipped.
+
+    Used by `checkpoint.init_from` and the demo; missing names raise KeyError."""
+    path = params_directory(directory)
+    stored = stored_params(path)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        missing = [k for k in abstract_params if k not in stored]
+        if missing:
+            raise KeyError(f"{path} has params {sorted(stored)}, not {missing}")
+        restore_args = jax.tree.map(
+            lambda a: ocp.ArrayRestoreArgs(
+                sharding=a.sharding, global_shape=a.shape, dtype=a.dtype
+            ),
+            abstract_params,
+        )
+        return checkpointer.restore(
+            path,
             args=ocp.args.PyTreeRestore(
-                item=target, restore_args=restore_args, partial_restore=True
+                item=abstract_params, restore_args=restore_args, partial_restore=True
             ),
         )
-    return out[key]

@@ -218,16 +218,20 @@ def train(
             state = init_fn(init_rng)
         subtrees = dict(initial_params or {})
         if config.checkpoint.init_from:
-            for name in abstract_params:
-                if name in subtrees:
-                    continue
-                target = ckpt_lib.abstract_with_shardings(abstract_params[name], param_sh[name])
-                try:
-                    subtrees[name] = ckpt_lib.restore_params(
-                        config.checkpoint.init_from, target, key=f"params/{name}"
-                    )
-                except (KeyError, ValueError, FileNotFoundError) as error:
-                    logging.info("init_from: no %r params (%s); keeping init", name, error)
+            wanted = {
+                name: ckpt_lib.abstract_with_shardings(abstract_params[name], param_sh[name])
+                for name in abstract_params
+                if name not in subtrees
+            }
+            path = ckpt_lib.params_directory(config.checkpoint.init_from)
+            stored = set(ckpt_lib.stored_params(path))
+            found = {k: v for k, v in wanted.items() if k in stored}
+            if not found:
+                raise ValueError(
+                    f"config.checkpoint.init_from={config.checkpoint.init_from!r} holds params "
+                    f"{sorted(stored)}, none of this task's {sorted(abstract_params)}"
+                )
+            subtrees.update(ckpt_lib.restore_params(path, found))
         if subtrees:
             state = _put_params(state, subtrees, state_sh)
             logging.info("initial params for %s", sorted(subtrees))
