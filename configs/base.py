@@ -154,9 +154,11 @@ def _train() -> ml_collections.ConfigDict:
     c.adam_b2 = 0.999  # AdamW beta2.
     c.adam_eps = 1e-8  # AdamW epsilon.
     c.freeze = "^(vae|text|clip)/"  # Regex on 'a/b/c' param paths kept fixed ('' = train all).
-    c.kl_weight = 1e-6  # VAE task: weight of the KL term against the reconstruction MSE.
+    c.kl_weight = 1e-4  # VAE task: weight of the per-latent-cell KL against the pixel MSE.
     c.peak_flops = 0.0  # Peak FLOP/s per device for MFU (0 = look up the device kind).
     c.tensorboard = True  # Write TensorBoard event files under <workdir>/tensorboard.
+    c.demo = False  # Mode train runs the demo recipe: collect, VAE, latents, world model, imagine.
+    c.demo_vae_steps = 300  # Demo: steps of the VAE stage (train.steps is the world-model stage).
     return c
 
 

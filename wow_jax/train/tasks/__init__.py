@@ -1,0 +1,114 @@
+"""Training tasks (the models one loop trains) and the data each needs.
+
+    build(config, workdir) -> (task, train_iterator, eval_iterator or None)
+
+'world_model' (tasks/world_model.py) and 'vae' (tasks/vae.py) read clips from the Grain
+pipeline of wow_jax.data (Meta-World episodes are collected into <workdir>/data first when
+config.data.source == 'metaworld'); captions are tokenized on the host for the frozen umT5.
+"""
+
+import os
+
+import numpy as np
+
+from wow_jax.train.tasks.base import DataIterator, Task
+
+__all__ = ["DataIterator", "HostBatches", "Task", "build"]
+
+
+class HostBatches:
+    """Applies `fn` to every batch of `inner` on the host; checkpoint state is inner's."""
+
+    def __init__(self, inner, fn):
+        self.inner, self.fn = inner, fn
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return self.fn(next(self.inner))
+
+    def get_state(self):
+        return self.inner.get_state()
+
+    def set_state(self, state) -> None:
+        self.inner.set_state(state)
+
+
+def data_path(config, workdir: str) -> str:
+    """config.data.path, or <workdir>/data (collected there for source 'metaworld')."""
+    path = config.data.path or os.path.join(workdir, "data")
+    if config.data.source == "metaworld":
+        from wow_jax.sim import metaworld_collect
+
+        path = str(metaworld_collect.collect_from_config(config.data, path))
+    elif not os.path.isdir(path):
+        raise ValueError(
+            f"config.data.path {path!r} does not exist; point it at an RLDS ArrayRecord dataset "
+            "(or use config.data.source='metaworld' to collect one)"
+        )
+    return path
+
+
+def clip_iterator(config, workdir: str, seed_offset: int = 0):
+    """The Grain clip iterator of wow_jax.data (per-process batches, see its docstring)."""
+    from wow_jax.data import pipeline
+
+    data_cfg = config.data.copy_and_resolve_references()
+    with data_cfg.unlocked():
+        data_cfg.path = data_path(config, workdir)
+    return pipeline.create_iterator(data_cfg, seed=data_cfg.shuffle_seed + seed_offset)
+
+
+def caption_tokenizer(config):
+    from wow_jax.data import tokenizer
+
+    return tokenizer.Tokenizer(config.model.text.tokenizer_path, config.model.text.text_len)
+
+
+def world_model_batches(config, inner, tokenizer):
+    """Keeps video / first_frame and adds token_ids / text_mask of the mixture captions."""
+
+    def fn(batch):
+        ids, mask = tokenizer.encode([str(c) for c in batch["caption"]])
+        return {
+            "video": np.asarray(batch["video"], np.float32),
+            "first_frame": np.asarray(batch["first_frame"], np.float32),
+            "token_ids": ids,
+            "text_mask": mask,
+        }
+
+    return HostBatches(inner, fn)
+
+
+def video_batches(inner):
+    return HostBatches(inner, lambda batch: {"video": np.asarray(batch["video"], np.float32)})
+
+
+def build(config, workdir: str):
+    """(task, train iterator, eval iterator or None) for config.train.task."""
+    name = config.train.task
+    eval_wanted = config.train.eval_every > 0
+    if name == "world_model":
+        from wow_jax.train.tasks.world_model import WorldModelTask
+
+        tokenizer = caption_tokenizer(config)
+        ids, mask = tokenizer.encode([""])
+        task = WorldModelTask(config, null_tokens=(ids[0], mask[0]))
+
+        def make(offset):
+            return world_model_batches(config, clip_iterator(config, workdir, offset), tokenizer)
+
+    elif name == "vae":
+        from wow_jax.train.tasks.vae import VAETask
+
+        task = VAETask(config)
+
+        def make(offset):
+            return video_batches(clip_iterator(config, workdir, offset))
+
+    else:
+        raise NotImplementedError(
+            f"config.train.task={name!r} has no training task yet; use 'world_model' or 'vae'"
+        )
+    return task, make(0), (make(1000) if eval_wanted else None)

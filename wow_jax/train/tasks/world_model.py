@@ -1,0 +1,174 @@
+"""World-model task: flow-matching training of the Wan DiT (T2V or I2V) on robot clips.
+
+params = {'dit': trained, 'vae', 'text', 'clip' (i2v): frozen by config.train.freeze}; all four
+are kept in the state so every checkpoint is a complete generation checkpoint.
+
+Batch (global jax.Arrays, B = batch), each group from a cache or computed online:
+    latents:  'latents' [B, t, h, w, z] normalised (+ 'cond_latents' [B, t, h, w, z] for i2v),
+              or 'video' [B, T, H, W, 3] in [-1, 1] encoded by the frozen VAE (posterior mean)
+    text:     'text_states' [B, L, D], or 'token_ids' / 'text_mask' [B, L] int32 run through umT5
+    image:    (i2v) 'image_tokens' [B, N, E], or CLIP of 'first_frame' [B, H, W, 3] (default
+              video[:, 0])
+
+Loss: x_t = (1 - s) x_0 + s noise with shifted sigmas, DiT(concat[x_t, mask, cond], 1000 s, text,
+image) regressed onto noise - x_0 (see flow_matching.py). With probability
+config.train.text_dropout a sample's caption is replaced by the empty prompt (EOS only), the
+unconditional branch of classifier-free guidance.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from wow_jax import configuration
+from wow_jax.train import flow_matching as fm
+from wow_jax.train.tasks import conditioning
+
+T5_EOS_ID = 1  # umT5 '</s>': an empty caption tokenizes to [EOS, pad, ...].
+
+
+def empty_prompt_tokens(text_len: int, eos_id: int = T5_EOS_ID):
+    """(ids [L], mask [L]) of the empty caption, as Tokenizer.encode(['']) returns."""
+    ids = np.zeros((text_len,), np.int32)
+    mask = np.zeros((text_len,), np.int32)
+    ids[0], mask[0] = eos_id, 1
+    return ids, mask
+
+
+def resize_for_clip(images: jax.Array, size: int) -> jax.Array:
+    """[B, H, W, 3] -> [B, size, size, 3] bicubic (as generation feeds CLIP)."""
+    return jax.image.resize(images, (images.shape[0], size, size, 3), "bicubic", antialias=False)
+
+
+class WorldModelTask:
+    name = "world_model"
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        null_tokens: tuple[np.ndarray, np.ndarray] | None = None,
+        null_text_states: np.ndarray | None = None,
+    ):
+        from wow_jax.models import clip, dit, text_encoder, vae
+
+        self.config = config
+        self.train_cfg = config.train
+        self.dit_cfg, self.vae_cfg = config.model.dit, config.model.vae
+        self.text_cfg, self.clip_cfg = config.model.text, config.model.clip
+        self.i2v = self.dit_cfg.variant == "i2v"
+        self.libs = {"dit": dit, "vae": vae, "text": text_encoder, "clip": clip}
+        self.dit = dit.create(self.dit_cfg)
+        self.text = text_encoder.create(self.text_cfg)
+        self.clip = clip.create(self.clip_cfg) if self.i2v else None
+        self.null_tokens = null_tokens or empty_prompt_tokens(self.text_cfg.text_len)
+        self.null_text_states = null_text_states
+        self.t_stride = configuration.vae_temporal_stride(self.vae_cfg)
+        self.s_stride = configuration.vae_spatial_stride(self.vae_cfg)
+
+    def init_params(self, rng):
+        """Boxed params {'dit', 'vae', 'text'(, 'clip')}: random init (replace the frozen ones
+        with trained weights via config.checkpoint.init_from or `initial_params`)."""
+        dit_rng, vae_rng, text_rng, clip_rng = jax.random.split(rng, 4)
+        ids = jnp.zeros((1, 1), jnp.int32)
+        params = {
+            "dit": self.libs["dit"].init_params(self.dit_cfg, dit_rng),
+            "vae": self.libs["vae"].init(self.vae_cfg, vae_rng),
+            "text": self.text.init(text_rng, ids, ids)["params"],
+        }
+        if self.i2v:
+            size = self.clip_cfg.image_size
+            params["clip"] = self.clip.init(clip_rng, jnp.zeros((1, size, size, 3)))["params"]
+        return params
+
+    # ---------------------------------------------------------------- conditioning pieces
+
+    def encode_video(self, vae_params, video):
+        """video [B, T, H, W, 3] -> normalised posterior mean [B, t, h, w, z]."""
+        vae = self.libs["vae"]
+        return vae.normalize(vae.encode(vae_params, video, self.vae_cfg, chunked=False), self.vae_cfg)
+
+    def latents(self, params, batch):
+        """(x_0, cond_latents or None), both normalised [B, t, h, w, z]."""
+        if "latents" in batch:
+            x0 = batch["latents"]
+            cond = batch.get("cond_latents")
+            if self.i2v and cond is None:
+                raise ValueError(
+                    "an i2v latent-cache batch needs 'cond_latents' (VAE latents of the first "
+                    "frame followed by zeros); write them with the cache or pass 'video'"
+                )
+            return x0, cond
+        if "video" not in batch:
+            raise ValueError(
+                f"world-model batch needs 'latents' (cache) or 'video', got keys {sorted(batch)}"
+            )
+        vae_params = jax.lax.stop_gradient(params["vae"])
+        video = batch["video"]
+        x0 = self.encode_video(vae_params, video)
+        cond = None
+        if self.i2v:
+            cond_video = conditioning.conditioning_video(video[:, 0], video.shape[1])
+            cond = self.encode_video(vae_params, cond_video)
+        return x0, cond
+
+    def text_states(self, params, batch, drop):
+        """[B, L, D] caption states; rows with drop=True get the empty-prompt states."""
+        if "text_states" in batch:
+            states = batch["text_states"]
+            if self.train_cfg.text_dropout > 0:
+                if self.null_text_states is None:
+                    raise ValueError(
+                        "text_dropout > 0 with cached 'text_states' needs the empty-prompt "
+                        "embedding: pass null_text_states (the cache's entry for '')"
+                    )
+                null = jnp.asarray(self.null_text_states, states.dtype)[None]
+                states = jnp.where(drop[:, None, None], null, states)
+            return states
+        ids, mask = batch["token_ids"], batch["text_mask"]
+        null_ids, null_mask = (jnp.asarray(x)[None] for x in self.null_tokens)
+        ids = jnp.where(drop[:, None], null_ids, ids)
+        mask = jnp.where(drop[:, None], null_mask, mask)
+        return self.text.apply({"params": jax.lax.stop_gradient(params["text"])}, ids, mask)
+
+    def image_tokens(self, params, batch):
+        if not self.i2v:
+            return None
+        if "image_tokens" in batch:
+            return batch["image_tokens"]
+        first = batch["first_frame"] if "first_frame" in batch else batch["video"][:, 0]
+        images = resize_for_clip(first, self.clip_cfg.image_size)
+        return self.clip.apply({"params": jax.lax.stop_gradient(params["clip"])}, images)
+
+    def model_input(self, x_t, cond, num_frames):
+        if not self.i2v:
+            return x_t
+        channels = conditioning.condition_channels(cond, num_frames, self.t_stride)
+        return jnp.concatenate([x_t, channels.astype(x_t.dtype)], axis=-1)
+
+    # ---------------------------------------------------------------- task interface
+
+    def loss(self, params, batch, rng):
+        drop_rng, fm_rng = jax.random.split(rng)
+        x0, cond = self.latents(params, batch)
+        x0 = x0.astype(jnp.float32)
+        drop = jax.random.bernoulli(drop_rng, self.train_cfg.text_dropout, (x0.shape[0],))
+        text = self.text_states(params, batch, drop)
+        image = self.image_tokens(params, batch)
+        noisy = fm.noisy_inputs(fm_rng, x0, self.train_cfg)
+        num_frames = 1 + (x0.shape[1] - 1) * self.t_stride
+        inputs = self.model_input(noisy["x_t"], cond, num_frames)
+        velocity = self.dit.apply({"params": params["dit"]}, inputs, noisy["timesteps"], text, image)
+        loss = fm.weighted_mse(velocity, noisy["target"], noisy["weight"])
+        return loss, {"sigma_mean": jnp.mean(noisy["sigma"]), "text_dropped": jnp.mean(drop)}
+
+    def tokens_per_sample(self, batch) -> int:
+        """DiT tokens per clip: latent cells / patch volume."""
+        if "latents" in batch:
+            t, h, w = batch["latents"].shape[1:4]
+        else:
+            frames, height, width = batch["video"].shape[1:4]
+            t = (frames - 1) // self.t_stride + 1
+            h, w = height // self.s_stride, width // self.s_stride
+        pt, ph, pw = self.dit_cfg.patch_size
+        return (t // pt) * (h // ph) * (w // pw)
