@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec
 
 from wow_jax import sharding
 from wow_jax.train import checkpoint as ckpt_lib
@@ -103,6 +104,26 @@ def build_eval_step(task, seed: int):
     return eval_step
 
 
+def fit_sharding(named: NamedSharding, shape) -> NamedSharding:
+    """Drops the mesh axes of any dimension they do not divide (e.g. a VAE bias of 3 RGB
+    channels annotated 'channels' on fsdp=4): that dimension is replicated instead."""
+    spec = list(named.spec) + [None] * (len(shape) - len(named.spec))
+    fitted = []
+    for size, axes in zip(shape, spec, strict=True):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        ways = int(np.prod([named.mesh.shape[a] for a in names])) if names else 1
+        fitted.append(axes if size % ways == 0 else None)
+    return NamedSharding(named.mesh, PartitionSpec(*fitted))
+
+
+def param_shardings(abstract_boxed, mesh):
+    """NamedSharding per parameter from the logical rules, fitted to the shapes."""
+    shardings = sharding.variable_shardings(abstract_boxed, mesh)
+    return jax.tree.map(
+        lambda sh, a: fit_sharding(sh, a.shape), shardings, nn.unbox(abstract_boxed)
+    )
+
+
 def state_shardings(abstract_state, abstract_params, param_shardings, mesh):
     """Shardings for every TrainState leaf: a leaf whose tree path ends with a parameter's path
     and has its shape (params, Adam moments, EMA) takes that parameter's sharding; the rest
@@ -158,19 +179,6 @@ def _host(tree) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(tree).items()}
 
 
-def _put_params(state, subtrees: dict, state_sh):
-    """Replaces top-level params subtrees (e.g. a pretrained 'vae') in a fresh state."""
-    params = dict(state.params)
-    for name, tree in subtrees.items():
-        if name not in params:
-            raise ValueError(
-                f"initial params {name!r} not in the task's params {sorted(params)}; "
-                "pass subtrees the task defines"
-            )
-        params[name] = jax.device_put(tree, state_sh.params[name])
-    return state.replace(params=params)
-
-
 def train(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -195,7 +203,7 @@ def train(
 
     with sharding.activate(mesh):
         abstract_boxed = jax.eval_shape(task.init_params, init_rng)
-    param_sh = sharding.variable_shardings(abstract_boxed, mesh)
+    param_sh = param_shardings(abstract_boxed, mesh)
     abstract_params = nn.unbox(abstract_boxed)
     tx = opt_lib.make_optimizer(train_cfg, abstract_params)
     mask = opt_lib.trainable_mask(abstract_params, train_cfg.freeze)
@@ -213,35 +221,53 @@ def train(
         state, _ = ckpt_lib.restore(manager, latest, target, train_data)
         logging.info("resumed from %s step %d", manager.directory, latest)
     else:
-        init_fn = jax.jit(lambda r: create(nn.unbox(task.init_params(r))), out_shardings=state_sh)
-        with sharding.activate(mesh):
-            state = init_fn(init_rng)
-        subtrees = dict(initial_params or {})
+        given = dict(initial_params or {})
         if config.checkpoint.init_from:
+            path = ckpt_lib.params_directory(config.checkpoint.init_from)
+            stored = set(ckpt_lib.stored_params(path))
             wanted = {
                 name: ckpt_lib.abstract_with_shardings(abstract_params[name], param_sh[name])
                 for name in abstract_params
-                if name not in subtrees
+                if name in stored and name not in given
             }
-            path = ckpt_lib.params_directory(config.checkpoint.init_from)
-            stored = set(ckpt_lib.stored_params(path))
-            found = {k: v for k, v in wanted.items() if k in stored}
-            if not found:
+            if not wanted and not given:
                 raise ValueError(
                     f"config.checkpoint.init_from={config.checkpoint.init_from!r} holds params "
                     f"{sorted(stored)}, none of this task's {sorted(abstract_params)}"
                 )
-            subtrees.update(ckpt_lib.restore_params(path, found))
-        if subtrees:
-            state = _put_params(state, subtrees, state_sh)
-            logging.info("initial params for %s", sorted(subtrees))
+            given.update(ckpt_lib.restore_params(path, wanted))
+        unknown = sorted(set(given) - set(abstract_params))
+        if unknown:
+            raise ValueError(
+                f"initial params {unknown} are not in the task's params {sorted(abstract_params)}"
+            )
+
+        def init(rng, given):
+            # Subtrees in `given` replace the random init, which XLA then never computes.
+            return create({**nn.unbox(task.init_params(rng)), **given})
+
+        given_sh = {name: param_sh[name] for name in given}
+        given = jax.device_put(given, given_sh)
+        init_fn = jax.jit(init, in_shardings=(None, given_sh), out_shardings=state_sh)
+        with sharding.activate(mesh):
+            state = init_fn(init_rng, given)
+        if given:
+            logging.info("initial params for %s; the rest initialised randomly", sorted(given))
 
     step = int(jax.device_get(state.step))
     if step >= total:
         logging.info("nothing to do: checkpoint step %d >= %d steps", step, total)
         return TrainResult(state, {}, False)
 
-    batch = sharding.shard_batch(next(train_data), mesh)
+    first = next(train_data)
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    global_batch = int(jax.tree.leaves(first)[0].shape[0]) * jax.process_count()
+    if global_batch % ways:
+        raise ValueError(
+            f"the global batch ({global_batch}) must be divisible by mesh data*fsdp = {ways}; "
+            "change config.data.batch_size or config.mesh"
+        )
+    batch = sharding.shard_batch(first, mesh)
     abstract_batch = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), batch
     )
@@ -260,7 +286,6 @@ def train(
         eval_fn = jax.jit(build_eval_step(task, config.seed))
         eval_start = eval_data.get_state()
 
-    global_batch = int(jax.tree.leaves(abstract_batch)[0].shape[0])
     writer = metrics_lib.MetricsWriter(
         workdir,
         samples_per_step=global_batch,

@@ -27,7 +27,9 @@ class VAETask:
 
     def loss(self, params, batch, rng):
         video = batch["video"]
-        mean, logvar = self.lib.encode_distribution(params["vae"], video, self.vae_cfg, chunked=False)
+        mean, logvar = self.lib.encode_distribution(
+            params["vae"], video, self.vae_cfg, chunked=False
+        )
         z = self.lib.sample_latents(rng, mean, logvar)
         recon = self.lib.decode(params["vae"], z, self.vae_cfg, chunked=False, clamp=False)
         mse = jnp.mean(jnp.square(recon.astype(jnp.float32) - video.astype(jnp.float32)))
@@ -47,5 +49,7 @@ def encode_dataset(vae_params, videos, vae_cfg, batch_size: int = 8):
     from wow_jax.models import vae
 
     encode = jax.jit(lambda p, v: vae.encode(p, v, vae_cfg, chunked=False))
-    out = [encode(vae_params, videos[i : i + batch_size]) for i in range(0, len(videos), batch_size)]
+    out = [
+        encode(vae_params, videos[i : i + batch_size]) for i in range(0, len(videos), batch_size)
+    ]
     return jnp.concatenate(out, axis=0)

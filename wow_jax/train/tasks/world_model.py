@@ -49,6 +49,7 @@ class WorldModelTask:
         config: ml_collections.ConfigDict,
         null_tokens: tuple[np.ndarray, np.ndarray] | None = None,
         null_text_states: np.ndarray | None = None,
+        components: tuple[str, ...] = ("dit", "vae", "text", "clip"),
     ):
         from wow_jax.models import clip, dit, text_encoder, vae
 
@@ -63,30 +64,44 @@ class WorldModelTask:
         self.clip = clip.create(self.clip_cfg) if self.i2v else None
         self.null_tokens = null_tokens or empty_prompt_tokens(self.text_cfg.text_len)
         self.null_text_states = null_text_states
+        if "dit" not in components:
+            raise ValueError(f"world-model components must include 'dit', got {components}")
+        self.components = tuple(c for c in components if c != "clip" or self.i2v)
         self.t_stride = configuration.vae_temporal_stride(self.vae_cfg)
         self.s_stride = configuration.vae_spatial_stride(self.vae_cfg)
 
     def init_params(self, rng):
-        """Boxed params {'dit', 'vae', 'text'(, 'clip')}: random init (replace the frozen ones
-        with trained weights via config.checkpoint.init_from or `initial_params`)."""
+        """Boxed params of `components` ({'dit', 'vae', 'text'(, 'clip' for i2v)} by default):
+        random init; the loop replaces frozen ones with trained weights (checkpoint.init_from
+        or `initial_params`). Drop components a cached batch never needs to save memory."""
         dit_rng, vae_rng, text_rng, clip_rng = jax.random.split(rng, 4)
         ids = jnp.zeros((1, 1), jnp.int32)
-        params = {
-            "dit": self.libs["dit"].init_params(self.dit_cfg, dit_rng),
-            "vae": self.libs["vae"].init(self.vae_cfg, vae_rng),
-            "text": self.text.init(text_rng, ids, ids)["params"],
+        size = self.clip_cfg.image_size
+        init = {
+            "dit": lambda: self.libs["dit"].init_params(self.dit_cfg, dit_rng),
+            "vae": lambda: self.libs["vae"].init(self.vae_cfg, vae_rng),
+            "text": lambda: self.text.init(text_rng, ids, ids)["params"],
+            "clip": lambda: self.clip.init(clip_rng, jnp.zeros((1, size, size, 3)))["params"],
         }
-        if self.i2v:
-            size = self.clip_cfg.image_size
-            params["clip"] = self.clip.init(clip_rng, jnp.zeros((1, size, size, 3)))["params"]
-        return params
+        return {name: init[name]() for name in self.components}
+
+    def _frozen(self, params, name: str, needed_for: str):
+        if name not in params:
+            raise ValueError(
+                f"the batch has no {needed_for}, so the world model needs its frozen {name!r} "
+                f"params, but the task was built with components={self.components}; add "
+                f"{name!r} or put {needed_for} in the batch (a cache)"
+            )
+        return jax.lax.stop_gradient(params[name])
 
     # ---------------------------------------------------------------- conditioning pieces
 
     def encode_video(self, vae_params, video):
         """video [B, T, H, W, 3] -> normalised posterior mean [B, t, h, w, z]."""
         vae = self.libs["vae"]
-        return vae.normalize(vae.encode(vae_params, video, self.vae_cfg, chunked=False), self.vae_cfg)
+        return vae.normalize(
+            vae.encode(vae_params, video, self.vae_cfg, chunked=False), self.vae_cfg
+        )
 
     def latents(self, params, batch):
         """(x_0, cond_latents or None), both normalised [B, t, h, w, z]."""
@@ -103,7 +118,7 @@ class WorldModelTask:
             raise ValueError(
                 f"world-model batch needs 'latents' (cache) or 'video', got keys {sorted(batch)}"
             )
-        vae_params = jax.lax.stop_gradient(params["vae"])
+        vae_params = self._frozen(params, "vae", "'latents'")
         video = batch["video"]
         x0 = self.encode_video(vae_params, video)
         cond = None
@@ -129,7 +144,8 @@ class WorldModelTask:
         null_ids, null_mask = (jnp.asarray(x)[None] for x in self.null_tokens)
         ids = jnp.where(drop[:, None], null_ids, ids)
         mask = jnp.where(drop[:, None], null_mask, mask)
-        return self.text.apply({"params": jax.lax.stop_gradient(params["text"])}, ids, mask)
+        text_params = self._frozen(params, "text", "'text_states'")
+        return self.text.apply({"params": text_params}, ids, mask)
 
     def image_tokens(self, params, batch):
         if not self.i2v:
@@ -138,7 +154,7 @@ class WorldModelTask:
             return batch["image_tokens"]
         first = batch["first_frame"] if "first_frame" in batch else batch["video"][:, 0]
         images = resize_for_clip(first, self.clip_cfg.image_size)
-        return self.clip.apply({"params": jax.lax.stop_gradient(params["clip"])}, images)
+        return self.clip.apply({"params": self._frozen(params, "clip", "'image_tokens'")}, images)
 
     def model_input(self, x_t, cond, num_frames):
         if not self.i2v:
@@ -158,7 +174,9 @@ class WorldModelTask:
         noisy = fm.noisy_inputs(fm_rng, x0, self.train_cfg)
         num_frames = 1 + (x0.shape[1] - 1) * self.t_stride
         inputs = self.model_input(noisy["x_t"], cond, num_frames)
-        velocity = self.dit.apply({"params": params["dit"]}, inputs, noisy["timesteps"], text, image)
+        velocity = self.dit.apply(
+            {"params": params["dit"]}, inputs, noisy["timesteps"], text, image
+        )
         loss = fm.weighted_mse(velocity, noisy["target"], noisy["weight"])
         return loss, {"sigma_mean": jnp.mean(noisy["sigma"]), "text_dropped": jnp.mean(drop)}
 
