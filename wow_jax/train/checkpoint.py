@@ -2,10 +2,10 @@
 
 Layout (one Orbax CheckpointManager under `<workdir>/checkpoints`):
 
-    checkpoints/<step>/params/  TrainState.params: {'dit', 'vae', 'text', 'clip'} (world model)
-                                or {'vae'} (VAE task): what generation reads (docs/generation.md)
-    checkpoints/<step>/train/   the rest of the TrainState: step, opt_state, ema_params, rng,
-                                NaN-guard counters (params=None)
+    checkpoints/<step>/state/   TrainState: step, params, opt_state, ema_params, rng, NaN-guard
+                                counters. params (and ema_params) = {'dit', 'vae', 'text', 'clip'}
+                                for the world model, {'vae'} for the VAE task: generation reads
+                                state/params (or state/ema_params) directly (docs/generation.md)
     checkpoints/<step>/data/    process_<i>-of-<n>.json: each process's iterator get_state()
     checkpoints/<step>/meta/    JSON: step (and what the loop adds)
 
@@ -99,7 +99,7 @@ def make_manager(directory: str, ckpt_cfg: ml_collections.ConfigDict) -> ocp.Che
     return ocp.CheckpointManager(
         epath.Path(directory).absolute(),
         options=options,
-        item_names=("params", "train", "data", "meta"),
+        item_names=("state", "data", "meta"),
     )
 
 
@@ -107,11 +107,7 @@ def save(manager, step: int, state, data_iterator=None, meta=None, eval_loss=Non
     """Starts an (async) save of `state` at `step`; returns False if that step already exists."""
     if step in manager.all_steps():
         return False
-    items = {
-        "params": ocp.args.StandardSave(state.params),
-        "train": ocp.args.StandardSave(state.replace(params=None)),
-        "meta": ocp.args.JsonSave(meta or {}),
-    }
+    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta or {})}
     if data_iterator is not None:
         items["data"] = DataSave(data_iterator)
     metrics = None if eval_loss is None else {"eval_loss": float(eval_loss)}
@@ -130,59 +126,71 @@ def restore(manager, step: int, abstract_state, data_iterator=None):
 
     Returns (state, meta dict).
     """
-    items = {
-        "params": ocp.args.StandardRestore(abstract_state.params),
-        "train": ocp.args.StandardRestore(abstract_state.replace(params=None)),
-        "meta": ocp.args.JsonRestore(),
-    }
+    items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
     if data_iterator is not None:
         items["data"] = DataRestore(data_iterator)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
-    state = restored["train"].replace(params=restored["params"])
-    return state, dict(restored["meta"] or {})
+    return restored["state"], dict(restored["meta"] or {})
 
 
 def params_directory(directory: str) -> epath.Path:
-    """The params PyTree inside `directory`: a manager root (newest step), a step folder, or a
-    params folder itself (the layout generation's loader resolves the same way)."""
+    """The PyTree item inside `directory`: a manager root (newest step), a step folder, or the
+    item folder itself; the item is 'state' (training) or a plain params tree (importer)."""
     path = epath.Path(directory).absolute()
     if not path.exists():
         raise ValueError(f"checkpoint directory {path} does not exist")
+    if (path / "_METADATA").exists():
+        return path
+    for item in ("state", "params", "default"):
+        if (path / item / "_METADATA").exists():
+            return path / item
     steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
-    if steps:
-        path = path / str(steps[-1])
-    if (path / "params").exists():
-        path = path / "params"
-    return path
+    if not steps:
+        raise ValueError(f"{path} is not an Orbax checkpoint (no _METADATA, item or step folder)")
+    return params_directory(str(path / str(steps[-1])))
 
 
-def stored_params(directory: str) -> list[str]:
-    """Top-level names in a checkpoint's params tree (e.g. ['clip', 'dit', 'text', 'vae'])."""
+def _params_tree(path: epath.Path, key: str):
+    """(prefix, {name: metadata}) of the params in a checkpoint item: its `key` sub-tree
+    ('params' / 'ema_params' of a TrainState), or its top level (a plain params tree)."""
     with ocp.PyTreeCheckpointer() as checkpointer:
-        stored = checkpointer.metadata(params_directory(directory))
-    return sorted(getattr(stored, "item_metadata", stored) or {})
+        tree = checkpointer.metadata(path)
+    tree = getattr(tree, "item_metadata", tree)
+    tree = getattr(tree, "tree", tree)
+    if key in tree:
+        return (key,), dict(tree[key])
+    return (), dict(tree)
 
 
-def restore_params(directory: str, abstract_params: dict) -> dict:
-    """Reads the top-level params subtrees named in `abstract_params` ({'vae': tree, ...}, leaves
-    ShapeDtypeStructs with the target shardings) from a checkpoint; other subtrees are skipped.
+def stored_params(directory: str, key: str = "params") -> list[str]:
+    """Top-level names of a checkpoint's params (e.g. ['clip', 'dit', 'text', 'vae'])."""
+    return sorted(_params_tree(params_directory(directory), key)[1])
+
+
+def restore_params(directory: str, abstract_params: dict, key: str = "params") -> dict:
+    """Reads the params subtrees named in `abstract_params` ({'vae': tree, ...}, leaves
+    ShapeDtypeStructs with the target shardings) from a checkpoint; nothing else is read.
 
     Used by `checkpoint.init_from` and the demo; missing names raise KeyError."""
     path = params_directory(directory)
-    stored = stored_params(path)
+    prefix, stored = _params_tree(path, key)
+    missing = [k for k in abstract_params if k not in stored]
+    if missing:
+        raise KeyError(f"{path} has params {sorted(stored)}, not {missing}")
+    target = dict(abstract_params)
+    for name in reversed(prefix):
+        target = {name: target}
+    restore_args = jax.tree.map(
+        lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype),
+        target,
+    )
     with ocp.PyTreeCheckpointer() as checkpointer:
-        missing = [k for k in abstract_params if k not in stored]
-        if missing:
-            raise KeyError(f"{path} has params {sorted(stored)}, not {missing}")
-        restore_args = jax.tree.map(
-            lambda a: ocp.ArrayRestoreArgs(
-                sharding=a.sharding, global_shape=a.shape, dtype=a.dtype
-            ),
-            abstract_params,
-        )
-        return checkpointer.restore(
+        out = checkpointer.restore(
             path,
             args=ocp.args.PyTreeRestore(
-                item=abstract_params, restore_args=restore_args, partial_restore=True
+                item=target, restore_args=restore_args, partial_restore=True
             ),
         )
+    for name in prefix:
+        out = out[name]
+    return out
