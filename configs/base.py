@@ -159,6 +159,8 @@ def _train() -> ml_collections.ConfigDict:
     c.tensorboard = True  # Write TensorBoard event files under <workdir>/tensorboard.
     c.demo = False  # Mode train runs the demo recipe: collect, VAE, latents, world model, imagine.
     c.demo_vae_steps = 300  # Demo: steps of the VAE stage (train.steps is the world-model stage).
+    c.demo_clips = 64  # Demo: training clips drawn from the collected episodes and cached.
+    c.demo_heldout = 4  # Demo: held-out clips (other collection seed) imagined after training.
     return c
 
 

@@ -13,6 +13,7 @@ fold_in(state.rng, i), so a resumed run repeats the uninterrupted run bit for bi
 """
 
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -362,7 +363,15 @@ def train(
 
 
 def run_train(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Mode 'train': `python -m wow_jax.main --config=configs/demo.py --workdir=DIR`."""
+    """Mode 'train': `python -m wow_jax.main --config=configs/demo.py --workdir=DIR`.
+
+    config.train.demo=True runs the whole demo recipe (wow_jax/train/demo.py)."""
+    if config.train.demo:
+        from wow_jax.train import demo
+
+        summary = demo.run_demo(config, workdir)
+        print(f"demo done: {json.dumps(summary, default=str)}")
+        return
     result = train(config, workdir)
     if result.losses:
         last = max(result.losses)
