@@ -153,7 +153,9 @@ def _train() -> ml_collections.ConfigDict:
     c.adam_b1 = 0.9  # AdamW beta1.
     c.adam_b2 = 0.999  # AdamW beta2.
     c.adam_eps = 1e-8  # AdamW epsilon.
-    c.freeze = "^(vae|text|clip)/"  # Regex on 'a/b/c' param paths kept fixed ('' = train all).
+    c.freeze = (
+        "auto"  # Regex on 'a/b/c' param paths kept fixed; 'auto' = the task's frozen encoders.
+    )
     c.kl_weight = 1e-4  # VAE task: weight of the per-latent-cell KL against the pixel MSE.
     c.peak_flops = 0.0  # Peak FLOP/s per device for MFU (0 = look up the device kind).
     c.tensorboard = True  # Write TensorBoard event files under <workdir>/tensorboard.

@@ -206,8 +206,9 @@ def train(
         abstract_boxed = jax.eval_shape(task.init_params, init_rng)
     param_sh = param_shardings(abstract_boxed, mesh)
     abstract_params = nn.unbox(abstract_boxed)
-    tx = opt_lib.make_optimizer(train_cfg, abstract_params)
-    mask = opt_lib.trainable_mask(abstract_params, train_cfg.freeze)
+    freeze = opt_lib.resolve_freeze(train_cfg.freeze, task)
+    tx = opt_lib.make_optimizer(train_cfg, abstract_params, freeze)
+    mask = opt_lib.trainable_mask(abstract_params, freeze)
 
     def create(params):
         return state_lib.create(params, tx, state_rng, train_cfg.ema_decay)

@@ -52,8 +52,15 @@ def path_string(path) -> str:
     return "/".join(parts)
 
 
+AUTO = "auto"
+
+
 def freeze_labels(params, pattern: str):
-    """Tree of TRAINABLE / FROZEN labels: leaves whose path matches `pattern` are frozen."""
+    """Tree of TRAINABLE / FROZEN labels: leaves whose path matches `pattern` are frozen.
+
+    The loop resolves config.train.freeze='auto' to the task's `frozen_pattern` first."""
+    if pattern == AUTO:
+        raise ValueError("resolve config.train.freeze='auto' with resolve_freeze(task, ...) first")
     if not pattern:
         return jax.tree.map(lambda _: TRAINABLE, params)
     regex = re.compile(pattern)
@@ -62,18 +69,25 @@ def freeze_labels(params, pattern: str):
     )
 
 
+def resolve_freeze(pattern: str, task) -> str:
+    """'auto' -> the task's `frozen_pattern` (world model: '^(vae|text|clip)/'; VAE: '')."""
+    return getattr(task, "frozen_pattern", "") if pattern == AUTO else pattern
+
+
 def trainable_mask(params, pattern: str):
     """Tree of bools, True where the leaf is trained."""
     return jax.tree.map(lambda label: label == TRAINABLE, freeze_labels(params, pattern))
 
 
-def make_optimizer(train_cfg: ml_collections.ConfigDict, params) -> optax.GradientTransformation:
-    """The full transformation for `params` (a tree of arrays or ShapeDtypeStructs)."""
-    labels = freeze_labels(params, train_cfg.freeze)
+def make_optimizer(
+    train_cfg: ml_collections.ConfigDict, params, freeze: str | None = None
+) -> optax.GradientTransformation:
+    """The full transformation for `params` (a tree of arrays or ShapeDtypeStructs); `freeze`
+    (default config.train.freeze) is the resolved regex of frozen paths."""
+    freeze = train_cfg.freeze if freeze is None else freeze
+    labels = freeze_labels(params, freeze)
     if all(label == FROZEN for label in jax.tree.leaves(labels)):
-        raise ValueError(
-            f"config.train.freeze={train_cfg.freeze!r} freezes every parameter; loosen the regex"
-        )
+        raise ValueError(f"config.train.freeze={freeze!r} freezes every parameter; loosen it")
     trainable = optax.chain(
         optax.clip_by_global_norm(train_cfg.clip_norm),
         optax.adamw(

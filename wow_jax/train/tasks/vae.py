@@ -14,6 +14,7 @@ import ml_collections
 
 class VAETask:
     name = "vae"
+    frozen_pattern = ""  # config.train.freeze='auto': everything trains.
 
     def __init__(self, config: ml_collections.ConfigDict):
         from wow_jax.models import vae

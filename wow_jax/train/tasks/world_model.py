@@ -43,6 +43,7 @@ def resize_for_clip(images: jax.Array, size: int) -> jax.Array:
 
 class WorldModelTask:
     name = "world_model"
+    frozen_pattern = "^(vae|text|clip)/"  # config.train.freeze='auto': only the DiT trains.
 
     def __init__(
         self,
