@@ -82,6 +82,10 @@ def main(argv):
         config.mode  # noqa: B018 (a config file that failed to load raises here)
     except OSError as error:
         sys.exit(f"wow_jax: cannot load --config: {str(error).splitlines()[-1].strip()}")
+    # Multi-host: join the cluster (JAX_COORDINATOR_ADDRESS ... or a TPU pod) before JAX starts.
+    from wow_jax.train import distributed
+
+    distributed.initialize_from_env()
     try:
         configuration.validate(config, jax.device_count())
         runner = resolve_runner(config.mode)
