@@ -1,4 +1,4 @@
-"""The umT5 tokenizer equals Wan's pipeline: cleaning + the Hugging Face tokenizer (same spm file)."""
+"""The umT5 tokenizer equals Wan's pipeline: cleaning + the HF tokenizer of the same spm file."""
 
 import html
 import logging
@@ -12,13 +12,60 @@ import sentencepiece
 
 from wow_jax.data import tokenizer as tokenizer_lib
 
-_SYLLABLES = (
-    "ro bot arm pick up red blo ck pla ce dra wer o pen clo se push but ton rea ch grip per cu be "
-    "ta ble le ft ri ght slow ly ka zu mi ne"
-).split()
-_UNICODE_WORDS = (
-    "café naïve résumé Zürich ÅÄÖ 机器人 拿起 红色 方块 ロボット «quote» — dash".split()
-)
+_SYLLABLES = [
+    "ro",
+    "bot",
+    "arm",
+    "pick",
+    "up",
+    "red",
+    "blo",
+    "ck",
+    "pla",
+    "ce",
+    "dra",
+    "wer",
+    "o",
+    "pen",
+    "clo",
+    "se",
+    "push",
+    "but",
+    "ton",
+    "rea",
+    "ch",
+    "grip",
+    "per",
+    "cu",
+    "be",
+    "ta",
+    "ble",
+    "le",
+    "ft",
+    "ri",
+    "ght",
+    "slow",
+    "ly",
+    "ka",
+    "zu",
+    "mi",
+    "ne",
+]
+_UNICODE_WORDS = [
+    "café",
+    "naïve",
+    "résumé",
+    "Zürich",
+    "ÅÄÖ",
+    "机器人",
+    "拿起",
+    "红色",
+    "方块",
+    "ロボット",
+    "«quote»",
+    "—",
+    "dash",
+]
 
 TRICKY_CAPTIONS = [
     "pick up the red block and place it in the drawer",

@@ -41,8 +41,8 @@ class Tokenizer:
         if not spm_path or not os.path.isfile(spm_path):
             raise FileNotFoundError(
                 f"umT5 sentencepiece model not found at {spm_path!r} ({CONFIG_KEY}); set "
-                f"--{CONFIG_KEY}=/path/to/spiece.model (the 'spiece.model' file of google/umt5-xxl, "
-                "shipped in Wan2.1's google/umt5-xxl folder)"
+                f"--{CONFIG_KEY}=/path/to/spiece.model (the 'spiece.model' of google/umt5-xxl, "
+                "shipped in the google/umt5-xxl folder of the Wan2.1 weights)"
             )
         if text_len < 1:
             raise ValueError(f"config.model.text.text_len must be >= 1, got {text_len}")
