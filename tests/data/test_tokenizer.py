@@ -12,60 +12,11 @@ import sentencepiece
 
 from wow_jax.data import tokenizer as tokenizer_lib
 
-_SYLLABLES = [
-    "ro",
-    "bot",
-    "arm",
-    "pick",
-    "up",
-    "red",
-    "blo",
-    "ck",
-    "pla",
-    "ce",
-    "dra",
-    "wer",
-    "o",
-    "pen",
-    "clo",
-    "se",
-    "push",
-    "but",
-    "ton",
-    "rea",
-    "ch",
-    "grip",
-    "per",
-    "cu",
-    "be",
-    "ta",
-    "ble",
-    "le",
-    "ft",
-    "ri",
-    "ght",
-    "slow",
-    "ly",
-    "ka",
-    "zu",
-    "mi",
-    "ne",
-]
-_UNICODE_WORDS = [
-    "café",
-    "naïve",
-    "résumé",
-    "Zürich",
-    "ÅÄÖ",
-    "机器人",
-    "拿起",
-    "红色",
-    "方块",
-    "ロボット",
-    "«quote»",
-    "—",
-    "dash",
-]
+_SYLLABLES = (
+    "ro bot arm pick up red blo ck pla ce dra wer o pen clo se push but ton rea ch grip per cu be "
+    "ta ble le ft ri ght slow ly ka zu mi ne"
+)
+_UNICODE_WORDS = "café naïve résumé Zürich ÅÄÖ 机器人 拿起 红色 方块 ロボット «quote» — dash"
 
 TRICKY_CAPTIONS = [
     "pick up the red block and place it in the drawer",
@@ -83,9 +34,9 @@ TRICKY_CAPTIONS = [
 def train_spm(directory) -> str:
     """Trains a 300-piece umT5-style sentencepiece model (pad 0, eos 1, unk 2, no bos) in ~0.1 s
     on a generated corpus and returns the path of `spiece.model` in `directory`."""
-    rng = random.Random(0)
-    words = ["".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(400)]
-    words += _UNICODE_WORDS
+    rng, syllables = random.Random(0), _SYLLABLES.split()
+    words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(400)]
+    words += _UNICODE_WORDS.split()
     lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(3000)]
     prefix = str(directory / "spiece")
     sentencepiece.SentencePieceTrainer.train(
