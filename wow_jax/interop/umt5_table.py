@@ -92,3 +92,56 @@ def import_params(
     mapping.check_names(tensors.keys(), table, hint=hint)
     shapes = mapping.flax_shapes_of(nn.meta.unbox(text_encoder.abstract_params(model_cfg)))
     return mapping.torch_to_flax(lambda name: tensors[name], table, shapes, hint=hint)
+
+
+def read_checkpoint(path: str) -> dict[str, np.ndarray]:
+    """All tensors of a .safetensors (numpy, no torch needed) or .pth/.pt/.bin (needs torch)
+    checkpoint as float32/int numpy arrays (bf16 is widened: numpy has no bfloat16 math)."""
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"umT5 checkpoint {path!r} not found (config.model.text.checkpoint_path); point it at "
+            "Wan2.1's models_t5_umt5-xxl-enc-bf16.pth (naming 'wan') or a transformers "
+            "UMT5EncoderModel model.safetensors (naming 'hf')"
+        )
+    if path.endswith(".safetensors"):
+        return read_safetensors(path)
+    import torch  # Only the .pth format needs PyTorch.
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": "bfloat16",
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}  # fmt: skip
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Memory-mapped tensors of a .safetensors file (bf16 included, via ml_dtypes), float32
+    for floating point. The format: 8-byte header size, JSON header, raw little-endian data."""
+    import json
+
+    import ml_dtypes
+
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + size)
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+        dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+        start, end = info["data_offsets"]
+        array = data[start:end].view(dtype).reshape(info["shape"])
+        out[name] = (
+            array.astype(np.float32)
+            if np.issubdtype(dtype, np.floating) or dtype == ml_dtypes.bfloat16
+            else np.asarray(array)
+        )
+    return out

@@ -235,4 +235,4 @@ def init_params(clip_cfg: ml_collections.ConfigDict, rng: jax.Array):
     """Random (unboxed) parameters, e.g. for tests and the tiny demo."""
     size = clip_cfg.image_size
     images = jnp.zeros((1, size, size, 3), jnp.float32)
-    return nn.meta.unbox(create(clip_cfg).init(rng, images)["params"])
+    return nn.meta.unbox(jax.jit(create(clip_cfg).init)(rng, images)["params"])

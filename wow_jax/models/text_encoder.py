@@ -205,4 +205,4 @@ def abstract_params(text_cfg: ml_collections.ConfigDict):
 def init_params(text_cfg: ml_collections.ConfigDict, rng: jax.Array):
     """Random (unboxed) parameters, e.g. for tests and the tiny demo."""
     ids = jnp.zeros((1, 1), jnp.int32)
-    return nn.meta.unbox(create(text_cfg).init(rng, ids, ids)["params"])
+    return nn.meta.unbox(jax.jit(create(text_cfg).init)(rng, ids, ids)["params"])
