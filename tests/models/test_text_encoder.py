@@ -171,3 +171,11 @@ def _mesh_cfg(**sizes):
     for key, value in sizes.items():
         cfg[key] = value
     return cfg
+
+
+def test_config_validation_names_the_encoder_keys(tiny_config):
+    from wow_jax import configuration
+
+    tiny_config.model.text.checkpoint_naming = "diffusers"
+    with pytest.raises(ValueError, match=r"model\.text\.checkpoint_naming"):
+        configuration.validate(tiny_config, num_devices=8)
