@@ -100,6 +100,8 @@ def _clip() -> ml_collections.ConfigDict:
     c.num_heads = 16  # Attention heads.
     c.mlp_dim = 5120  # MLP hidden width.
     c.activation = "gelu"  # MLP activation: 'gelu' (Wan's ViT-H/14) or 'quick_gelu' (OpenAI CLIP).
+    c.checkpoint_path = ""  # CLIP weights (.pth / .safetensors); '' = random init.
+    c.checkpoint_naming = "wan"  # Tensor names in checkpoint_path: 'wan' (Wan2.1 .pth) or 'hf'.
     c.param_dtype = "float32"  # Dtype parameters are stored in.
     c.dtype = "float32"  # Compute dtype.
     return c

@@ -63,8 +63,7 @@ def load_params(text_cfg, seed: int):
     if not text_cfg.checkpoint_path:
         logging.warning("config.model.text.checkpoint_path is empty: RANDOM umT5 weights.")
         return text_encoder.init_params(text_cfg, jax.random.key(seed))
-    tensors = umt5_table.read_checkpoint(text_cfg.checkpoint_path)
-    return umt5_table.import_params(tensors, text_cfg, text_cfg.checkpoint_naming)
+    return umt5_table.load_params(text_cfg)
 
 
 def run(config, captions_path: str, output: str = "", batch_size: int = 8):

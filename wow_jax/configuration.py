@@ -18,7 +18,7 @@ TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
 DATA_SOURCES = ("metaworld", "tfds", "videos")
-TEXT_NAMINGS = ("wan", "hf")  # Checkpoint layouts the umT5 importer reads.
+TEXT_NAMINGS = ("wan", "hf")  # Checkpoint layouts the umT5 and CLIP importers read.
 CLIP_ACTIVATIONS = ("gelu", "quick_gelu")
 I2V_MASK_CHANNELS = 4  # Frame-mask channels (one per frame of a 4-frame temporal chunk).
 
@@ -54,6 +54,7 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("model.text.checkpoint_naming", config.model.text.checkpoint_naming, TEXT_NAMINGS)
     _choice("model.text.cache_dtype", config.model.text.cache_dtype, DTYPES)
     _choice("model.clip.activation", config.model.clip.activation, CLIP_ACTIVATIONS)
+    _choice("model.clip.checkpoint_naming", config.model.clip.checkpoint_naming, TEXT_NAMINGS)
 
 
 def _check_model(config: ml_collections.ConfigDict) -> None:

@@ -1,5 +1,7 @@
 """umT5 encoder: parity with transformers UMT5EncoderModel, Wan/HF weight names, sharding, sizes."""
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,9 +60,13 @@ def parity_setup(tmp_path_factory):
     return text_cfg, model, ids, mask
 
 
-def test_parity_with_transformers_umt5(parity_setup):
+def test_parity_with_transformers_umt5(parity_setup, tmp_path):
     text_cfg, model, ids, mask = parity_setup
-    params = umt5_table.import_params(hf_state(model), text_cfg, "hf")
+    text_cfg = copy.deepcopy(text_cfg)
+    model.save_pretrained(tmp_path)  # The real format: model.safetensors, one embedding copy.
+    text_cfg.checkpoint_path = str(tmp_path / "model.safetensors")
+    text_cfg.checkpoint_naming = "hf"
+    params = umt5_table.load_params(text_cfg)
     got = np.asarray(jax.jit(text_encoder.create(text_cfg).apply)({"params": params}, ids, mask))
     with torch.no_grad():
         want = model(
@@ -74,7 +80,7 @@ def test_parity_with_transformers_umt5(parity_setup):
     assert (got[~valid] == 0).all()  # Wan trims to the real length: padding states are zero.
 
 
-def test_wan_naming_maps_to_the_same_tree(parity_setup):
+def test_wan_naming_maps_to_the_same_tree(parity_setup, tmp_path):
     text_cfg, model, ids, mask = parity_setup
     hf_params = umt5_table.import_params(hf_state(model), text_cfg, "hf")
     wan_tensors = mapping.flax_to_torch(hf_params, umt5_table.rules(text_cfg, "wan"))
@@ -92,7 +98,10 @@ def test_wan_naming_maps_to_the_same_tree(parity_setup):
         wan_tensors["blocks.0.ffn.fc1.weight"],
         model.state_dict()["encoder.block.0.layer.1.DenseReluDense.wi_1.weight"].numpy(),
     )
-    wan_params = umt5_table.import_params(wan_tensors, text_cfg, "wan")
+    torch.save({k: torch.from_numpy(v) for k, v in wan_tensors.items()}, tmp_path / "t5.pth")
+    wan_params = umt5_table.import_params(
+        umt5_table.read_checkpoint(str(tmp_path / "t5.pth")), text_cfg, "wan"
+    )
     flat_a, flat_b = (traverse_util.flatten_dict(p) for p in (hf_params, wan_params))
     assert flat_a.keys() == flat_b.keys()
     for key in flat_a:
@@ -103,6 +112,11 @@ def test_wan_naming_maps_to_the_same_tree(parity_setup):
     assert back.keys() == state.keys()
     for key in state:
         np.testing.assert_array_equal(back[key], state[key])
+
+
+def test_missing_checkpoint_file_names_config_key(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config\.model\.text\.checkpoint_path"):
+        umt5_table.read_checkpoint(str(tmp_path / "models_t5_umt5-xxl-enc-bf16.pth"))
 
 
 def test_import_refuses_a_wrong_checkpoint(parity_setup):
@@ -137,7 +151,7 @@ def test_sharded_call_equals_single_device(tiny_config, parity_setup):
     ids, mask = ids[:8, : text_cfg.text_len], mask[:8, : text_cfg.text_len]
     module = text_encoder.create(text_cfg)
     params = text_encoder.init_params(text_cfg, jax.random.key(1))
-    want = module.apply({"params": params}, ids, mask)
+    want = jax.jit(module.apply)({"params": params}, ids, mask)
     mesh = sharding.make_mesh(_mesh_cfg(fsdp=4, tensor=2))
     shardings = sharding.variable_shardings(text_encoder.abstract_params(text_cfg), mesh)
     with sharding.activate(mesh):

@@ -22,6 +22,7 @@ import numpy as np
 
 from wow_jax.interop import mapping
 from wow_jax.interop.mapping import Rule, Transform
+from wow_jax.interop.umt5_table import read_checkpoint
 
 NAMINGS = ("wan", "hf")
 HF_PREFIX = "vision_model."
@@ -134,6 +135,12 @@ def to_checkpoint(torch_tensors: Mapping[str, np.ndarray], naming: str) -> dict[
             )
         out[name] = value
     return out
+
+
+def load_params(model_cfg: ml_collections.ConfigDict) -> dict:
+    """Params from config.model.clip.checkpoint_path in its checkpoint_naming."""
+    tensors = read_checkpoint(model_cfg.checkpoint_path, "config.model.clip.checkpoint_path")
+    return import_params(tensors, model_cfg, model_cfg.checkpoint_naming)
 
 
 def import_params(

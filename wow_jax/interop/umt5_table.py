@@ -78,6 +78,12 @@ def canonical_names(tensors: Mapping[str, np.ndarray], naming: str) -> dict[str,
     return out
 
 
+def load_params(model_cfg: ml_collections.ConfigDict) -> dict:
+    """Params from config.model.text.checkpoint_path in its checkpoint_naming."""
+    tensors = read_checkpoint(model_cfg.checkpoint_path)
+    return import_params(tensors, model_cfg, model_cfg.checkpoint_naming)
+
+
 def import_params(
     tensors: Mapping[str, np.ndarray], model_cfg: ml_collections.ConfigDict, naming: str
 ) -> dict:
@@ -94,16 +100,16 @@ def import_params(
     return mapping.torch_to_flax(lambda name: tensors[name], table, shapes, hint=hint)
 
 
-def read_checkpoint(path: str) -> dict[str, np.ndarray]:
-    """All tensors of a .safetensors (numpy, no torch needed) or .pth/.pt/.bin (needs torch)
-    checkpoint as float32/int numpy arrays (bf16 is widened: numpy has no bfloat16 math)."""
+def read_checkpoint(path: str, config_key: str = "config.model.text.checkpoint_path") -> dict:
+    """All tensors of a .safetensors (read without torch) or .pth/.pt/.bin (needs torch)
+    checkpoint as numpy arrays; floating point widened to float32 (numpy has no bf16 math)."""
     import os
 
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"umT5 checkpoint {path!r} not found (config.model.text.checkpoint_path); point it at "
-            "Wan2.1's models_t5_umt5-xxl-enc-bf16.pth (naming 'wan') or a transformers "
-            "UMT5EncoderModel model.safetensors (naming 'hf')"
+            f"checkpoint {path!r} ({config_key}) not found; point {config_key} at the file: "
+            "Wan2.1's models_t5_umt5-xxl-enc-bf16.pth / models_clip_*.pth (naming 'wan') or a "
+            "transformers model.safetensors (naming 'hf')"
         )
     if path.endswith(".safetensors"):
         return read_safetensors(path)
