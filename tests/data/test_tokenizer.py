@@ -121,3 +121,12 @@ def test_missing_spm_file_names_config_key(tmp_path):
 def test_rejects_a_bare_string(spm_path):
     with pytest.raises(ValueError, match="list of strings"):
         tokenizer_lib.Tokenizer(spm_path, 16).encode("pick up the block")
+
+
+def test_train_spm_for_small_demo_corpora(tmp_path):
+    captions = ["reach the goal", "push the puck to the goal", "open the drawer"] * 5
+    path = tokenizer_lib.train_spm(captions, str(tmp_path / "demo"), vocab_size=1024)
+    tok = tokenizer_lib.Tokenizer(path, 12)
+    assert tok.vocab_size <= 1024 and (tok.pad_id, tok.eos_id) == (0, 1)
+    ids, mask = tok.encode(["push the drawer"])
+    assert 2 not in ids[0, : mask.sum()]  # Every word of the corpus is known.

@@ -118,3 +118,23 @@ class Tokenizer:
                 caption,
             )
         self.num_truncated += 1
+
+
+def train_spm(sentences, model_prefix: str, vocab_size: int) -> str:
+    """Trains a small umT5-style sentencepiece model (pad 0, eos 1, unk 2, no bos) on an
+    iterable of sentences, for demos without the real umT5 vocabulary (e.g. Meta-World task
+    captions). `vocab_size` is an upper bound (small corpora get fewer pieces). Returns the
+    path of the written `<model_prefix>.model`."""
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_prefix=model_prefix,
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    return model_prefix + ".model"
