@@ -184,3 +184,14 @@ def test_bad_input(tiny_config):
     tiny_config.model.clip.image_size = 30
     with pytest.raises(ValueError, match="multiple of patch_size"):
         clip.create(tiny_config.model.clip)
+
+
+def test_bfloat16_compute_tracks_float32(tiny_config):
+    clip_cfg = tiny_config.model.clip
+    images = np.random.default_rng(2).uniform(-1, 1, (2, 40, 40, 3)).astype(np.float32)
+    params = clip.init_params(clip_cfg, jax.random.key(0))
+    want = np.asarray(jax.jit(clip.create(clip_cfg).apply)({"params": params}, images))
+    clip_cfg.dtype = "bfloat16"
+    got = jax.jit(clip.create(clip_cfg).apply)({"params": params}, images)
+    assert got.dtype == jnp.bfloat16 and got.shape == (2, 1 + 2 * 2, clip_cfg.width)
+    assert np.abs(np.asarray(got, np.float32) - want).max() / np.abs(want).max() < 3e-2

@@ -193,3 +193,16 @@ def test_config_validation_names_the_encoder_keys(tiny_config):
     tiny_config.model.text.checkpoint_naming = "diffusers"
     with pytest.raises(ValueError, match=r"model\.text\.checkpoint_naming"):
         configuration.validate(tiny_config, num_devices=8)
+
+
+def test_bfloat16_compute_tracks_float32(tiny_config, parity_setup):
+    _, _, ids, mask = parity_setup
+    text_cfg = tiny_config.model.text
+    ids, mask = ids[:, : text_cfg.text_len], mask[:, : text_cfg.text_len]
+    params = text_encoder.init_params(text_cfg, jax.random.key(2))
+    want = jax.jit(text_encoder.create(text_cfg).apply)({"params": params}, ids, mask)
+    text_cfg.dtype = "bfloat16"
+    got = jax.jit(text_encoder.create(text_cfg).apply)({"params": params}, ids, mask)
+    assert got.dtype == jnp.bfloat16
+    err = np.abs(np.asarray(got, np.float32) - np.asarray(want))
+    assert err.max() / np.abs(np.asarray(want)).max() < 3e-2

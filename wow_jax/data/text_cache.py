@@ -78,6 +78,12 @@ def make_encode_fn(module, params, mesh: jax.sharding.Mesh | None = None) -> Cal
     def encode(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if mesh is None:
             return np.asarray(apply(params, ids, mask))
+        split = mesh.shape["data"] * mesh.shape["fsdp"]
+        if ids.shape[0] % split:
+            raise ValueError(
+                f"batch of {ids.shape[0]} captions does not split over data*fsdp={split} "
+                f"devices; use a batch_size that is a multiple of {split}"
+            )
         with sharding.activate(mesh):
             return np.asarray(apply(params, *sharding.shard_batch((ids, mask), mesh)))
 
