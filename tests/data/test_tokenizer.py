@@ -76,9 +76,9 @@ def wan_clean(text):
 def hf_reference(spm_path, captions, text_len, byte_fallback=False):
     """What Wan's HuggingfaceTokenizer(seq_len=text_len, clean='whitespace') returns.
 
-    transformers converts a bare spiece.model to a fast tokenizer without byte fallback; the
-    tokenizer.json published with umT5 declares it (huggingface/tokenizers#1217 added Unigram
-    byte fallback for umT5), so for such a vocabulary the flag is switched on, as there."""
+    transformers converts a bare spiece.model to a fast tokenizer without byte fallback, while
+    umT5's tokenizer is expected to use it (huggingface/tokenizers#1217 added Unigram byte
+    fallback for umT5), so for such a vocabulary the flag is switched back on."""
     transformers = pytest.importorskip("transformers")
     tokenizers = pytest.importorskip("tokenizers")
     import pathlib
