@@ -88,9 +88,10 @@ def test_bad_input(encoder, tmp_path):
     cache = text_cache.TextEmbeddingCache.write(str(tmp_path), ["a"], tokenizer, encode_fn, 2)
     with pytest.raises(KeyError, match="not in the text-embedding cache"):
         cache.lookup("never written")
-    text_cfg.dim = 64
+    wrong = copy.deepcopy(text_cfg)
+    wrong.dim = 64
     with pytest.raises(ValueError, match="config.model.text.dim=64"):
-        text_cache.TextEmbeddingCache(str(tmp_path), text_cfg)
+        text_cache.TextEmbeddingCache(str(tmp_path), wrong)
 
 
 def test_script_writes_a_readable_cache(encoder, tmp_path):
