@@ -25,7 +25,6 @@ import numpy as np
 import optax
 from absl import logging
 from flax import linen as nn
-from jax.sharding import NamedSharding, PartitionSpec
 
 from wow_jax import sharding
 from wow_jax.train import checkpoint as ckpt_lib
@@ -103,26 +102,6 @@ def build_eval_step(task, seed: int):
         return loss
 
     return eval_step
-
-
-def fit_sharding(named: NamedSharding, shape) -> NamedSharding:
-    """Drops the mesh axes of any dimension they do not divide (e.g. a VAE bias of 3 RGB
-    channels annotated 'channels' on fsdp=4): that dimension is replicated instead."""
-    spec = list(named.spec) + [None] * (len(shape) - len(named.spec))
-    fitted = []
-    for size, axes in zip(shape, spec, strict=True):
-        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-        ways = int(np.prod([named.mesh.shape[a] for a in names])) if names else 1
-        fitted.append(axes if size % ways == 0 else None)
-    return NamedSharding(named.mesh, PartitionSpec(*fitted))
-
-
-def param_shardings(abstract_boxed, mesh):
-    """NamedSharding per parameter from the logical rules, fitted to the shapes."""
-    shardings = sharding.variable_shardings(abstract_boxed, mesh)
-    return jax.tree.map(
-        lambda sh, a: fit_sharding(sh, a.shape), shardings, nn.unbox(abstract_boxed)
-    )
 
 
 def state_shardings(abstract_state, abstract_params, param_shardings, mesh):
@@ -204,7 +183,7 @@ def train(
 
     with sharding.activate(mesh):
         abstract_boxed = jax.eval_shape(task.init_params, init_rng)
-    param_sh = param_shardings(abstract_boxed, mesh)
+    param_sh = sharding.variable_shardings(abstract_boxed, mesh)
     abstract_params = nn.unbox(abstract_boxed)
     freeze = opt_lib.resolve_freeze(train_cfg.freeze, task)
     tx = opt_lib.make_optimizer(train_cfg, abstract_params, freeze)
