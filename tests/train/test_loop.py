@@ -60,7 +60,8 @@ def test_overfit_compiles_once_freezes_and_tracks_ema(tmp_path):
     losses = [result.losses[s] for s in sorted(result.losses)]
     assert len(losses) == 30 and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     fresh = toy.RegressionTask().init_params(jax.random.split(jax.random.PRNGKey(cfg.seed))[0])
-    np.testing.assert_array_equal(result.state.params["frozen"], fresh["frozen"].unbox())
+    # Frozen: equal to a fresh init (up to the init program's compiler options, ~1 ulp).
+    np.testing.assert_allclose(result.state.params["frozen"], fresh["frozen"].unbox(), rtol=1e-6)
     assert not np.allclose(result.state.params["mlp"]["w1"], fresh["mlp"]["w1"].unbox())
     ema = result.state.ema_params["mlp"]["w1"]
     assert not np.allclose(ema, result.state.params["mlp"]["w1"])

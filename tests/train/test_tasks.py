@@ -118,9 +118,10 @@ def test_text_dropout_uses_the_empty_prompt(tiny_config):
 
 def test_vae_overfits(tiny_config, tmp_path):
     cfg = tiny_config
-    cfg.train.task, cfg.train.steps, cfg.train.warmup_steps = "vae", 30, 3
-    cfg.train.learning_rate, cfg.train.schedule, cfg.train.tensorboard = 3e-3, "constant", False
-    cfg.checkpoint.save_every, cfg.data.batch_size = 30, 8
+    cfg.train.task, cfg.train.steps, cfg.train.warmup_steps = "vae", 16, 2
+    cfg.train.learning_rate, cfg.train.schedule, cfg.train.tensorboard = 5e-3, "constant", False
+    cfg.checkpoint.save_every, cfg.data.batch_size = 16, 8
+    cfg.data.height = cfg.data.width = 16
     videos = _videos(8, cfg.data.num_frames, cfg.data.height, seed=3)
     data = ArrayIterator({"video": videos}, 8)
     result = loop.train(cfg, str(tmp_path), task=VAETask(cfg), train_data=data)
