@@ -169,6 +169,8 @@ def _train() -> ml_collections.ConfigDict:
     c.demo = False  # Mode train runs the demo recipe: collect, VAE, latents, world model, imagine.
     c.demo_vae_steps = 300  # Demo: steps of the VAE stage (train.steps is the world-model stage).
     c.demo_clips = 64  # Demo: training clips drawn from the collected episodes and cached.
+    c.demo_vae_frames = 5  # Demo: frames (1+4k) of the VAE's training crops (0 = whole clip).
+    c.demo_vae_crop = 32  # Demo: height/width of the VAE's training crops (0 = whole frames).
     c.demo_heldout = 4  # Demo: held-out clips (other collection seed) imagined after training.
     return c
 

@@ -2,7 +2,8 @@
 
   1. collect   Meta-World episodes into <workdir>/data (train) and <workdir>/heldout (other seeds)
   2. clips     config.train.demo_clips clips (+ mixture captions) from the Grain pipeline
-  3. vae       train the tiny VAE                                   -> <workdir>/vae/checkpoints
+  3. vae       train the tiny VAE on random crops (train.demo_vae_frames x demo_vae_crop^2)
+                                                                    -> <workdir>/vae/checkpoints
   4. cache     VAE latents (+ per-channel stats -> latent_stats.json), conditioning latents,
                a sentencepiece tokenizer trained on the captions (<workdir>/tokenizer), caption
                states from a tiny random umT5, CLIP tokens of the first frames
@@ -66,6 +67,22 @@ def collect_clips(config, workdir: str, subdir: str, seed_offset: int, count: in
         "caption": captions[:count],
         "instruction": instructions[:count],
     }
+
+
+def vae_crops(videos: np.ndarray, frames: int, size: int, per_clip: int, seed: int) -> np.ndarray:
+    """Random [frames, size, size] crops of [N, T, H, W, 3] clips (size 0 = full frames): the
+    convolutional VAE trains on small crops far faster and still codes whole frames."""
+    n, t, h, w, _ = videos.shape
+    frames = frames or t
+    size_h, size_w = (size, size) if size else (h, w)
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(n):
+        for _ in range(per_clip):
+            t0 = rng.integers(0, t - frames + 1)
+            y0, x0 = rng.integers(0, h - size_h + 1), rng.integers(0, w - size_w + 1)
+            crops.append(videos[i, t0 : t0 + frames, y0 : y0 + size_h, x0 : x0 + size_w])
+    return np.stack(crops)
 
 
 def train_tokenizer(texts: list[str], path: str) -> str:
@@ -192,7 +209,10 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Stage 3: the VAE.
     vae_cfg = stage_config(config, "vae", train_cfg.demo_vae_steps)
     batch = config.data.batch_size
-    vae_data = ArrayIterator({"video": clips["video"]}, batch, seed=config.seed)
+    crops = vae_crops(
+        clips["video"], train_cfg.demo_vae_frames, train_cfg.demo_vae_crop, 4, config.seed
+    )
+    vae_data = ArrayIterator({"video": crops}, batch, seed=config.seed)
     vae_run = loop.train(vae_cfg, os.path.join(workdir, "vae"), VAETask(vae_cfg), vae_data)
     vae_params = jax.device_get(vae_run.state.params["vae"])
     summary["vae_final_loss"] = vae_run.losses.get(max(vae_run.losses, default=0))
