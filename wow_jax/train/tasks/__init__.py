@@ -4,7 +4,9 @@
 
 'world_model' (tasks/world_model.py) and 'vae' (tasks/vae.py) read clips from the Grain
 pipeline of wow_jax.data (Meta-World episodes are collected into <workdir>/data first when
-config.data.source == 'metaworld'); captions are tokenized on the host for the frozen umT5.
+config.data.source == 'metaworld'); captions are tokenized on the host for the frozen umT5, or
+looked up in the text-embedding cache when config.model.text.embedding_cache is set (then umT5 is
+not part of the train state). The eval stream is the same data in another shuffle order.
 """
 
 import os
@@ -66,17 +68,21 @@ def caption_tokenizer(config):
     return tokenizer.Tokenizer(config.model.text.tokenizer_path, config.model.text.text_len)
 
 
-def world_model_batches(config, inner, tokenizer):
-    """Keeps video / first_frame and adds token_ids / text_mask of the mixture captions."""
+def world_model_batches(config, inner, tokenizer=None, text_cache=None):
+    """Keeps video / first_frame and adds the mixture captions as token_ids / text_mask (online
+    umT5) or as text_states looked up in the text-embedding cache."""
 
     def fn(batch):
-        ids, mask = tokenizer.encode([str(c) for c in batch["caption"]])
-        return {
+        captions = [str(c) for c in batch["caption"]]
+        out = {
             "video": np.asarray(batch["video"], np.float32),
             "first_frame": np.asarray(batch["first_frame"], np.float32),
-            "token_ids": ids,
-            "text_mask": mask,
         }
+        if text_cache is not None:
+            out["text_states"] = np.asarray(text_cache.lookup_batch(captions), np.float32)
+        else:
+            out["token_ids"], out["text_mask"] = tokenizer.encode(captions)
+        return out
 
     return HostBatches(inner, fn)
 
@@ -90,14 +96,22 @@ def build(config, workdir: str):
     name = config.train.task
     eval_wanted = config.train.eval_every > 0
     if name == "world_model":
+        from wow_jax.data import text_cache as text_cache_lib
         from wow_jax.train.tasks.world_model import WorldModelTask
 
-        tokenizer = caption_tokenizer(config)
-        ids, mask = tokenizer.encode([""])
-        task = WorldModelTask(config, null_tokens=(ids[0], mask[0]))
+        cache = text_cache_lib.from_config(config.model.text)
+        if cache is not None:  # umT5 never runs: keep it out of the state
+            tokenizer = None
+            null = np.asarray(cache.lookup(""), np.float32)
+            task = WorldModelTask(config, null_text_states=null, components=("dit", "vae", "clip"))
+        else:
+            tokenizer = caption_tokenizer(config)
+            ids, mask = tokenizer.encode([""])
+            task = WorldModelTask(config, null_tokens=(ids[0], mask[0]))
 
         def make(offset):
-            return world_model_batches(config, clip_iterator(config, workdir, offset), tokenizer)
+            inner = clip_iterator(config, workdir, offset)
+            return world_model_batches(config, inner, tokenizer, cache)
 
     elif name == "vae":
         from wow_jax.train.tasks.vae import VAETask
