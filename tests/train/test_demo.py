@@ -39,6 +39,10 @@ def test_quick_demo_trains_checkpoints_and_imagines(tmp_path):
         ]
         assert [r["step"] for r in records if "train/loss" in r] == list(range(1, steps + 1))
         assert os.path.isdir(tmp_path / stage / "checkpoints" / str(steps))
+        assert os.listdir(tmp_path / stage / "tensorboard")
+    records = (tmp_path / "world_model" / "metrics.jsonl").read_text().split("\n")
+    evals = [json.loads(r)["step"] for r in records if "eval/loss" in r]
+    assert evals == [10, 20]  # held-out eval loss every train.eval_every steps
     assert ckpt_lib.stored_params(str(tmp_path / "world_model" / "checkpoints")) == [
         "clip",
         "dit",
