@@ -18,6 +18,10 @@ TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
 DATA_SOURCES = ("metaworld", "tfds", "videos")
+CONVERT_DIRECTIONS = ("import", "export")
+CONVERT_COMPONENTS = ("dit", "vae", "text", "clip")
+CONVERT_NAMINGS = ("auto", "wan", "diffusers")
+CONVERT_DTYPES = ("bfloat16", "float32")
 I2V_MASK_CHANNELS = 4  # Frame-mask channels (one per frame of a 4-frame temporal chunk).
 
 
@@ -137,10 +141,24 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.train.grad_accum must be >= 1, got {config.train.grad_accum}")
 
 
+def _check_convert(config: ml_collections.ConfigDict) -> None:
+    convert = config.convert
+    _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
+    _choice("convert.component", convert.component, CONVERT_COMPONENTS)
+    _choice("convert.naming", convert.naming, CONVERT_NAMINGS)
+    _choice("convert.dtype", convert.dtype, CONVERT_DTYPES)
+    if config.mode == "convert" and not convert.source:
+        raise ValueError(
+            "config.convert.source is empty; set it to the checkpoint to convert "
+            "(--config.convert.source=PATH)"
+        )
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Raises ValueError naming the first offending key; returns None when the config is sound."""
     _check_choices(config)
     _check_model(config)
     _check_geometry(config)
     _check_training(config)
+    _check_convert(config)
     sharding.mesh_shape(config.mesh, num_devices)
