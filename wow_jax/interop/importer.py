@@ -23,7 +23,6 @@ from flax import linen as nn
 from flax import traverse_util
 from tqdm import tqdm
 
-from wow_jax import sharding as shd
 from wow_jax.interop import formats, mapping, orbax_io, registry
 from wow_jax.interop.mapping import MappingError, Rule
 
@@ -127,7 +126,7 @@ def import_params(
         raise ValueError(f"naming must be 'auto' or one of {list(rules_by_naming)}, got {naming!r}")
     rules = rules_by_naming[naming]
     unboxed = traverse_util.flatten_dict(nn.meta.unbox(abstract_params))
-    shardings = traverse_util.flatten_dict(shd.variable_shardings(abstract_params, mesh))
+    shardings = orbax_io.param_shardings(abstract_params, mesh)
     flax_shapes = {k: tuple(v.shape) for k, v in unboxed.items()}
     mapping.check_names(source.names(), rules, hint)
     torch_shapes = {n: source.infos[n].shape for n in source.names()}

@@ -93,14 +93,35 @@ def _restore(path: Path, flat_args: dict) -> dict:
 def read_leaves(
     path: Path, wanted: list[tuple[str, ...]], all_leaves: dict
 ) -> dict[tuple[str, ...], np.ndarray]:
-    """Restores only the `wanted` leaves (whole, on this host) as numpy arrays."""
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    """Restores only the `wanted` leaves (whole, on this host) straight into numpy arrays."""
     flat = {key: ocp.PLACEHOLDER for key in all_leaves}
     for key in wanted:
-        shape, dtype = all_leaves[key]
-        flat[key] = ocp.ArrayRestoreArgs(sharding=sharding, global_shape=shape, dtype=dtype)
+        flat[key] = ocp.RestoreArgs(restore_type=np.ndarray, dtype=all_leaves[key][1])
     out = _restore(path, flat)
     return {key: np.asarray(out[key]) for key in wanted}
+
+
+def fit_sharding(sharding: jax.sharding.NamedSharding, shape) -> jax.sharding.NamedSharding:
+    """`sharding` with the mesh axes dropped from dims they do not divide (those dims replicated),
+    e.g. a 3-channel VAE output bias under an 8-way fsdp mesh."""
+    spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+    fitted = []
+    for size, axes in zip(shape, spec, strict=True):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        ways = int(np.prod([sharding.mesh.shape[a] for a in names])) if names else 1
+        fitted.append(axes if size % ways == 0 else None)
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*fitted))
+
+
+def param_shardings(abstract_params, mesh) -> dict:
+    """{flat path: NamedSharding} from the params' logical axis names, fitted to their shapes."""
+    from flax import linen as nn  # noqa: PLC0415
+
+    from wow_jax import sharding as shd  # noqa: PLC0415
+
+    unboxed = traverse_util.flatten_dict(nn.meta.unbox(abstract_params))
+    shardings = traverse_util.flatten_dict(shd.variable_shardings(abstract_params, mesh))
+    return {k: fit_sharding(shardings[k], unboxed[k].shape) for k in unboxed}
 
 
 def load_params(path: Path, abstract_params, mesh=None, key: str = "params"):
@@ -111,11 +132,9 @@ def load_params(path: Path, abstract_params, mesh=None, key: str = "params"):
     """
     from flax import linen as nn  # noqa: PLC0415
 
-    from wow_jax import sharding as shd  # noqa: PLC0415
-
     unboxed = traverse_util.flatten_dict(nn.meta.unbox(abstract_params))
     if mesh is not None:
-        shardings = traverse_util.flatten_dict(shd.variable_shardings(abstract_params, mesh))
+        shardings = param_shardings(abstract_params, mesh)
     else:
         single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         shardings = {k: single for k in unboxed}
