@@ -194,7 +194,7 @@ def _convert() -> ml_collections.ConfigDict:
     c.component = "dit"  # Model converted: 'dit', 'vae', 'text' (umT5) or 'clip'.
     c.source = ""  # Import: file/folder/index.json/release folder; export: Orbax checkpoint.
     c.target = ""  # Output folder ('' = <workdir>/<component>_<orbax|wan|diffusers>).
-    c.naming = "auto"  # 'wan' or 'diffusers' names; 'auto': detect (import) / diffusers (export).
+    c.naming = "auto"  # 'wan' or 'diffusers' ('hf' = same for umT5/CLIP); 'auto': detect/diffusers.
     c.dtype = "bfloat16"  # Export dtype of floating tensors: 'bfloat16' or 'float32'.
     c.max_shard_size = "5GB"  # Export: largest safetensors shard (bytes or '500MB', '5GB').
     c.params_key = "params"  # Export: params sub-tree in the Orbax checkpoint ('ema_params' = EMA).

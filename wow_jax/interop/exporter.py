@@ -241,13 +241,15 @@ def export_checkpoint(
     from wow_jax.interop import importer  # noqa: PLC0415
 
     component = registry.get(component_name)
-    if naming not in registry.NAMINGS:
-        raise ValueError(f"naming must be one of {list(registry.NAMINGS)}, got {naming!r}")
+    if hasattr(registry.table(component), "checkpoint_view"):
+        raise NotImplementedError(
+            f"export of {component_name!r} is not supported: its checkpoint layout (fused "
+            "tensors) is not a 1:1 rename; WoW keeps this encoder frozen, reuse the original file"
+        )
+    naming = registry.resolve_naming(component, naming)
     rules = registry.rules_by_naming(component, model_cfg)[naming]
-    make_config = component.diffusers_config if naming == "diffusers" else component.wan_config
-    if naming == "diffusers" and make_config is None:
-        raise NotImplementedError(f"no diffusers config writer for component {component_name!r}")
-    stem = component.diffusers_weights if naming == "diffusers" else component.wan_weights
+    make_config = component.wan_config if naming == "wan" else component.diffusers_config
+    stem = component.wan_weights if naming == "wan" else component.diffusers_weights
     return export_params(
         source,
         target,

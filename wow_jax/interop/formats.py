@@ -162,6 +162,38 @@ class SafetensorsSource(TensorSource):
         self._handles = {}
 
 
+class DictSource(TensorSource):
+    """In-memory tensors (for tables that need the whole checkpoint, e.g. CLIP's fused qkv)."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], files: list[Path]):
+        self.tensors = {k: np.asarray(v) for k, v in tensors.items()}
+        infos = {k: TensorInfo(v.shape, v.dtype, Path("<memory>")) for k, v in self.tensors.items()}
+        super().__init__(infos, files)
+
+    def read(self, name: str) -> np.ndarray:
+        return self.tensors[name]
+
+
+class AliasedSource(TensorSource):
+    """Folds tied duplicates onto one canonical name (`aliases`: alias -> canonical)."""
+
+    def __init__(self, source: TensorSource, aliases: dict[str, str]):
+        self.source, self.names_map = source, {}
+        for name in source.names():
+            canonical = aliases.get(name, name)
+            if canonical in self.names_map and name in aliases:
+                continue  # Both present: the canonical one is used.
+            self.names_map[canonical] = name
+        infos = {c: source.infos[n] for c, n in self.names_map.items()}
+        super().__init__(infos, source.files)
+
+    def read(self, name: str) -> np.ndarray:
+        return self.source.read(self.names_map[name])
+
+    def close(self) -> None:
+        self.source.close()
+
+
 def _torch():
     try:
         import torch  # noqa: PLC0415 (torch is optional: only .pth files need it)

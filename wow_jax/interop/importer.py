@@ -228,9 +228,11 @@ def import_checkpoint(
     component = registry.get(component_name)
     rules_by_naming = registry.rules_by_naming(component, model_cfg)
     abstract = registry.abstract_params(component, model_cfg)
+    if "naming" in kwargs and kwargs["naming"] != "auto":
+        kwargs["naming"] = registry.resolve_naming(component, kwargs["naming"])
     with formats.open_source(resolve_source(source_path, component)) as source:
         return import_params(
-            source,
+            registry.source_view(component, source, model_cfg),
             target,
             rules_by_naming,
             abstract,

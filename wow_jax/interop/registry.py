@@ -14,7 +14,7 @@ import ml_collections
 
 from wow_jax.interop import mapping
 
-NAMINGS = ("wan", "diffusers")
+NAMINGS = ("wan", "diffusers")  # Namings of the DiT/VAE tables; the encoders use ("wan", "hf").
 
 
 def _dit_diffusers_config(c: ml_collections.ConfigDict) -> dict:
@@ -197,9 +197,41 @@ def _import(module_name: str, what: str):
         raise
 
 
+def table(component: Component):
+    return _import(component.table_module, "name table")
+
+
 def rules_by_naming(component: Component, model_cfg) -> dict[str, list[mapping.Rule]]:
-    table = _import(component.table_module, "name table")
-    return {naming: table.rules(model_cfg, naming) for naming in NAMINGS}
+    """{naming: rules} for each naming the component's table knows ('wan' + 'diffusers'/'hf')."""
+    module = table(component)
+    return {naming: module.rules(model_cfg, naming) for naming in module.NAMINGS}
+
+
+def resolve_naming(component: Component, naming: str) -> str:
+    """'diffusers' means the Hugging Face layout: 'hf' for the transformers-based encoders."""
+    namings = table(component).NAMINGS
+    if naming == "diffusers" and "diffusers" not in namings and "hf" in namings:
+        return "hf"
+    if naming not in namings:
+        raise ValueError(f"{component.name} naming must be one of {list(namings)}, got {naming!r}")
+    return naming
+
+
+def source_view(component: Component, source, model_cfg):
+    """The checkpoint as the table names it: tied aliases folded (umT5 `encoder.embed_tokens`),
+    or, for tables that reshape tensors (CLIP's fused qkv), the table's own eager view."""
+    from wow_jax.interop import formats  # noqa: PLC0415
+
+    module = table(component)
+    if hasattr(module, "checkpoint_view"):
+        names = source.names()
+        naming = "wan" if any(n.startswith("visual.") for n in names) else "hf"
+        prefix = getattr(module, "HF_PREFIX", "")
+        keep = [n for n in names if not module.unused(n.removeprefix(prefix), model_cfg, naming)]
+        tensors = {name: source.read(name) for name in keep}  # Skips e.g. the text tower.
+        return formats.DictSource(module.checkpoint_view(tensors, model_cfg, naming), source.files)
+    aliases = getattr(module, "HF_TIED", {})
+    return formats.AliasedSource(source, aliases) if aliases else source
 
 
 def abstract_params(component: Component, model_cfg):
