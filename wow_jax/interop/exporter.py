@@ -28,6 +28,7 @@ from wow_jax.interop.mapping import MappingError, Rule
 
 DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
 MAX_SHARD_SIZE = 5 * 10**9  # Bytes per safetensors shard, as diffusers' default "5GB".
+READ_BYTES = 256 * 2**20  # Params restored per Orbax call (a bigger param alone).
 
 
 def parse_size(size: int | str) -> int:
@@ -110,19 +111,28 @@ def plan_shards(tensors: list[dict], max_shard_size: int, stem: str) -> list[dic
 
 
 class _LeafCache:
-    """Restores Flax params on demand, keeping only the most recently used one."""
+    """Restores Flax params on demand in write order, a batch of up to `batch_bytes` (at least
+    one param) per Orbax call, keeping only the current batch in memory."""
 
-    def __init__(self, path: Path, all_leaves: Mapping, prefix: tuple[str, ...]):
+    def __init__(self, path: Path, all_leaves: Mapping, prefix: tuple, order: list, batch_bytes):
         self.path, self.all_leaves, self.prefix = path, all_leaves, prefix
-        self.key, self.value = None, None
+        self.order, self.batch_bytes, self.values = order, batch_bytes, {}
 
     def get(self, leaf: tuple[str, ...]) -> np.ndarray:
-        if leaf != self.key:
-            self.key, self.value = None, None
-            full = self.prefix + leaf
-            self.value = orbax_io.read_leaves(self.path, [full], self.all_leaves)[full]
-            self.key = leaf
-        return self.value
+        if leaf not in self.values:
+            self.values = {}  # Free the previous batch first.
+            batch, size = [], 0
+            for key in self.order[self.order.index(leaf) :]:
+                shape, dtype = self.all_leaves[self.prefix + key]
+                nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                if batch and size + nbytes > self.batch_bytes:
+                    break
+                batch.append(key)
+                size += nbytes
+            full = [self.prefix + key for key in batch]
+            values = orbax_io.read_leaves(self.path, full, self.all_leaves)
+            self.values = {key: values[self.prefix + key] for key in batch}
+        return self.values[leaf]
 
 
 def _tensor_arrays(tensors: list[dict], cache: _LeafCache, progress):
@@ -187,7 +197,8 @@ def export_params(
     todo = [s for s in shards if s not in done]
     total = sum(s["bytes"] for s in todo)
     start = time.time()
-    cache = _LeafCache(source, all_leaves, prefix)
+    order = list(dict.fromkeys(tuple(t["leaf"]) for s in todo for t in s["tensors"]))
+    cache = _LeafCache(source, all_leaves, prefix, order, READ_BYTES)
     with tqdm(total=total, unit="B", unit_scale=True, desc="export", disable=not progress) as bar:
         for shard in todo:
             partial = work / (shard["file"] + ".incomplete")
@@ -247,7 +258,7 @@ def export_checkpoint(
             "tensors) is not a 1:1 rename; WoW keeps this encoder frozen, reuse the original file"
         )
     naming = registry.resolve_naming(component, naming)
-    rules = registry.rules_by_naming(component, model_cfg)[naming]
+    rules = registry.rules(component, model_cfg, naming)
     make_config = component.wan_config if naming == "wan" else component.diffusers_config
     stem = component.wan_weights if naming == "wan" else component.diffusers_weights
     return export_params(

@@ -201,10 +201,23 @@ def table(component: Component):
     return _import(component.table_module, "name table")
 
 
+_CACHE: dict[tuple, object] = {}  # (what, component, naming, config json) -> rules / params.
+
+
+def _cached(key: tuple, make):
+    if key not in _CACHE:
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+def rules(component: Component, model_cfg, naming: str) -> list[mapping.Rule]:
+    key = ("rules", component.name, naming, model_cfg.to_json_best_effort(sort_keys=True))
+    return list(_cached(key, lambda: table(component).rules(model_cfg, naming)))
+
+
 def rules_by_naming(component: Component, model_cfg) -> dict[str, list[mapping.Rule]]:
     """{naming: rules} for each naming the component's table knows ('wan' + 'diffusers'/'hf')."""
-    module = table(component)
-    return {naming: module.rules(model_cfg, naming) for naming in module.NAMINGS}
+    return {naming: rules(component, model_cfg, naming) for naming in table(component).NAMINGS}
 
 
 def resolve_naming(component: Component, naming: str) -> str:
@@ -236,4 +249,6 @@ def source_view(component: Component, source, model_cfg):
 
 def abstract_params(component: Component, model_cfg):
     """Boxed abstract 'params' tree of the component's Flax model (no allocation)."""
-    return _import(component.model_module, "model").abstract_params(model_cfg)
+    key = ("abstract", component.name, "", model_cfg.to_json_best_effort(sort_keys=True))
+    model = _import(component.model_module, "model")
+    return _cached(key, lambda: model.abstract_params(model_cfg))
