@@ -229,3 +229,24 @@ def test_interrupted_export_resumes_and_skips_finished_shards(tmp_path, mesh, mo
         for name, value in tiny_model.random_state_dict("wan").items():
             np.testing.assert_array_equal(out.read(name), value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "m.safetensors", "out"]
+
+
+def test_resolve_source_finds_the_component_in_release_folders(tmp_path):
+    from wow_jax.interop import registry  # noqa: PLC0415
+
+    dit, vae = registry.get("dit"), registry.get("vae")
+    release = tmp_path / "Wan2.1-T2V-1.3B"
+    release.mkdir()
+    for name in ("diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth", "config.json"):
+        (release / name).write_bytes(b"x")
+    assert importer.resolve_source(release, dit) == release / "diffusion_pytorch_model.safetensors"
+    assert importer.resolve_source(release, vae) == release / "Wan2.1_VAE.pth"
+    pipeline = tmp_path / "Wan2.1-T2V-1.3B-Diffusers"
+    for sub in ("transformer", "vae"):
+        (pipeline / sub).mkdir(parents=True)
+        (pipeline / sub / "config.json").write_text("{}")
+    assert importer.resolve_source(pipeline, dit) == pipeline / "transformer"
+    assert importer.resolve_source(pipeline, vae) == pipeline / "vae"
+    (release / "diffusion_pytorch_model-00002.safetensors").write_bytes(b"x")
+    with pytest.raises(formats.CheckpointFormatError, match="no index"):
+        importer.resolve_source(release, dit)
