@@ -15,7 +15,7 @@ dit_torch = pytest.importorskip("tests.models.dit_torch")  # lands with the DiT 
 from diffusers import WanTransformer3DModel  # noqa: E402
 
 from wow_jax import sharding as shd  # noqa: E402
-from wow_jax.interop import exporter, importer, orbax_io, registry  # noqa: E402
+from wow_jax.interop import dit_table, exporter, importer, orbax_io, registry  # noqa: E402
 from wow_jax.models import dit  # noqa: E402
 
 
@@ -54,6 +54,8 @@ def test_diffusers_round_trip_identical(tiny_config, tmp_path, mesh):
     )
     assert (tmp_path / "out/diffusion_pytorch_model.safetensors.index.json").exists()
     loaded = WanTransformer3DModel.from_pretrained(tmp_path / "out").eval()
+    for key, value in dit_table.diffusers_kwargs(cfg).items():  # config.json from our config
+        assert loaded.config[key] == (list(value) if isinstance(value, tuple) else value), key
     original, again = model.state_dict(), loaded.state_dict()
     assert set(original) == set(again)
     for name, value in original.items():

@@ -109,7 +109,10 @@ def test_export_selects_ema_params(tmp_path):
     params = mapping.torch_to_flax(flat.__getitem__, tiny_model.rules("wan"), shapes)
     ema = jax.tree.map(lambda x: x + 1.0, params)
     writer = orbax_io.PartialWriter(tmp_path / "train")
-    both = {"params": params, "ema_params": ema}
+    boxed_ema = traverse_util.unflatten_dict(
+        {(*k, "value"): v for k, v in traverse_util.flatten_dict(ema).items()}
+    )  # As a train state with nn.Partitioned boxes is stored.
+    both = {"params": params, "ema_params": boxed_ema, "step": np.int32(7)}
     writer.add(traverse_util.flatten_dict(jax.tree.map(jax.numpy.asarray, both)))
     writer.finalize()
     exporter.export_params(

@@ -52,6 +52,8 @@ def find_params(leaves: Mapping, params_key: str) -> dict[tuple[str, ...], tuple
     """The sub-tree under `params_key` ('params', 'ema_params', 'state/params', ...)."""
     prefix = tuple(p for p in params_key.split("/") if p)
     found = {k[len(prefix) :]: v for k, v in leaves.items() if k[: len(prefix)] == prefix}
+    if found and all(k[-1] == "value" for k in found):  # Saved boxed (nn.Partitioned).
+        found = {k[:-1]: v for k, v in found.items()}
     if not found:
         tops = sorted({"/".join(k[:2]) for k in leaves})
         raise ValueError(
@@ -114,24 +116,25 @@ class _LeafCache:
     """Restores Flax params on demand in write order, a batch of up to `batch_bytes` (at least
     one param) per Orbax call, keeping only the current batch in memory."""
 
-    def __init__(self, path: Path, all_leaves: Mapping, prefix: tuple, order: list, batch_bytes):
+    def __init__(self, path, all_leaves: Mapping, prefix, order: list, batch_bytes, boxed=False):
         self.path, self.all_leaves, self.prefix = path, all_leaves, prefix
         self.order, self.batch_bytes, self.values = order, batch_bytes, {}
+        self.suffix = ("value",) if boxed else ()
 
     def get(self, leaf: tuple[str, ...]) -> np.ndarray:
         if leaf not in self.values:
             self.values = {}  # Free the previous batch first.
             batch, size = [], 0
             for key in self.order[self.order.index(leaf) :]:
-                shape, dtype = self.all_leaves[self.prefix + key]
+                shape, dtype = self.all_leaves[self.prefix + key + self.suffix]
                 nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
                 if batch and size + nbytes > self.batch_bytes:
                     break
                 batch.append(key)
                 size += nbytes
-            full = [self.prefix + key for key in batch]
+            full = [self.prefix + key + self.suffix for key in batch]
             values = orbax_io.read_leaves(self.path, full, self.all_leaves)
-            self.values = {key: values[self.prefix + key] for key in batch}
+            self.values = {key: values[self.prefix + key + self.suffix] for key in batch}
         return self.values[leaf]
 
 
@@ -175,6 +178,7 @@ def export_params(
     all_leaves = orbax_io.leaf_metadata(source)
     leaves = find_params(all_leaves, params_key)
     prefix = tuple(p for p in params_key.split("/") if p)
+    boxed = (prefix + next(iter(leaves))) not in all_leaves
     mapping.check_plan(rules, {k: v[0] for k, v in leaves.items()}, None, hint)
     extra = set(leaves) - {r.flax_path for r in rules}
     if extra:
@@ -198,7 +202,7 @@ def export_params(
     total = sum(s["bytes"] for s in todo)
     start = time.time()
     order = list(dict.fromkeys(tuple(t["leaf"]) for s in todo for t in s["tensors"]))
-    cache = _LeafCache(source, all_leaves, prefix, order, READ_BYTES)
+    cache = _LeafCache(source, all_leaves, prefix, order, READ_BYTES, boxed)
     with tqdm(total=total, unit="B", unit_scale=True, desc="export", disable=not progress) as bar:
         for shard in todo:
             partial = work / (shard["file"] + ".incomplete")
