@@ -13,8 +13,12 @@ no checkpoint the encoder is randomly initialised from config.seed (tests and th
 The encoder runs jitted, sharded over config.mesh.
 """
 
-import json
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+import json  # noqa: E402
 
 import jax
 import numpy as np

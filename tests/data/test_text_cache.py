@@ -1,5 +1,6 @@
 """Text-embedding cache: what the data pipeline reads back equals a direct encoder call."""
 
+import copy
 import importlib.util
 import json
 import pathlib
@@ -87,9 +88,10 @@ def test_bad_input(encoder, tmp_path):
     cache = text_cache.TextEmbeddingCache.write(str(tmp_path), ["a"], tokenizer, encode_fn, 2)
     with pytest.raises(KeyError, match="not in the text-embedding cache"):
         cache.lookup("never written")
-    text_cfg.dim = 64
+    wrong = copy.deepcopy(text_cfg)
+    wrong.dim = 64
     with pytest.raises(ValueError, match="config.model.text.dim=64"):
-        text_cache.TextEmbeddingCache(str(tmp_path), text_cfg)
+        text_cache.TextEmbeddingCache(str(tmp_path), wrong)
 
 
 def test_script_writes_a_readable_cache(encoder, tmp_path):
@@ -112,3 +114,20 @@ def test_script_writes_a_readable_cache(encoder, tmp_path):
     np.testing.assert_allclose(cache.lookup(CAPTIONS[1]).astype(np.float32), want, atol=2e-2)
     config.model.text.embedding_cache = cache.directory
     assert CAPTIONS[0] in text_cache.from_config(config.model.text)
+
+
+def test_caption_encoder_follows_the_config(encoder, tmp_path):
+    text_cfg, params, tokenizer = encoder
+    on_the_fly = text_cache.caption_encoder(text_cfg, params)
+    want = on_the_fly(CAPTIONS[:2])
+    assert want.shape == (2, text_cfg.text_len, text_cfg.dim)
+    encode_fn = text_cache.make_encode_fn(text_encoder.create(text_cfg), params)
+    text_cache.TextEmbeddingCache.write(
+        str(tmp_path), CAPTIONS, tokenizer, encode_fn, batch_size=2, dtype="float32"
+    )
+    cached_cfg = copy.deepcopy(text_cfg)
+    cached_cfg.embedding_cache = str(tmp_path)
+    got = text_cache.caption_encoder(cached_cfg)(CAPTIONS[:2])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="checkpoint_path"):
+        text_cache.caption_encoder(text_cfg)

@@ -1,6 +1,7 @@
 """The umT5 tokenizer equals Wan's pipeline: cleaning + the HF tokenizer of the same spm file."""
 
 import html
+import json
 import logging
 import random
 
@@ -31,9 +32,10 @@ TRICKY_CAPTIONS = [
 ]
 
 
-def train_spm(directory) -> str:
+def train_spm(directory, byte_fallback: bool = False) -> str:
     """Trains a 300-piece umT5-style sentencepiece model (pad 0, eos 1, unk 2, no bos) in ~0.1 s
-    on a generated corpus and returns the path of `spiece.model` in `directory`."""
+    on a generated corpus and returns the path of `spiece.model` in `directory`. With
+    `byte_fallback` (as umT5's vocabulary has) unknown characters become UTF-8 byte pieces."""
     rng, syllables = random.Random(0), _SYLLABLES.split()
     words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(400)]
     words += _UNICODE_WORDS.split()
@@ -42,7 +44,8 @@ def train_spm(directory) -> str:
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_prefix=prefix,
-        vocab_size=300,
+        vocab_size=600 if byte_fallback else 300,  # + the 256 byte pieces
+        byte_fallback=byte_fallback,
         pad_id=0,
         eos_id=1,
         unk_id=2,
@@ -58,6 +61,11 @@ def spm_path(tmp_path_factory):
     return train_spm(tmp_path_factory.mktemp("spm"))
 
 
+@pytest.fixture(scope="module")
+def byte_fallback_spm_path(tmp_path_factory):
+    return train_spm(tmp_path_factory.mktemp("spm_bytes"), byte_fallback=True)
+
+
 def wan_clean(text):
     """wan/modules/tokenizers.py whitespace_clean(basic_clean(text)), written out independently."""
     text = ftfy.fix_text(text)
@@ -65,12 +73,21 @@ def wan_clean(text):
     return regex.sub(r"\s+", " ", text).strip()
 
 
-def hf_reference(spm_path, captions, text_len):
-    """What Wan's HuggingfaceTokenizer(seq_len=text_len, clean='whitespace') returns."""
+def hf_reference(spm_path, captions, text_len, byte_fallback=False):
+    """What Wan's HuggingfaceTokenizer(seq_len=text_len, clean='whitespace') returns.
+
+    transformers converts a bare spiece.model to a fast tokenizer without byte fallback, while
+    umT5's tokenizer is expected to use it (huggingface/tokenizers#1217 added Unigram byte
+    fallback for umT5), so for such a vocabulary the flag is switched back on."""
     transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
     import pathlib
 
     hf = transformers.T5TokenizerFast.from_pretrained(str(pathlib.Path(spm_path).parent))
+    if byte_fallback:
+        state = json.loads(hf.backend_tokenizer.to_str())
+        state["model"]["byte_fallback"] = True
+        hf._tokenizer = tokenizers.Tokenizer.from_str(json.dumps(state))
     out = hf(
         [wan_clean(c) for c in captions],
         padding="max_length",
@@ -92,6 +109,15 @@ def test_matches_hugging_face_tokenizer(spm_path, text_len):
     # Not trivially equal: real pieces, unknowns and EOS all occur.
     last = ids[np.arange(len(ids)), mask.sum(axis=1) - 1]
     assert len(np.unique(ids)) > 10 and (ids == 2).any() and (last == 1).all()
+
+
+def test_byte_fallback_vocabulary_matches_umt5_style_tokenizer(byte_fallback_spm_path):
+    ids, mask = tokenizer_lib.Tokenizer(byte_fallback_spm_path, 64).encode(TRICKY_CAPTIONS)
+    want_ids, want_mask = hf_reference(byte_fallback_spm_path, TRICKY_CAPTIONS, 64, True)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(mask, want_mask)
+    byte_pieces = (ids >= 3) & (ids < 3 + 256)  # <0x00>..<0xFF> follow pad, eos, unk
+    assert byte_pieces.sum() > 10  # Unknown characters really went through byte fallback.
 
 
 def test_empty_caption_is_eos_only(spm_path):

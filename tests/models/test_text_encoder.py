@@ -206,3 +206,19 @@ def test_bfloat16_compute_tracks_float32(tiny_config, parity_setup):
     assert got.dtype == jnp.bfloat16
     err = np.abs(np.asarray(got, np.float32) - np.asarray(want))
     assert err.max() / np.abs(np.asarray(want)).max() < 3e-2
+
+
+def test_relative_buckets_match_transformers_at_umt5_xxl_sizes():
+    """32 buckets, max distance 128, 512 tokens: every (query, key) bucket as transformers."""
+    config = transformers.UMT5Config(
+        d_model=8, d_kv=4, num_heads=2, relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+    )  # fmt: skip
+    attention = transformers.models.umt5.modeling_umt5.UMT5Attention(
+        config, has_relative_attention_bias=True
+    )
+    position = torch.arange(512)
+    want = attention._relative_position_bucket(position[None, :] - position[:, None]).numpy()
+    np.testing.assert_array_equal(
+        np.asarray(text_encoder.relative_position_buckets(512, 32, 128)), want
+    )

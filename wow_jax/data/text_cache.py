@@ -68,24 +68,33 @@ def unique_captions(captions: Iterable[str]) -> list[str]:
 def make_encode_fn(module, params, mesh: jax.sharding.Mesh | None = None) -> Callable:
     """A jitted (ids [B, L], mask [B, L]) -> states [B, L, dim] numpy function.
 
-    With `mesh`, `params` must already be placed on it (e.g. by `sharding.variable_shardings`);
-    the batch is split over ('data', 'fsdp') and the rules of `wow_jax.sharding` are active.
+    With `mesh`, `params` must already be placed on it (e.g. by `sharding.variable_shardings`).
+    Every process passes the same full batch (token ids are small); it is split over
+    ('data', 'fsdp') and the states come back replicated, so this also runs on a multi-host pod.
     """
     from wow_jax import sharding
 
-    apply = jax.jit(lambda p, ids, mask: module.apply({"params": p}, ids, mask))
+    if mesh is None:
+        apply = jax.jit(lambda p, ids, mask: module.apply({"params": p}, ids, mask))
+        return lambda ids, mask: np.asarray(apply(params, ids, mask))
+    apply = jax.jit(
+        lambda p, ids, mask: module.apply({"params": p}, ids, mask),
+        out_shardings=sharding.replicated(mesh),
+    )
+    split = mesh.shape["data"] * mesh.shape["fsdp"]
+
+    def place(x: np.ndarray) -> jax.Array:
+        where = sharding.batch_sharding(mesh, x.ndim)
+        return jax.make_array_from_callback(x.shape, where, lambda index: x[index])
 
     def encode(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        if mesh is None:
-            return np.asarray(apply(params, ids, mask))
-        split = mesh.shape["data"] * mesh.shape["fsdp"]
         if ids.shape[0] % split:
             raise ValueError(
                 f"batch of {ids.shape[0]} captions does not split over data*fsdp={split} "
                 f"devices; use a batch_size that is a multiple of {split}"
             )
         with sharding.activate(mesh):
-            return np.asarray(apply(params, *sharding.shard_batch((ids, mask), mesh)))
+            return np.asarray(apply(params, place(ids), place(mask)))
 
     return encode
 
@@ -175,8 +184,12 @@ class TextEmbeddingCache:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         captions = unique_captions(captions)
-        os.makedirs(directory, exist_ok=True)
-        writer = ArrayRecordWriter(os.path.join(directory, RECORDS_FILE), "group_size:1")
+        # On a multi-host pod every process encodes (the batch is sharded); process 0 writes.
+        writes = jax.process_index() == 0
+        writer = None
+        if writes:
+            os.makedirs(directory, exist_ok=True)
+            writer = ArrayRecordWriter(os.path.join(directory, RECORDS_FILE), "group_size:1")
         dim = None
         try:
             for start in tqdm(range(0, len(captions), batch_size), desc="umT5 captions"):
@@ -185,11 +198,12 @@ class TextEmbeddingCache:
                 ids, mask = tokenizer.encode(padded)
                 states = np.asarray(encode_fn(ids, mask))
                 dim = states.shape[-1]
-                for row, caption in enumerate(batch):
+                for row, caption in enumerate(batch if writes else ()):
                     length = int(mask[row].sum())
                     writer.write(serialize(caption, states[row, :length], dtype))
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
         index = {
             "meta": {
                 "text_len": tokenizer.text_len,
@@ -201,9 +215,14 @@ class TextEmbeddingCache:
             },
             "keys": [caption_key(c) for c in captions],
         }
-        with open(os.path.join(directory, INDEX_FILE), "w", encoding="utf-8") as f:
-            json.dump(index, f)
-        logging.info("Wrote %d caption embeddings to %s", len(captions), directory)
+        if writes:
+            with open(os.path.join(directory, INDEX_FILE), "w", encoding="utf-8") as f:
+                json.dump(index, f)
+            logging.info("Wrote %d caption embeddings to %s", len(captions), directory)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("text_cache_written")
         return cls(directory)
 
 
@@ -212,3 +231,28 @@ def from_config(text_cfg: ml_collections.ConfigDict) -> TextEmbeddingCache | Non
     if not text_cfg.embedding_cache:
         return None
     return TextEmbeddingCache(text_cfg.embedding_cache, text_cfg)
+
+
+def caption_encoder(
+    text_cfg: ml_collections.ConfigDict, params=None, mesh: jax.sharding.Mesh | None = None
+) -> Callable[[Sequence[str]], np.ndarray]:
+    """captions (B) -> states [B, text_len, dim], the way config.model.text chooses: from the
+    cache when `embedding_cache` is set, else by running umT5 (with `params`, or the weights at
+    `checkpoint_path`). With a mesh, B must split over ('data', 'fsdp')."""
+    cache = from_config(text_cfg)
+    if cache is not None:
+        return cache.lookup_batch
+    from wow_jax.data.tokenizer import Tokenizer
+    from wow_jax.interop import umt5_table
+    from wow_jax.models import text_encoder
+
+    tokenizer = Tokenizer(text_cfg.tokenizer_path, text_cfg.text_len)
+    if params is None:
+        if not text_cfg.checkpoint_path:
+            raise ValueError(
+                "no umT5 weights: set config.model.text.checkpoint_path (or embedding_cache to "
+                "read cached embeddings), or pass params"
+            )
+        params = umt5_table.load_params(text_cfg)
+    encode = make_encode_fn(text_encoder.create(text_cfg), params, mesh)
+    return lambda captions: encode(*tokenizer.encode(list(captions)))

@@ -23,7 +23,8 @@ from absl import logging
 
 CONFIG_KEY = "config.model.text.tokenizer_path"
 # Sentinel tokens <extra_id_0..N-1> that transformers' T5 tokenizer adds after the spm pieces
-# (<extra_id_0> gets the highest id); like it, we read them in a caption as single tokens.
+# (<extra_id_0> gets the highest id) when built from a bare spiece.model; like it, we read them
+# in a caption as single tokens. Only captions that spell out such a sentinel are affected.
 EXTRA_IDS = 100
 _WHITESPACE = regex.compile(r"\s+")
 
@@ -37,7 +38,7 @@ def clean(text: str) -> str:
 class Tokenizer:
     """The umT5 sentencepiece model at `spm_path`, padding/truncating to `text_len` tokens."""
 
-    def __init__(self, spm_path: str, text_len: int):
+    def __init__(self, spm_path: str, text_len: int, extra_ids: int = EXTRA_IDS):
         if not spm_path or not os.path.isfile(spm_path):
             raise FileNotFoundError(
                 f"umT5 sentencepiece model not found at {spm_path!r} ({CONFIG_KEY}); set "
@@ -57,6 +58,7 @@ class Tokenizer:
             )
         self.pad_id = max(self._sp.pad_id(), 0)  # T5 pads with id 0.
         self.vocab_size = self._sp.get_piece_size()
+        self.extra_ids = int(extra_ids)
         self._special = self._special_tokens()
         self._special_pattern = regex.compile(
             "("
@@ -91,10 +93,10 @@ class Tokenizer:
         special = {
             sp.id_to_piece(i): i for i in range(size) if sp.is_control(i) or sp.is_unknown(i)
         }
-        for k in range(EXTRA_IDS):
+        for k in range(self.extra_ids):
             piece = f"<extra_id_{k}>"
             if sp.piece_to_id(piece) == sp.unk_id():
-                special.setdefault(piece, size + EXTRA_IDS - 1 - k)
+                special.setdefault(piece, size + self.extra_ids - 1 - k)
         return special
 
     def _pieces(self, text: str) -> list[int]:
