@@ -172,6 +172,7 @@ def export_params(
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    start = time.time()
     source, target = Path(source), Path(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; delete it or pass overwrite=True")
@@ -200,7 +201,6 @@ def export_params(
     done = [s for s in shards if _complete(work / s["file"], s["bytes"])]
     todo = [s for s in shards if s not in done]
     total = sum(s["bytes"] for s in todo)
-    start = time.time()
     order = list(dict.fromkeys(tuple(t["leaf"]) for s in todo for t in s["tensors"]))
     cache = _LeafCache(source, all_leaves, prefix, order, READ_BYTES, boxed)
     with tqdm(total=total, unit="B", unit_scale=True, desc="export", disable=not progress) as bar:
