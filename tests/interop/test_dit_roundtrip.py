@@ -137,3 +137,27 @@ def test_cli_and_main_mode(tiny_config, tmp_path):
     assert run.stderr.strip().splitlines()[-1].startswith("wow_jax convert: ")
     assert "truncated" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "wd/dit_orbax").exists()
+
+
+def test_wow14b_export_plan_fits_5gb_shards():
+    """The WoW-1-Wan-14B (Wan2.1-I2V-14B) DiT plans into <= 5 GB bf16 shards, from shapes only."""
+    import ml_dtypes  # noqa: PLC0415
+    from flax import linen as nn  # noqa: PLC0415
+    from flax import traverse_util  # noqa: PLC0415
+
+    from configs import wow14b  # noqa: PLC0415
+
+    cfg = wow14b.get_config().model.dit
+    flat = traverse_util.flatten_dict(nn.meta.unbox(dit.abstract_params(cfg)))
+    leaves = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in flat.items()}
+    rules = registry.rules(registry.get("dit"), cfg, "diffusers")
+    tensors = exporter.plan_tensors(rules, leaves, np.dtype(ml_dtypes.bfloat16))
+    shards = exporter.plan_shards(tensors, exporter.parse_size("5GB"), "diffusion_pytorch_model")
+    params = sum(int(np.prod(shape)) for shape, _ in leaves.values())
+    assert 16.0e9 < params < 17.0e9  # Wan2.1-I2V-14B: 16.4B with the image embedder
+    data = [sum(2 * int(np.prod(t["shape"])) for t in s["tensors"]) for s in shards]
+    assert max(data) <= 5 * 10**9 and sum(data) == 2 * params
+    assert (
+        len(shards) == 7
+        and shards[0]["file"] == "diffusion_pytorch_model-00001-of-00007.safetensors"
+    )
