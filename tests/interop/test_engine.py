@@ -173,6 +173,12 @@ def test_truncated_file_and_broken_index(tmp_path, mesh):
     with pytest.raises(formats.CheckpointFormatError, match="truncated"):
         formats.open_source(tmp_path / "model.safetensors")
 
+    torch = pytest.importorskip("torch")
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "m.pth")
+    (tmp_path / "m.pth").write_bytes((tmp_path / "m.pth").read_bytes()[:3000])
+    with pytest.raises(formats.CheckpointFormatError, match="m.pth: cannot read.*truncated"):
+        formats.open_source(tmp_path / "m.pth")
+
     folder = write_sharded(state, tmp_path / "sharded")
     index_file = folder / "diffusion_pytorch_model.safetensors.index.json"
     index = json.loads(index_file.read_text())
