@@ -1,0 +1,1 @@
+"""Robot episode data: RLDS/TFDS readers, dataset builders, Grain pipeline, mixture captions."""

@@ -1,0 +1,156 @@
+"""Mixture captions (the WoW recipe): one clip, many phrasings of what the robot does.
+
+WoW post-trains on captions mixed along three axes; each clip draws one choice per axis:
+
+  robot naming:  'model' (the episode's robot, e.g. 'the Sawyer arm', 'the Franka Panda arm'),
+                 'effector' ('the end-effector') or 'generic' ('the robot')
+  length:        'short' (one sentence) or 'long' (scene + motion description)
+  granularity:   'coarse' (the episode-level instruction) or 'fine' (the per-segment descriptions
+                 of the clip when the data has them, otherwise a templated step-by-step rewrite)
+
+Rendering is deterministic given the choice, so `caption_variants` lists every caption a clip can
+get (12 at most) for the text-embedding cache, and the Grain transform is deterministic given its
+seed. Instructions are imperative ('reach the goal'); the robot becomes the subject with the verb in
+the third person ('the Sawyer arm reaches the goal').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+
+ROBOT_KINDS = ("model", "effector", "generic")
+LENGTHS = ("short", "long")
+GRANULARITIES = ("coarse", "fine")
+EFFECTOR_NAME = "the end-effector"
+GENERIC_NAME = "the robot"
+SCENE = "A fixed camera views a robot workspace on a tabletop."
+CLOSING = "The motion is smooth and continuous; the rest of the scene stays still."
+_ES_ENDINGS = ("s", "sh", "ch", "x", "z", "o")
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptionMixture:
+    """Probabilities of the three axes (from config.data.caption_*)."""
+
+    long_prob: float = 0.5
+    fine_prob: float = 0.3
+    robot_probs: tuple[float, float, float] = (0.4, 0.3, 0.3)  # model, effector, generic
+    default_robot: str = GENERIC_NAME
+
+    def __post_init__(self):
+        for name, p in (("long_prob", self.long_prob), ("fine_prob", self.fine_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"config.data.caption_{name} must be in [0, 1], got {p}")
+        if len(self.robot_probs) != 3 or abs(sum(self.robot_probs) - 1.0) > 1e-6:
+            raise ValueError(
+                "config.data.caption_robot_probs must be 3 probabilities (model, end-effector, "
+                f"generic) summing to 1, got {tuple(self.robot_probs)}"
+            )
+
+    @classmethod
+    def from_config(cls, data_cfg) -> CaptionMixture:
+        return cls(
+            long_prob=float(data_cfg.caption_long_prob),
+            fine_prob=float(data_cfg.caption_fine_prob),
+            robot_probs=tuple(float(p) for p in data_cfg.caption_robot_probs),
+            default_robot=data_cfg.robot_name or GENERIC_NAME,
+        )
+
+    def sample(self, rng: np.random.Generator) -> tuple[str, str, str]:
+        """One (robot_kind, length, granularity) draw."""
+        robot = ROBOT_KINDS[int(rng.choice(3, p=np.asarray(self.robot_probs)))]
+        length = "long" if rng.random() < self.long_prob else "short"
+        granularity = "fine" if rng.random() < self.fine_prob else "coarse"
+        return robot, length, granularity
+
+
+def third_person(phrase: str) -> str:
+    """'reach the goal' -> 'reaches the goal' (conjugates the leading imperative verb)."""
+    phrase = phrase.strip().rstrip(".")
+    if not phrase:
+        return phrase
+    verb, _, rest = phrase.partition(" ")
+    if not verb.isalpha():
+        return phrase
+    lower = verb.lower()
+    if lower.endswith(_ES_ENDINGS):
+        verb = lower + "es"
+    elif len(lower) > 1 and lower.endswith("y") and lower[-2] not in "aeiou":
+        verb = lower[:-1] + "ies"
+    else:
+        verb = lower + "s"
+    return f"{verb} {rest}".strip()
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return (text[:1].upper() + text[1:]).rstrip(".") + "."
+
+
+def distinct_segments(segments) -> list[str]:
+    """Per-frame fine descriptions -> the distinct consecutive non-empty ones, in order."""
+    out: list[str] = []
+    for text in segments:
+        text = text.strip()
+        if text and (not out or out[-1] != text):
+            out.append(text)
+    return out
+
+
+def render(
+    instruction: str, segments: list[str], robot_name: str, choice: tuple[str, str, str]
+) -> str:
+    """The caption for one (robot_kind, length, granularity) choice."""
+    kind, length, granularity = choice
+    robot = {"model": robot_name, "effector": EFFECTOR_NAME, "generic": GENERIC_NAME}[kind]
+    task = third_person(instruction)
+    if granularity == "fine":
+        parts = [third_person(s) for s in segments] or [
+            "moves into position near the target",
+            task,
+            "comes to rest",
+        ]
+    if length == "short":
+        if granularity == "coarse":
+            return _sentence(f"{robot} {task}")
+        return _sentence(f"{robot} " + ", then ".join(parts))
+    if granularity == "coarse":
+        return " ".join([SCENE, _sentence(f"{robot} {task}"), CLOSING])
+    steps = [_sentence(f"first, {robot} {parts[0]}")]
+    steps += [_sentence(f"then it {p}") for p in parts[1:-1]]
+    if len(parts) > 1:
+        steps.append(_sentence(f"finally it {parts[-1]}"))
+    return " ".join([SCENE, *steps, CLOSING])
+
+
+def caption_variants(instruction: str, segments, robot_name: str) -> list[str]:
+    """Every caption the mixture can give a clip (sorted, unique), for the text-embedding cache."""
+    fine = distinct_segments(segments)
+    choices = itertools.product(ROBOT_KINDS, LENGTHS, GRANULARITIES)
+    return sorted({render(instruction, fine, robot_name, c) for c in choices})
+
+
+class MixtureCaptionTransform:
+    """Grain random map: element with 'instruction', 'segments', 'robot' -> adds 'caption'.
+
+    Deterministic given the Grain seed (the rng passed in). The drawn choice is kept as
+    'caption_kind' ('model/long/fine', ...) so the mixture can be monitored.
+    """
+
+    def __init__(self, mixture: CaptionMixture):
+        self.mixture = mixture
+
+    def __call__(self, element: dict, rng: np.random.Generator) -> dict:
+        if "_bad" in element:
+            return element
+        choice = self.mixture.sample(rng)
+        robot = element.get("robot") or self.mixture.default_robot
+        fine = distinct_segments(element["segments"])
+        element = dict(element)
+        element["caption"] = render(element["instruction"], fine, robot, choice)
+        element["caption_kind"] = "/".join(choice)
+        del element["segments"], element["robot"]
+        return element
