@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import grain
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from wow_jax.data import captions, clips, rlds, stats
 
@@ -85,8 +85,9 @@ class ClipLoader:
 
 
 class _DropBadIterator(grain.DatasetIterator):
-    def __init__(self, parent: grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator, max_skips: int):
         super().__init__(parent)
+        self._max_skips = max_skips
 
     def __next__(self):
         skipped = 0
@@ -95,6 +96,11 @@ class _DropBadIterator(grain.DatasetIterator):
             if "_bad" not in element:
                 return {**element, "num_skipped": np.int32(skipped)}
             skipped += 1
+            if skipped > self._max_skips:
+                raise ValueError(
+                    f"{skipped} consecutive bad episodes (more than the dataset holds), the last: "
+                    f"{element['_bad']}; the dataset is unusable, rebuild it"
+                )
 
     def get_state(self):
         return self._parent.get_state()
@@ -104,13 +110,17 @@ class _DropBadIterator(grain.DatasetIterator):
 
 
 class DropBad(grain.IterDataset):
-    """Drops {'_bad': ...} elements; the next good element carries how many were dropped."""
+    """Drops {'_bad': ...} elements; the next good element carries how many were dropped.
 
-    def __init__(self, parent: grain.IterDataset):
+    More than `max_skips` bad elements in a row (every episode bad) raise a ValueError.
+    """
+
+    def __init__(self, parent: grain.IterDataset, max_skips: int):
         super().__init__(parent)
+        self._max_skips = max_skips
 
     def __iter__(self):
-        return _DropBadIterator(self._parent.__iter__())
+        return _DropBadIterator(self._parent.__iter__(), self._max_skips)
 
 
 def _to_float(batch: dict) -> dict:
@@ -167,9 +177,11 @@ def build_dataset(
     ds = ds.random_map(captions.MixtureCaptionTransform(mixture), seed=seed + 2)
     ds = ds[process_index::process_count]
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.read_threads))
-    ds = DropBad(ds)
+    ds = DropBad(ds, max_skips=len(source))
     ds = ds.batch(data_cfg.batch_size // process_count, drop_remainder=True)
     if data_cfg.worker_count > 0:
+        if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (tests, notebooks).
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(
             grain.MultiprocessingOptions(
                 num_workers=data_cfg.worker_count,

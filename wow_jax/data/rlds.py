@@ -97,6 +97,8 @@ def features(action_dim: int, image_shape: tuple[int | None, int | None] = (None
         "language_instruction": text,
         "segment_description": text,
     }
+    if not action_dim:  # Videos without actions: the step has no 'action' feature at all.
+        del step["action"]
     metadata = {"episode_id": text, "robot": text, "fps": np.float32, "source": text}
     return tfds.features.FeaturesDict(
         {"steps": tfds.features.Dataset(step), "episode_metadata": metadata}
@@ -131,7 +133,7 @@ def _to_example(ep: Episode) -> dict:
     steps = [
         {
             "observation": {"image": png_bytes(ep.frames[t])},
-            "action": actions[t],
+            **({"action": actions[t]} if actions.shape[-1] else {}),
             "reward": np.float32(rewards[t]),
             "discount": np.float32(1.0),
             "is_first": t == 0,
@@ -327,7 +329,7 @@ class EpisodeSource:
         try:
             decoded = {t: steps[t] for t in wanted}
             frames = [decode_image(_get(decoded[t], self.image_key)) for t in frame_steps]
-            actions = [_flat_action(_get(decoded[t], self.action_key)) for t in action_steps]
+            actions = [self._action(decoded[t]) for t in action_steps]
             first = decoded[frame_steps[0]]
             instruction = _text(_get(first, self.instruction_key))
             segments = [_text(decoded[t].get("segment_description", b"")) for t in frame_steps]
@@ -343,18 +345,25 @@ class EpisodeSource:
         episode_id = _text(metadata.get("episode_id", b"")) or f"{self._name}/{index}"
         return {
             "frames": np.stack(frames),
-            "actions": np.stack(actions).astype(np.float32) if actions else np.zeros((0, 0)),
+            "actions": np.stack(actions).astype(np.float32)
+            if actions
+            else np.zeros((0, 0), np.float32),
             "instruction": instruction.strip(),
             "segments": segments,
             "episode_id": episode_id,
             "robot": _text(metadata.get("robot", b"")),
         }
 
+    def _action(self, step: dict) -> np.ndarray:
+        if self.action_key == "action" and "action" not in step:
+            return np.zeros(0, np.float32)  # A dataset without actions (e.g. plain videos).
+        return _flat_action(_get(step, self.action_key))
+
     def all_actions(self, index: int) -> np.ndarray:
         """float32 [N-1, A]: every action of an episode except the ignored last one."""
         steps, n, _ = self._steps(index)
         try:
-            acts = [_flat_action(_get(steps[t], self.action_key)) for t in range(n - 1)]
+            acts = [self._action(steps[t]) for t in range(n - 1)]
         except Exception as e:
             raise BadEpisodeError(f"corrupt episode at {self.location(index)}: {e}") from e
         return np.stack(acts).astype(np.float32) if acts else np.zeros((0, 0), np.float32)
