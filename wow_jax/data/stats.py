@@ -55,7 +55,7 @@ def load_stats(dataset_dir: str | Path) -> dict:
     if not path.exists():
         raise ValueError(
             f"action statistics not found: expected {path}; compute them once with "
-            f"`python scripts/compute_action_stats.py --data_dir={dataset_dir}` "
+            f"`python -m scripts.compute_action_stats --data_dir={dataset_dir}` "
             "(or set config.data.action_norm='none')"
         )
     stats = json.loads(path.read_text())
