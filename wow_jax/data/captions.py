@@ -133,6 +133,33 @@ def caption_variants(instruction: str, segments, robot_name: str) -> list[str]:
     return sorted({render(instruction, fine, robot_name, c) for c in choices})
 
 
+def dataset_caption_variants(source, data_cfg, progress: bool = True) -> list[str]:
+    """Every caption the pipeline can give any clip of `source` (sorted), for the text cache.
+
+    Fine captions depend on which segments a clip window covers, so every window start of
+    `num_frames` frames at `frame_stride` is enumerated. Bad episodes are skipped.
+    """
+    from tqdm import tqdm
+
+    mixture = CaptionMixture.from_config(data_cfg)
+    span = (data_cfg.num_frames - 1) * data_cfg.frame_stride + 1
+    out: set[str] = set()
+    for index in tqdm(range(len(source)), "caption variants", disable=not progress):
+        try:
+            texts = source.step_texts(index)
+        except ValueError:
+            continue
+        robot = texts["robot"] or mixture.default_robot
+        windows = {
+            tuple(distinct_segments(texts["segments"][s : s + span : data_cfg.frame_stride]))
+            for s in range(max(len(texts["segments"]) - span + 1, 0))
+        }
+        for window in windows:
+            if texts["instruction"]:
+                out.update(caption_variants(texts["instruction"], list(window), robot))
+    return sorted(out)
+
+
 class MixtureCaptionTransform:
     """Grain random map: element with 'instruction', 'segments', 'robot' -> adds 'caption'.
 

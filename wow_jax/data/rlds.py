@@ -354,6 +354,21 @@ class EpisodeSource:
             "robot": _text(metadata.get("robot", b"")),
         }
 
+    def step_texts(self, index: int) -> dict:
+        """{'instruction', 'segments' (one per step), 'robot'} without decoding any image."""
+        steps, n, metadata = self._steps(index)
+        try:
+            decoded = [steps[t] for t in range(n)]
+            instruction = _text(_get(decoded[0], self.instruction_key)).strip() if n else ""
+            segments = [_text(s.get("segment_description", b"")) for s in decoded]
+        except Exception as e:
+            raise BadEpisodeError(f"corrupt episode at {self.location(index)}: {e}") from e
+        return {
+            "instruction": instruction,
+            "segments": segments,
+            "robot": _text(metadata.get("robot", b"")),
+        }
+
     def _action(self, step: dict) -> np.ndarray:
         if self.action_key == "action" and "action" not in step:
             return np.zeros(0, np.float32)  # A dataset without actions (e.g. plain videos).
