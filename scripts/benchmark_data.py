@@ -9,6 +9,7 @@ With --metaworld also the Meta-World collection speed (frames/s, physics + 64x64
 There is no PyTorch reference for a data loader; the JSON records the machine's CPU count.
 """
 
+import itertools
 import json
 import os
 import tempfile
@@ -23,6 +24,7 @@ from wow_jax.data import pipeline, rlds, stats
 _OUT = flags.DEFINE_string("out", "benchmark_data.json", "JSON output path.")
 _BATCHES = flags.DEFINE_integer("batches", 6, "Timed batches per setting (after the first).")
 _METAWORLD = flags.DEFINE_bool("metaworld", False, "Also time Meta-World collection.")
+_FORMATS = flags.DEFINE_list("image_formats", ["png", "jpeg"], "Stored frame encodings to time.")
 
 CASES = (  # (clip frames, height, width, stored height, stored width, episode steps)
     (17, 64, 64, 96, 96, 40),
@@ -83,18 +85,21 @@ def main(argv):
     del argv
     results = {"cpu_count": os.cpu_count(), "cases": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for frames, height, width, sh, sw, steps in CASES:
+        for (frames, height, width, sh, sw, steps), fmt in itertools.product(CASES, _FORMATS.value):
             path = rlds.write_episodes(
                 _episodes(4, steps, sh, sw),
                 tmp,
-                f"bench{frames}x{height}x{width}",
+                f"bench{frames}x{height}x{width}{fmt}",
                 action_dim=7,
                 image_shape=(sh, sw),
+                image_format=fmt,
             )
             stats.save_stats(stats.compute_action_stats(rlds.EpisodeSource(path), False), path)
             for workers in (0, 2):
                 row = _time_pipeline(path, frames, height, width, workers, _BATCHES.value)
-                row.update(clip=f"{frames}x{height}x{width}", stored=f"{sh}x{sw}", workers=workers)
+                row.update(
+                    clip=f"{frames}x{height}x{width}", stored=f"{sh}x{sw} {fmt}", workers=workers
+                )
                 print(json.dumps(row))
                 results["cases"].append(row)
     if _METAWORLD.value:

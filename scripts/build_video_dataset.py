@@ -17,13 +17,14 @@ _NAME = flags.DEFINE_string("name", "videos", "Dataset name (folder under out_di
 _HEIGHT = flags.DEFINE_integer("height", 0, "Resize frames to this height (0 = keep).")
 _WIDTH = flags.DEFINE_integer("width", 0, "Resize frames to this width (0 = keep).")
 _ON_MISSING = flags.DEFINE_enum("on_missing", "skip", ["skip", "raise"], "Uncaptioned videos.")
+_FORMAT = flags.DEFINE_enum("image_format", "jpeg", ["jpeg", "png"], "Stored frame encoding.")
 
 
 def main(argv):
     del argv
     size = (_HEIGHT.value, _WIDTH.value) if _HEIGHT.value and _WIDTH.value else None
     path = videos.build_video_dataset(
-        _VIDEO_DIR.value, _OUT_DIR.value, _NAME.value, size, _ON_MISSING.value
+        _VIDEO_DIR.value, _OUT_DIR.value, _NAME.value, size, _ON_MISSING.value, _FORMAT.value
     )
     source = rlds.EpisodeSource(path)
     if source.all_actions(0).size:

@@ -65,10 +65,23 @@ class Episode:
     segments: tuple[tuple[int, int, str], ...] = ()
 
 
+IMAGE_FORMATS = ("png", "jpeg")
+
+
 def png_bytes(frame: np.ndarray) -> bytes:
     """uint8 [H, W, 3] -> PNG bytes (tfds stores these without calling TensorFlow)."""
+    return encode_image(frame, "png")
+
+
+def encode_image(frame: np.ndarray, image_format: str = "png") -> bytes:
+    """uint8 [H, W, 3] -> PNG (lossless) or JPEG (quality 95, ~3x faster to decode) bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="PNG", compress_level=1)
+    if image_format == "png":
+        Image.fromarray(frame).save(buffer, format="PNG", compress_level=1)
+    elif image_format == "jpeg":
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=95)
+    else:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     return buffer.getvalue()
 
 
@@ -78,14 +91,18 @@ def decode_image(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def features(action_dim: int, image_shape: tuple[int | None, int | None] = (None, None)):
+def features(
+    action_dim: int,
+    image_shape: tuple[int | None, int | None] = (None, None),
+    image_format: str = "png",
+):
     """The tfds FeaturesDict of the format above (image height/width may be None = varying)."""
     import tensorflow_datasets as tfds
 
     text = tfds.features.Text()
     step = {
         "observation": tfds.features.FeaturesDict(
-            {"image": tfds.features.Image(shape=(*image_shape, 3), encoding_format="png")}
+            {"image": tfds.features.Image(shape=(*image_shape, 3), encoding_format=image_format)}
         ),
         "action": tfds.features.Tensor(shape=(action_dim,), dtype=np.float32),
         "reward": tfds.features.Scalar(dtype=np.float32),
@@ -119,7 +136,7 @@ def _check_episode(ep: Episode) -> None:
         )
 
 
-def _to_example(ep: Episode) -> dict:
+def _to_example(ep: Episode, image_format: str = "png") -> dict:
     _check_episode(ep)
     n = len(ep.frames)
     fine = [""] * n
@@ -132,7 +149,7 @@ def _to_example(ep: Episode) -> dict:
     actions[-1] = 0.0
     steps = [
         {
-            "observation": {"image": png_bytes(ep.frames[t])},
+            "observation": {"image": encode_image(ep.frames[t], image_format)},
             **({"action": actions[t]} if actions.shape[-1] else {}),
             "reward": np.float32(rewards[t]),
             "discount": np.float32(1.0),
@@ -163,16 +180,18 @@ def write_episodes(
     image_shape: tuple[int | None, int | None] = (None, None),
     description: str = "",
     version: str = "1.0.0",
+    image_format: str = "png",
 ) -> Path:
     """Stores episodes as `<data_dir>/<name>/<version>` (ArrayRecord, split 'train').
 
     Episodes are consumed lazily (pass a generator with a progress bar). Returns the version dir.
+    image_format: 'png' (lossless; simulators) or 'jpeg' (camera/video data: decodes faster).
     """
     import tensorflow_datasets as tfds
 
     def examples() -> Iterator[tuple[str, dict]]:
         for index, ep in enumerate(episodes):
-            yield f"{index:08d}", _to_example(ep)
+            yield f"{index:08d}", _to_example(ep, image_format)
 
     class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         VERSION = tfds.core.Version(version)
@@ -181,7 +200,7 @@ def write_episodes(
             return tfds.core.DatasetInfo(
                 builder=self,
                 description=description or f"wow_jax RLDS episodes ({name})",
-                features=features(action_dim, image_shape),
+                features=features(action_dim, image_shape, image_format),
                 disable_shuffling=True,
             )
 

@@ -123,8 +123,13 @@ def build_video_dataset(
     name: str = "videos",
     size=None,
     on_missing: str = "skip",
+    image_format: str = "jpeg",
 ) -> Path:
-    """Converts the folder into `out_dir/<name>/1.0.0` (actions: width from the first .npy)."""
+    """Converts the folder into `out_dir/<name>/1.0.0` (actions: width from the first .npy).
+
+    Frames are stored as JPEG (quality 95) by default: the source is lossy already and JPEG
+    decodes ~3x faster than PNG; pass image_format='png' for lossless frames.
+    """
     video_dir = Path(video_dir)
     captions = read_captions(video_dir)
     action_files = [r["actions"] for r in captions.values() if r.get("actions")]
@@ -137,6 +142,7 @@ def build_video_dataset(
         action_dim=int(action_dim),
         image_shape=tuple(size) if size else (None, None),
         description=f"videos from {video_dir}",
+        image_format=image_format,
     )
     logging.info(
         "video dataset %s: %d episodes, %d skipped", path, counts["written"], counts["skipped"]
