@@ -101,7 +101,7 @@ def test_batch_must_split_over_processes(data_cfg):
 def test_missing_action_stats_is_a_clear_error(tmp_path, data_cfg):
     path = write_dataset(tmp_path, [synthetic_episode(0, 12)], with_stats=False)
     data_cfg.path = str(path)
-    with pytest.raises(ValueError, match="compute_action_stats.py"):
+    with pytest.raises(ValueError, match="scripts.compute_action_stats"):
         pipeline.build_dataset(data_cfg, process_index=0, process_count=1)
 
 
