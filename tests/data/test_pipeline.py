@@ -212,3 +212,11 @@ def test_tfds_rlds_dataset_with_oxe_keys(tmp_path, data_cfg):
     assert batch["video"].shape == (2, 5, 32, 32, 3)
     assert batch["actions"].shape == (2, 4, 4)
     assert set(batch["instruction"]) == {"open the drawer"}
+    shards = [
+        {
+            str(b["episode_id"][0])
+            for b in _take(pipeline.create_iterator(data_cfg, process_index=i, process_count=2), 2)
+        }
+        for i in range(2)
+    ]
+    assert shards[0].isdisjoint(shards[1]) and len(shards[0] | shards[1]) == 4

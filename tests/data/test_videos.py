@@ -59,3 +59,9 @@ def test_video_folder_round_trip(tmp_path, tiny_config):
     assert batch["video"].shape == (2, 5, 32, 32, 3)
     assert batch["actions"].shape == (2, 4, 2)
     assert set(batch["instruction"]) <= {"open the drawer", "wipe the table"}
+    # Two simulated processes read disjoint episodes (one each).
+    firsts = [
+        str(next(pipeline.create_iterator(cfg, process_index=i, process_count=2))["episode_id"][0])
+        for i in range(2)
+    ]
+    assert sorted(firsts) == ["v0.mp4", "v1.mp4"]
