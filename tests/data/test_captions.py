@@ -44,10 +44,25 @@ def test_render_examples():
     )
 
 
+def test_descriptive_captions_keep_wording_and_rename_the_robot():
+    text = "The robot arm opens the drawer slowly"
+    assert not captions.is_imperative(text) and captions.is_imperative("open the drawer")
+    model = captions.render(text, [], "the Franka Panda arm", ("model", "short", "coarse"))
+    assert model == "The Franka Panda arm opens the drawer slowly."
+    fine = captions.render(
+        "open it",
+        ["grasp the handle", "The robot pulls it"],
+        "the Sawyer arm",
+        ("effector", "short", "fine"),
+    )
+    assert fine == "The end-effector grasps the handle, then the end-effector pulls it."
+
+
 def test_variants_cover_every_choice():
-    variants = captions.caption_variants("push the block", ["a", "a", "b"], "the Sawyer arm")
+    segments = ["reach the cup", "reach the cup", "lift it"]
+    variants = captions.caption_variants("push the block", segments, "the Sawyer arm")
     rendered = {
-        captions.render("push the block", ["a", "b"], "the Sawyer arm", c)
+        captions.render("push the block", ["reach the cup", "lift it"], "the Sawyer arm", c)
         for c in itertools.product(captions.ROBOT_KINDS, captions.LENGTHS, captions.GRANULARITIES)
     }
     assert set(variants) == rendered and len(variants) == 12

@@ -11,13 +11,15 @@ WoW post-trains on captions mixed along three axes; each clip draws one choice p
 Rendering is deterministic given the choice, so `caption_variants` lists every caption a clip can
 get (12 at most) for the text-embedding cache, and the Grain transform is deterministic given its
 seed. Instructions are imperative ('reach the goal'); the robot becomes the subject with the verb in
-the third person ('the Sawyer arm reaches the goal').
+the third person ('the Sawyer arm reaches the goal'); descriptive captions ('The robot arm opens the
+drawer') keep their wording with the leading robot subject renamed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 
 import numpy as np
 
@@ -29,6 +31,45 @@ GENERIC_NAME = "the robot"
 SCENE = "A fixed camera views a robot workspace on a tabletop."
 CLOSING = "The motion is smooth and continuous; the rest of the scene stays still."
 _ES_ENDINGS = ("s", "sh", "ch", "x", "z", "o")
+# Templated fine steps around the instruction when the data has no segment descriptions.
+TEMPLATE_STEPS = ("move into position near the target", "come to rest")
+# First words that mark a description ('The robot picks ...'), not an imperative instruction.
+_NOT_VERBS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "this",
+        "that",
+        "these",
+        "those",
+        "robot",
+        "robotic",
+        "it",
+        "he",
+        "she",
+        "they",
+        "there",
+        "we",
+        "i",
+        "you",
+        "one",
+        "two",
+        "first",
+        "then",
+        "in",
+        "on",
+        "at",
+        "after",
+        "while",
+        "when",
+        "gripper",
+        "arm",
+    ]
+)
+_SUBJECT = re.compile(
+    r"^(?:the|a|an)\s+(?:robot(?:ic)?(?:\s+arm)?|arm|gripper|end-effector)\b", re.IGNORECASE
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,29 +141,49 @@ def distinct_segments(segments) -> list[str]:
     return out
 
 
+def is_imperative(phrase: str) -> bool:
+    """'pick up the cup' -> True; 'The robot picks up the cup' -> False (a description)."""
+    words = phrase.split()
+    return bool(words) and words[0].isalpha() and words[0].lower() not in _NOT_VERBS
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def _clause(robot: str, phrase: str) -> str:
+    """A clause with the robot as subject. Imperatives get the robot + third person; descriptions
+    keep their wording with a leading robot subject ('the robot arm ...') renamed."""
+    phrase = phrase.strip().rstrip(".")
+    if is_imperative(phrase):
+        return f"{robot} {third_person(phrase)}"
+    return _lower_first(_SUBJECT.sub(robot, phrase, count=1))
+
+
+def _then(robot: str, phrase: str, pronoun: str = "") -> str:
+    """A continuation: 'pushes it left' / 'it pushes it left', or a description's own clause."""
+    if is_imperative(phrase):
+        return f"{pronoun}{third_person(phrase)}"
+    return _clause(robot, phrase)
+
+
 def render(
     instruction: str, segments: list[str], robot_name: str, choice: tuple[str, str, str]
 ) -> str:
     """The caption for one (robot_kind, length, granularity) choice."""
     kind, length, granularity = choice
     robot = {"model": robot_name, "effector": EFFECTOR_NAME, "generic": GENERIC_NAME}[kind]
-    task = third_person(instruction)
-    if granularity == "fine":
-        parts = [third_person(s) for s in segments] or [
-            "moves into position near the target",
-            task,
-            "comes to rest",
-        ]
-    if length == "short":
-        if granularity == "coarse":
-            return _sentence(f"{robot} {task}")
-        return _sentence(f"{robot} " + ", then ".join(parts))
     if granularity == "coarse":
-        return " ".join([SCENE, _sentence(f"{robot} {task}"), CLOSING])
-    steps = [_sentence(f"first, {robot} {parts[0]}")]
-    steps += [_sentence(f"then it {p}") for p in parts[1:-1]]
+        sentence = _sentence(_clause(robot, instruction))
+        return sentence if length == "short" else " ".join([SCENE, sentence, CLOSING])
+    parts = list(segments) or list(TEMPLATE_STEPS[:1]) + [instruction] + list(TEMPLATE_STEPS[1:])
+    if length == "short":
+        rest = [_then(robot, p) for p in parts[1:]]
+        return _sentence(", then ".join([_clause(robot, parts[0]), *rest]))
+    steps = [_sentence("first, " + _clause(robot, parts[0]))]
+    steps += [_sentence("then " + _then(robot, p, "it ")) for p in parts[1:-1]]
     if len(parts) > 1:
-        steps.append(_sentence(f"finally it {parts[-1]}"))
+        steps.append(_sentence("finally " + _then(robot, parts[-1], "it ")))
     return " ".join([SCENE, *steps, CLOSING])
 
 
