@@ -15,12 +15,13 @@ _DATA_DIR = flags.DEFINE_string(
 )
 _ACTION_KEY = flags.DEFINE_string("action_key", "action", "Dotted step key of the action.")
 _SPLIT = flags.DEFINE_string("split", "train", "Split to read.")
+_MAX_EPISODES = flags.DEFINE_integer("max_episodes", 0, "Use this many episodes, spread (0 = all).")
 
 
 def main(argv):
     del argv
     source = rlds.EpisodeSource(_DATA_DIR.value, split=_SPLIT.value, action_key=_ACTION_KEY.value)
-    result = stats.compute_action_stats(source)
+    result = stats.compute_action_stats(source, max_episodes=_MAX_EPISODES.value)
     path = stats.save_stats(result, source.path)
     print(f"{result['count']} actions of width {result['action_dim']} -> {path}")
 

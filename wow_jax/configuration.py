@@ -152,6 +152,15 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
             "config.data.caption_robot_probs must be 3 probabilities (robot model name, "
             f"'the end-effector', 'the robot') summing to 1, got {probs}"
         )
+    if data.source == "metaworld":
+        from wow_jax.sim.instructions import TASK_INSTRUCTIONS
+
+        unknown = [t for t in data.tasks if t not in TASK_INSTRUCTIONS]
+        if unknown:
+            raise ValueError(
+                f"config.data.tasks has unknown Meta-World tasks {unknown}; use v3 names such as "
+                f"'reach-v3' (all: {sorted(TASK_INSTRUCTIONS)})"
+            )
     for key in ("frame_stride", "episodes_per_task", "episode_length"):
         if data[key] < 1:
             raise ValueError(f"config.data.{key} must be >= 1, got {data[key]}")

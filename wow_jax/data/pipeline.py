@@ -68,6 +68,9 @@ class ClipLoader:
                 f"{self.source.instruction_key!r}); caption it or set config.data.instruction_key"
             )
         actions = clips.reduce_actions(episode["actions"], self.spec, chosen["stride"])
+        if self.spec.num_frames == 1:  # A single frame has no transitions: [0, A] actions.
+            width = self.action_stats["action_dim"] if self.action_stats is not None else 0
+            actions = np.zeros((0, width), np.float32)
         if self.action_stats is not None and actions.shape[-1] != self.action_stats["action_dim"]:
             raise rlds.BadEpisodeError(
                 f"episode at {where} has {actions.shape[-1]} action dims, the dataset statistics "

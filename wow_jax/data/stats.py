@@ -18,11 +18,16 @@ NORM_MODES = ("mean_std", "q99", "none")
 _EPS = 1e-6
 
 
-def compute_action_stats(source, progress: bool = True) -> dict:
-    """Statistics over every action of every episode of an `rlds.EpisodeSource`."""
+def compute_action_stats(source, progress: bool = True, max_episodes: int = 0) -> dict:
+    """Statistics over every action of the episodes of an `rlds.EpisodeSource`.
+
+    max_episodes > 0 uses that many episodes evenly spread over the dataset (large datasets).
+    """
+    indices = np.arange(len(source))
+    if 0 < max_episodes < len(indices):
+        indices = np.linspace(0, len(source) - 1, max_episodes).round().astype(int)
     chunks = [
-        source.all_actions(i)
-        for i in tqdm(range(len(source)), "action stats", disable=not progress)
+        source.all_actions(int(i)) for i in tqdm(indices, "action stats", disable=not progress)
     ]
     chunks = [c for c in chunks if c.size]
     if not chunks:
@@ -40,7 +45,9 @@ def compute_action_stats(source, progress: bool = True) -> dict:
         "q99": np.quantile(actions, 0.99, axis=0),
     }
     out = {k: [float(x) for x in v] for k, v in stats.items()}
-    out.update(count=int(len(actions)), action_dim=int(actions.shape[-1]))
+    out.update(
+        count=int(len(actions)), action_dim=int(actions.shape[-1]), episodes=int(len(indices))
+    )
     return out
 
 

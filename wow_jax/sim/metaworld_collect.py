@@ -126,12 +126,14 @@ def collect(
     action_noise: float = 0.0,
     size: int = 64,
     camera: str = "corner",
-    make_task=MetaWorldTask,
+    make_task=None,
 ) -> Path:
     """Collects (or reuses) `out_dir/metaworld/1.0.0`; returns that dataset dir.
 
-    make_task(task_name, size, camera) builds the environment wrapper (a fake in tests).
+    make_task(task_name, size, camera) builds the environment wrapper (default MetaWorldTask;
+    a fake in tests).
     """
+    make_task = make_task or MetaWorldTask
     spec = {
         "tasks": list(tasks),
         "episodes_per_task": int(episodes_per_task),
@@ -199,7 +201,7 @@ def collect(
     return path
 
 
-def collect_from_config(data_cfg, out_dir: str | Path) -> Path:
+def collect_from_config(data_cfg, out_dir: str | Path, make_task=None) -> Path:
     """`collect` with the config.data keys (tasks, episodes_per_task, episode_length, ...)."""
     return collect(
         out_dir,
@@ -210,4 +212,5 @@ def collect_from_config(data_cfg, out_dir: str | Path) -> Path:
         action_noise=data_cfg.action_noise,
         size=data_cfg.render_size or max(data_cfg.height, data_cfg.width),
         camera=data_cfg.camera,
+        make_task=make_task,
     )
