@@ -61,7 +61,8 @@ class ClipLoader:
             chosen["start"] = int(frames[0])
             return frames, acts
 
-        episode = self.source.read_clip(index, choose)
+        size = (self.spec.height, self.spec.width)
+        episode = self.source.read_clip(index, choose, min_size=size)
         if not episode["instruction"]:
             raise rlds.BadEpisodeError(
                 f"episode at {where} has no language instruction (key "

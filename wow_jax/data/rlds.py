@@ -85,9 +85,15 @@ def encode_image(frame: np.ndarray, image_format: str = "png") -> bytes:
     return buffer.getvalue()
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 [H, W, 3]."""
+def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """PNG/JPEG bytes -> uint8 [H, W, 3].
+
+    min_size (height, width): JPEGs are decoded at the smallest 1/2, 1/4, 1/8 scale still at
+    least that large (much faster for big frames; a resize follows anyway).
+    """
     with Image.open(io.BytesIO(data)) as image:
+        if min_size is not None and image.format == "JPEG":
+            image.draft("RGB", (min_size[1], min_size[0]))
         return np.asarray(image.convert("RGB"))
 
 
@@ -333,12 +339,12 @@ class EpisodeSource:
         _, n, metadata = self._steps(index)
         return n, float(metadata.get("fps", 0.0) or 0.0)
 
-    def read(self, index: int, frame_steps, action_steps) -> dict:
-        return self.read_clip(index, lambda n, fps: (frame_steps, action_steps))
+    def read(self, index: int, frame_steps, action_steps, min_size=None) -> dict:
+        return self.read_clip(index, lambda n, fps: (frame_steps, action_steps), min_size)
 
-    def read_clip(self, index: int, choose) -> dict:
+    def read_clip(self, index: int, choose, min_size=None) -> dict:
         """Like `read`, with the steps chosen by `choose(num_steps, fps) -> (frame_steps,
-        action_steps)` after the record is parsed once."""
+        action_steps)` after the record is parsed once; min_size: see `decode_image`."""
         steps, n, metadata = self._steps(index)
         frame_steps, action_steps = choose(n, float(metadata.get("fps", 0.0) or 0.0))
         frame_steps = [int(t) for t in frame_steps]
@@ -347,7 +353,7 @@ class EpisodeSource:
             raise BadEpisodeError(f"episode at {self.location(index)} has {n} steps < needed")
         try:
             decoded = {t: steps[t] for t in wanted}
-            frames = [decode_image(_get(decoded[t], self.image_key)) for t in frame_steps]
+            frames = [decode_image(_get(decoded[t], self.image_key), min_size) for t in frame_steps]
             actions = [self._action(decoded[t]) for t in action_steps]
             first = decoded[frame_steps[0]]
             instruction = _text(_get(first, self.instruction_key))
