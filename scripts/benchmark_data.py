@@ -1,6 +1,6 @@
 """Input-pipeline throughput: clips/s of the Grain pipeline at two clip sizes, 0 and 2 workers.
 
-    python -m scripts.benchmark_data [--out=benchmark_data.json --batches=6 --metaworld]
+    python -m scripts.benchmark_data [--out=runs/benchmark_data.json --batches=6 --metaworld]
 
 Builds synthetic RLDS ArrayRecord datasets in a temp dir (PNG frames of smooth patterns + noise,
 stored larger than the clip so resize + crop run), then times the pipeline after its first batch:
@@ -21,7 +21,7 @@ from absl import app, flags
 from configs import tiny
 from wow_jax.data import pipeline, rlds, stats
 
-_OUT = flags.DEFINE_string("out", "benchmark_data.json", "JSON output path.")
+_OUT = flags.DEFINE_string("out", "runs/benchmark_data.json", "JSON output path.")
 _BATCHES = flags.DEFINE_integer("batches", 6, "Timed batches per setting (after the first).")
 _METAWORLD = flags.DEFINE_bool("metaworld", False, "Also time Meta-World collection.")
 _FORMATS = flags.DEFINE_list("image_formats", ["png", "jpeg"], "Stored frame encodings to time.")
@@ -105,6 +105,7 @@ def main(argv):
     if _METAWORLD.value:
         results["metaworld"] = _metaworld_speed()
         print(json.dumps(results["metaworld"]))
+    os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
     with open(_OUT.value, "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {_OUT.value}")
