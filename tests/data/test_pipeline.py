@@ -1,5 +1,7 @@
 """Grain pipeline: documented batch, determinism, exact resume, process sharding, bad episodes."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -70,10 +72,10 @@ def test_exact_resume(data_cfg, workers):
     data_cfg.worker_count = workers
     it = pipeline.create_iterator(data_cfg, process_index=0, process_count=1)
     _take(it, 7)
-    state = it.get_state()
+    state = json.dumps(it.get_state())  # As a checkpoint stores it (grain.checkpoint: JSON).
     expected = _take(it, 5)
     restored = pipeline.create_iterator(data_cfg, process_index=0, process_count=1)
-    restored.set_state(state)
+    restored.set_state(json.loads(state))
     _assert_batches_equal(_take(restored, 5), expected)
     for i in (it, restored):
         if hasattr(i, "close"):
