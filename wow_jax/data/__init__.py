@@ -1,1 +1,1 @@
-"""Robot episode data: RLDS/TFDS readers, dataset builders, Grain pipeline, mixture captions."""
+"""Data: episode readers and builders, Grain pipeline, mixture captions, tokenizer, text caches."""
