@@ -5,6 +5,9 @@ import pytest
 
 from wow_jax.data import pipeline, rlds, stats
 from wow_jax.sim import metaworld_collect
+from wow_jax.sim.instructions import TASK_INSTRUCTIONS
+
+pytestmark = pytest.mark.filterwarnings("ignore:Constant.*may be too high:UserWarning")
 
 
 class FakeTask:
@@ -119,3 +122,12 @@ def test_real_metaworld_dataset_through_pipeline(tmp_path, tiny_config):
         for i in range(2)
     ]
     assert sorted(ids) == ["reach-v3/00000", "reach-v3/00001"]
+
+
+def test_every_v3_task_has_an_instruction_and_an_expert():
+    pytest.importorskip("metaworld")
+    import metaworld.policies
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    assert set(TASK_INSTRUCTIONS) == set(ALL_V3_ENVIRONMENTS)
+    assert set(TASK_INSTRUCTIONS) <= set(metaworld.policies.ENV_POLICY_MAP)
