@@ -137,7 +137,7 @@ def _data() -> ml_collections.ConfigDict:
     c.batch_size = 2  # Global batch size.
     c.shuffle_seed = 0  # Seed of the episode shuffle.
     c.worker_count = 0  # Grain worker processes (0 = in-process).
-    c.prefetch_buffer = 2  # Batches buffered per worker process.
+    c.prefetch_buffer = 2  # Batches read ahead per worker process and by the read threads.
     c.read_threads = 1  # Threads reading episodes in each process (0 = none).
     c.caption_long_prob = 0.5  # Mixture captions: P(long scene+motion prompt) vs short.
     c.caption_fine_prob = 0.3  # Mixture captions: P(fine per-segment description) vs instruction.

@@ -180,9 +180,13 @@ def build_dataset(
     ds = ds.random_map(loader, seed=seed + 1)
     ds = ds.random_map(captions.MixtureCaptionTransform(mixture), seed=seed + 2)
     ds = ds[process_index::process_count]
-    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.read_threads))
+    local_batch = data_cfg.batch_size // process_count
+    # Bound the read-ahead (Grain's default of 500 clips would be ~50 GB of 81x480x832 clips).
+    buffer = local_batch * data_cfg.prefetch_buffer if data_cfg.read_threads else 0
+    read = grain.ReadOptions(num_threads=data_cfg.read_threads, prefetch_buffer_size=buffer)
+    ds = ds.to_iter_dataset(read)
     ds = DropBad(ds, max_skips=len(source))
-    ds = ds.batch(data_cfg.batch_size // process_count, drop_remainder=True)
+    ds = ds.batch(local_batch, drop_remainder=True)
     if data_cfg.worker_count > 0:
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (tests, notebooks).
             flags.FLAGS.mark_as_parsed()
