@@ -68,13 +68,16 @@ def test_same_seed_same_batches_other_seed_differs(data_cfg):
     assert ids(a) != ids(c)
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("workers", [0, 2])
 def test_exact_resume(data_cfg, workers):
+    """7 batches, checkpoint the iterator, 5 more; a restored iterator yields the same 5."""
+    reference = _take(pipeline.create_iterator(data_cfg, process_index=0, process_count=1), 12)
     data_cfg.worker_count = workers
     it = pipeline.create_iterator(data_cfg, process_index=0, process_count=1)
-    _take(it, 7)
+    _assert_batches_equal(_take(it, 7), reference[:7])  # Workers never change the batches.
     state = json.dumps(it.get_state())  # As a checkpoint stores it (grain.checkpoint: JSON).
     expected = _take(it, 5)
+    _assert_batches_equal(expected, reference[7:])
     restored = pipeline.create_iterator(data_cfg, process_index=0, process_count=1)
     restored.set_state(json.loads(state))
     _assert_batches_equal(_take(restored, 5), expected)

@@ -5,8 +5,9 @@
       -> clip loading (random start, resize + crop, actions aligned + normalised)   [random_map]
       -> mixture captions                                                           [random_map]
       -> this process's shard: element i of every process_count (disjoint per JAX process)
+      -> worker processes (mp_prefetch, order kept: batches do not depend on worker_count)
       -> drop bad episodes, counting them (num_skipped)
-      -> batch (global batch / process_count) -> worker processes (mp_prefetch)
+      -> batch (global batch / process_count)
       -> uint8 -> float32 in [-1, 1] (in the consuming process, so workers ship uint8)
 
 Batch dict (B = config.data.batch_size // process_count, T = num_frames, A = action size):
@@ -182,20 +183,24 @@ def build_dataset(
     ds = ds[process_index::process_count]
     local_batch = data_cfg.batch_size // process_count
     # Bound the read-ahead (Grain's default of 500 clips would be ~50 GB of 81x480x832 clips).
-    buffer = local_batch * data_cfg.prefetch_buffer if data_cfg.read_threads else 0
-    read = grain.ReadOptions(num_threads=data_cfg.read_threads, prefetch_buffer_size=buffer)
+    buffer = local_batch * data_cfg.prefetch_buffer
+    read = grain.ReadOptions(
+        num_threads=data_cfg.read_threads,
+        prefetch_buffer_size=buffer if data_cfg.read_threads else 0,
+    )
     ds = ds.to_iter_dataset(read)
-    ds = DropBad(ds, max_skips=len(source))
-    ds = ds.batch(local_batch, drop_remainder=True)
     if data_cfg.worker_count > 0:
         if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags (tests, notebooks).
             flags.FLAGS.mark_as_parsed()
+        # Workers map clips one to one (bad ones as markers) and Grain interleaves them back in
+        # order, so the batches below do not depend on worker_count.
         ds = ds.mp_prefetch(
             grain.MultiprocessingOptions(
-                num_workers=data_cfg.worker_count,
-                per_worker_buffer_size=data_cfg.prefetch_buffer,
+                num_workers=data_cfg.worker_count, per_worker_buffer_size=buffer
             )
         )
+    ds = DropBad(ds, max_skips=len(source))
+    ds = ds.batch(local_batch, drop_remainder=True)
     return ds.map(_to_float)
 
 
