@@ -8,7 +8,7 @@ is one episode; reading needs tensorflow-datasets + array_record only, never Ten
                            <name>-train.array_record-0000i-of-0000n, action_stats.json
     episode = {
       'steps': Dataset of N steps, each {
-        'observation': {'image': PNG uint8 [H, W, 3]},
+        'observation': {'image': PNG or JPEG uint8 [H, W, 3]},
         'action': float32 [A]              # action taken after this observation (last: zeros)
         'reward': float32, 'discount': float32,
         'is_first', 'is_last', 'is_terminal': bool,
