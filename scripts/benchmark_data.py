@@ -1,9 +1,10 @@
 """Input-pipeline throughput: clips/s of the Grain pipeline at two clip sizes, 0 and 2 workers.
 
-    python -m scripts.benchmark_data [--out=runs/benchmark_data.json --batches=6 --metaworld]
+    python -m scripts.benchmark_data [--out=runs/benchmark_data.json --batches=10 --metaworld]
 
 Builds synthetic RLDS ArrayRecord datasets in a temp dir (PNG frames of smooth patterns + noise,
-stored larger than the clip so resize + crop run), then times the pipeline after its first batch:
+stored larger than the clip so resize + crop run), then times the pipeline in steady state (after
+the first batch and what the workers read ahead while it was made):
     17x64x64   from 96x96 frames      81x240x320   from 256x352 frames
 With --metaworld also the Meta-World collection speed (frames/s, physics + 64x64 rendering).
 There is no PyTorch reference for a data loader; the JSON records the machine's CPU count.
@@ -22,7 +23,7 @@ from configs import tiny
 from wow_jax.data import pipeline, rlds, stats
 
 _OUT = flags.DEFINE_string("out", "runs/benchmark_data.json", "JSON output path.")
-_BATCHES = flags.DEFINE_integer("batches", 6, "Timed batches per setting (after the first).")
+_BATCHES = flags.DEFINE_integer("batches", 10, "Timed batches per setting (steady state).")
 _METAWORLD = flags.DEFINE_bool("metaworld", False, "Also time Meta-World collection.")
 _FORMATS = flags.DEFINE_list("image_formats", ["png", "jpeg"], "Stored frame encodings to time.")
 
@@ -53,6 +54,8 @@ def _time_pipeline(path, frames, height, width, workers, batches):
     start = time.perf_counter()
     next(it)
     first = time.perf_counter() - start
+    for _ in range(cfg.prefetch_buffer * workers):  # Drain what workers read ahead meanwhile.
+        next(it)
     start = time.perf_counter()
     for _ in range(batches):
         next(it)
