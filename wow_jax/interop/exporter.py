@@ -212,8 +212,12 @@ def export_params(
             os.rename(partial, work / shard["file"])
     del cache
     if len(shards) > 1:
+        data_bytes = sum(
+            int(np.prod(t["shape"])) * formats.SAFETENSORS_DTYPES[t["dtype"]].itemsize
+            for t in tensors
+        )
         index = {
-            "metadata": {"total_size": sum(s["bytes"] for s in shards)},
+            "metadata": {"total_size": data_bytes},  # Tensor bytes, as save_pretrained writes.
             "weight_map": {t["name"]: s["file"] for s in shards for t in s["tensors"]},
         }
         (work / f"{weights_name}.safetensors.index.json").write_text(json.dumps(index, indent=2))
