@@ -42,7 +42,7 @@ def parse_args(argv):
     parser.add_argument("--component", default="dit", choices=["dit", "vae", "text", "clip"])
     parser.add_argument("--source", required=True, help="Checkpoint to read.")
     parser.add_argument("--target", required=True, help="Folder to write.")
-    parser.add_argument("--naming", default="auto", choices=["auto", "wan", "diffusers"])
+    parser.add_argument("--naming", default="auto", choices=["auto", "wan", "diffusers", "hf"])
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--max-shard-size", default="5GB")
     parser.add_argument("--params-key", default="params", help="'ema_params' for EMA weights.")
