@@ -222,3 +222,19 @@ def test_frames_not_divisible_by_temporal_patch_raise(tiny_config):
             params,
             latents,
         )
+
+
+def test_aot_compile_for_a_tpu_topology_uses_the_splash_kernel(tiny_config):
+    """The forward compiled for a 2x2 TPU v5e on this CPU host (libtpu, no TPU): splash
+    kernels under shard_map with query tokens over 'sequence', per-chip memory reported."""
+    pytest.importorskip("libtpu")
+    from scripts import aot_compile
+
+    config = tiny_config
+    config.model.dit.dim, config.model.dit.num_heads = 256, 2  # TPU kernels want head_dim 128.
+    config.model.dit.attention = "splash"
+    config.mesh.fsdp, config.mesh.sequence = 2, 2
+    result = aot_compile.aot_report(config, "v5e:2x2", forward_only=True)
+    assert result["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1, "sequence": 2}
+    assert result["tpu_custom_calls"] > 0
+    assert 0 < result["argument_size_in_bytes"] < result["peak_estimate_bytes"]
