@@ -238,3 +238,15 @@ def test_aot_compile_for_a_tpu_topology_uses_the_splash_kernel(tiny_config):
     assert result["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1, "sequence": 2}
     assert result["tpu_custom_calls"] > 0
     assert 0 < result["argument_size_in_bytes"] < result["peak_estimate_bytes"]
+
+
+@pytest.mark.slow  # ~10 s of compiles; the same calls are covered by the tests above.
+def test_docs_snippets_run():
+    """The Python blocks of docs/dit.md run as written."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "dit.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    exec(compile("\n".join(blocks), "docs/dit.md", "exec"), {})
