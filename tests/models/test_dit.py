@@ -250,3 +250,12 @@ def test_docs_snippets_run():
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) == 2
     exec(compile("\n".join(blocks), "docs/dit.md", "exec"), {})
+
+
+def test_config_validation_refuses_a_grid_longer_than_the_rotary_tables(tiny_config):
+    from wow_jax import configuration
+
+    configuration.validate(tiny_config, 8)
+    tiny_config.model.dit.rope_max_len = 1  # tiny clips have a (2, 2, 2) token grid
+    with pytest.raises(ValueError, match="raise rope_max_len to at least 2"):
+        configuration.validate(tiny_config, 8)
