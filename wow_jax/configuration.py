@@ -137,6 +137,17 @@ def _check_geometry(config: ml_collections.ConfigDict) -> None:
                 f"config.data.{key} must be a multiple of {multiple} (VAE stride {s_stride} x "
                 f"patch {patch}), got {value}; use {lower} or {lower + multiple}"
             )
+    grid = (
+        latent_frames // dit.patch_size[0],
+        data.height // s_stride // dit.patch_size[1],
+        data.width // s_stride // dit.patch_size[2],
+    )
+    if max(grid) > dit.rope_max_len:
+        raise ValueError(
+            f"the DiT token grid (frames, height, width) = {grid} of a {data.num_frames}x"
+            f"{data.height}x{data.width} clip exceeds config.model.dit.rope_max_len="
+            f"{dit.rope_max_len}; raise rope_max_len to at least {max(grid)}"
+        )
 
 
 def _check_training(config: ml_collections.ConfigDict) -> None:

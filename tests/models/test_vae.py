@@ -161,7 +161,9 @@ def test_published_size_matches_diffusers():
     ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     shapes = mapping.flax_shapes_of(nn.meta.unbox(vae.abstract_params(cfg)))
     for rule in vae_table.rules(cfg, "diffusers"):
-        layout = mapping.to_flax_layout(np.empty(ref_shapes[rule.torch_name], np.int8), rule.transform)
+        layout = mapping.to_flax_layout(
+            np.empty(ref_shapes[rule.torch_name], np.int8), rule.transform
+        )
         assert layout.shape == shapes[rule.flax_path], rule.torch_name
     assert sum(np.prod(s) for s in shapes.values()) == sum(np.prod(s) for s in ref_shapes.values())
 
@@ -179,7 +181,9 @@ def test_tiling_blends_exactly_for_a_local_map():
 
 def test_tiled_close_to_untiled(reference, cfg):
     _, params = reference
-    video = np.clip(clip(5, 48, 48) * 0.2 + np.linspace(-0.5, 0.5, 48)[None, None, :, None, None], -1, 1)
+    video = np.clip(
+        clip(5, 48, 48) * 0.2 + np.linspace(-0.5, 0.5, 48)[None, None, :, None, None], -1, 1
+    )
     tiled_cfg = cfg.copy_and_resolve_references()
     tiled_cfg.tile, tiled_cfg.tile_size, tiled_cfg.tile_overlap = True, 32, 16
     mean = vae.encode(params, video, cfg)
@@ -262,7 +266,9 @@ def test_training_improves_round_trip_psnr(cfg):
         mean, logvar = vae.encode_distribution(p, video, cfg, chunked=False)
         z = vae.sample_latents(rng, mean, logvar)
         recon = vae.decode(p, z, cfg, chunked=False, clamp=False)
-        return jnp.mean(jnp.square(recon - video)) + 1e-6 * jnp.mean(vae.kl_divergence(mean, logvar))
+        return jnp.mean(jnp.square(recon - video)) + 1e-6 * jnp.mean(
+            vae.kl_divergence(mean, logvar)
+        )
 
     @jax.jit
     def step(p, s, rng):
