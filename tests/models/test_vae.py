@@ -176,15 +176,23 @@ def test_tiling_blends_exactly_for_a_local_map():
 
 
 def test_tiled_paths_run(cfg):
-    """Tiled encode and decode (tiles active on both axes) return the untiled shapes."""
-    params = nn.meta.unbox(vae.init(cfg, jax.random.key(0)))
-    tiled_cfg = cfg.copy_and_resolve_references()
-    tiled_cfg.tile, tiled_cfg.tile_size, tiled_cfg.tile_overlap = True, 16, 8
-    video = clip(5, 24, 32)
-    mean = vae.encode(params, video, tiled_cfg)
-    assert mean.shape == (1, 2, 3, 4, cfg.z_dim) and bool(jnp.all(jnp.isfinite(mean)))
-    out = vae.decode(params, mean, tiled_cfg)
-    assert out.shape == video.shape and bool(jnp.all(jnp.isfinite(out)))
+    """Tiled encode and decode (tiles active on both axes) on a 2-stage VAE (stride 2 in time and
+    space, so compilation stays cheap) return the untiled shapes; the tiled encoding stays near
+    the untiled one. (With random weights and tiles this small the decoder's receptive field
+    spans several tiles, so tiled decoding is only checked for shape here; see the slow test.)"""
+    small = cfg.copy_and_resolve_references()
+    small.base_dim, small.dim_mult, small.temporal_downsample = 4, (1, 2), (True,)
+    params = nn.meta.unbox(vae.init(small, jax.random.key(0)))
+    tiled = small.copy_and_resolve_references()
+    tiled.tile, tiled.tile_size, tiled.tile_overlap = True, 12, 6
+    yy, xx = np.mgrid[0:16, 0:24] / 16
+    video = np.stack([xx, yy, xx * yy], -1)[None, None].repeat(3, 1).astype(np.float32) - 0.5
+    mean, mean_tiled = vae.encode(params, video, small), vae.encode(params, video, tiled)
+    assert mean_tiled.shape == mean.shape == (1, 2, 8, 12, cfg.z_dim)
+    err = jnp.linalg.norm(mean_tiled - mean) / jnp.linalg.norm(mean - mean.mean())
+    assert float(err) < 0.3
+    out_tiled = vae.decode(params, mean, tiled)
+    assert out_tiled.shape == video.shape and bool(jnp.all(jnp.isfinite(out_tiled)))
 
 
 @pytest.mark.slow
@@ -277,6 +285,7 @@ def test_training_improves_round_trip_psnr(cfg):
     video = jnp.asarray(moving_disc_clip())
     params = nn.meta.unbox(vae.init(cfg, jax.random.key(0)))
 
+    @jax.jit
     def round_trip(p):
         return vae.decode(p, vae.encode(p, video, cfg), cfg)
 
