@@ -111,6 +111,8 @@ def test_parity_with_diffusers(reference, cfg, frames):
     out = vae.decode(params, jnp.asarray(ref_mean), cfg)
     assert out.shape == video.shape
     np.testing.assert_allclose(out, ref_video, atol=TOL, rtol=0)
+    if frames < 9:
+        return
     # The whole-clip (training) path computes the same function as the chunked one.
     whole = vae.encode(params, video, cfg, chunked=False)
     np.testing.assert_allclose(whole, ref_mean, atol=TOL, rtol=0)
@@ -314,3 +316,32 @@ def test_training_improves_round_trip_psnr(cfg):
     after = psnr(round_trip(params), video)
     assert losses[-1] < 0.5 * losses[0], losses
     assert after > before + 3.0, (before, after)
+
+
+def test_bfloat16_compute_close_to_float32(cfg):
+    small = cfg.copy_and_resolve_references()
+    small.base_dim, small.dim_mult, small.temporal_downsample = 4, (1, 2), (True,)
+    params = nn.meta.unbox(vae.init(small, jax.random.key(0)))
+    video = clip(3, 8, 8)
+    half = small.copy_and_resolve_references()
+    half.dtype = "bfloat16"
+    mean, mean_half = vae.encode(params, video, small), vae.encode(params, video, half)
+    assert mean_half.dtype == jnp.bfloat16
+    scale = float(jnp.abs(mean).max())
+    assert float(jnp.abs(mean_half.astype(jnp.float32) - mean).max()) < 0.05 * scale
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("tile_size", 100, "multiples"),
+        ("tile_overlap", 256, "tile_overlap"),
+        ("attn_scales", (1.0,), "attn"),
+    ],
+)
+def test_config_validation(tiny_config, key, value, match):
+    from wow_jax import configuration
+
+    tiny_config.model.vae[key] = value
+    with pytest.raises(ValueError, match=match):
+        configuration.validate(tiny_config, 8)
