@@ -111,6 +111,26 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
             raise ValueError(
                 f"config.model.vae.{key} needs z_dim={vae.z_dim} values, got {len(vae[key])}"
             )
+    _check_vae(vae)
+
+
+def _check_vae(vae: ml_collections.ConfigDict) -> None:
+    if tuple(vae.attn_scales):
+        raise ValueError(
+            "config.model.vae.attn_scales must be () (Wan2.1 has no attention in the down/up "
+            f"stages), got {tuple(vae.attn_scales)}"
+        )
+    stride = vae_spatial_stride(vae)
+    if vae.tile_size <= 0 or vae.tile_size % stride or vae.tile_overlap % stride:
+        raise ValueError(
+            f"config.model.vae.tile_size ({vae.tile_size}) and tile_overlap ({vae.tile_overlap}) "
+            f"must be positive multiples of the VAE spatial stride {stride}"
+        )
+    if not 0 <= vae.tile_overlap < vae.tile_size:
+        raise ValueError(
+            f"config.model.vae.tile_overlap must be in [0, tile_size={vae.tile_size}), "
+            f"got {vae.tile_overlap}"
+        )
 
 
 def _check_geometry(config: ml_collections.ConfigDict) -> None:
