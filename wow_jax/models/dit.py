@@ -213,7 +213,10 @@ class Block(nn.Module):
         x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
 
         if s.cross_attn_norm:
-            h = layers.LayerNorm(s.eps, affine=True, axis_name=EMBED, name="cross_attn_norm")(x)
+            cross_norm = layers.LayerNorm(
+                s.eps, True, EMBED, param_dtype=s.weight_dtype, name="cross_attn_norm"
+            )
+            h = cross_norm(x)
         else:
             h = x
         x = x + CrossAttention(s, name="cross_attn")(h.astype(dtype), context, image_context)
@@ -293,10 +296,11 @@ class ImageEmbedding(nn.Module):
     @nn.compact
     def __call__(self, x):
         s = self.spec
-        h = layers.LayerNorm(IMAGE_NORM_EPS, affine=True, axis_name=None, name="norm_in")(x)
+        w = s.weight_dtype
+        h = layers.LayerNorm(IMAGE_NORM_EPS, True, None, param_dtype=w, name="norm_in")(x)
         mlp = MLPBlock(s, s.image_dim, s.dim, False, (MLP, EMBED), (BATCH, None, EMBED), name="mlp")
         h = mlp(h.astype(s.compute_dtype))
-        return layers.LayerNorm(IMAGE_NORM_EPS, affine=True, axis_name=EMBED, name="norm_out")(h)
+        return layers.LayerNorm(IMAGE_NORM_EPS, True, EMBED, param_dtype=w, name="norm_out")(h)
 
 
 def check_inputs(spec: DiTSpec, latents, timesteps, text_states, image_tokens) -> None:
