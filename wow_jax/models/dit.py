@@ -113,9 +113,16 @@ def _rms(spec: DiTSpec, name: str) -> layers.RMSNorm:
     )
 
 
-def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+def _split_heads(x: jax.Array, num_heads: int, length_axis: str | None) -> jax.Array:
+    """[B, L, N*D] -> [B, L, N, D]; video tokens stay on LENGTH, text/image tokens (None) and
+    gathered keys/values are whole on every device."""
     heads = rearrange(x, "b l (n d) -> b l n d", n=num_heads)
-    return nn.with_logical_constraint(heads, (BATCH, None, HEADS, KV))
+    return nn.with_logical_constraint(heads, (BATCH, length_axis, HEADS, KV))
+
+
+def _gather_tokens(x: jax.Array) -> jax.Array:
+    """Keys/values of self-attention: all video tokens on every device of a 'sequence' group."""
+    return nn.with_logical_constraint(x, (BATCH, None, HEADS, KV))
 
 
 class SelfAttention(nn.Module):
@@ -129,9 +136,9 @@ class SelfAttention(nn.Module):
         q, k, v = (_dense(s, s.dim, (EMBED, HEADS), name)(x) for name in ("q", "k", "v"))
         if s.qk_norm:
             q, k = _rms(s, "norm_q")(q), _rms(s, "norm_k")(k)
-        q, k, v = (_split_heads(t, s.num_heads) for t in (q, k, v))
-        q = nn.with_logical_constraint(layers.apply_rope(q, cos, sin), (BATCH, LENGTH, HEADS, KV))
-        k = layers.apply_rope(k, cos, sin)
+        q, k, v = (_split_heads(t, s.num_heads, LENGTH) for t in (q, k, v))
+        q, k = layers.apply_rope(q, cos, sin), layers.apply_rope(k, cos, sin)
+        k, v = _gather_tokens(k), _gather_tokens(v)
         out = attention_lib.dot_product_attention(q, k, v, s.attention)
         out = nn.with_logical_constraint(out, (BATCH, LENGTH, HEADS, KV))
         return _dense(s, s.dim, (HEADS, EMBED), "o")(rearrange(out, "b l n d -> b l (n d)"))
@@ -151,15 +158,15 @@ class CrossAttention(nn.Module):
         v = _dense(s, s.dim, (EMBED, HEADS), "v")(context)
         if s.qk_norm:
             q, k = _rms(s, "norm_q")(q), _rms(s, "norm_k")(k)
-        q, k, v = (_split_heads(t, s.num_heads) for t in (q, k, v))
-        q = nn.with_logical_constraint(q, (BATCH, LENGTH, HEADS, KV))
+        q = _split_heads(q, s.num_heads, LENGTH)
+        k, v = (_split_heads(t, s.num_heads, None) for t in (k, v))
         out = attention_lib.dot_product_attention(q, k, v, s.attention)
         if s.has_image:
             k_img = _dense(s, s.dim, (EMBED, HEADS), "k_img")(image_context)
             v_img = _dense(s, s.dim, (EMBED, HEADS), "v_img")(image_context)
             if s.qk_norm:
                 k_img = _rms(s, "norm_k_img")(k_img)
-            k_img, v_img = (_split_heads(t, s.num_heads) for t in (k_img, v_img))
+            k_img, v_img = (_split_heads(t, s.num_heads, None) for t in (k_img, v_img))
             out = out + attention_lib.dot_product_attention(q, k_img, v_img, s.attention)
         out = nn.with_logical_constraint(out, (BATCH, LENGTH, HEADS, KV))
         return _dense(s, s.dim, (HEADS, EMBED), "o")(rearrange(out, "b l n d -> b l (n d)"))
