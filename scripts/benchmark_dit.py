@@ -38,6 +38,7 @@ _LAYERS = flags.DEFINE_integer("layers", 4, "Transformer blocks.")
 _GRID = flags.DEFINE_list("latent_shape", ["5", "16", "16"], "Latent frames, height, width.")
 _TEXT_LEN = flags.DEFINE_integer("text_len", 64, "Text tokens (i2v: diffusers needs 512).")
 _BATCH = flags.DEFINE_integer("batch", 1, "Batch size.")
+_SCAN = flags.DEFINE_bool("scan_layers", True, "nn.scan over the blocks (config default).")
 _TORCH_THREADS = flags.DEFINE_integer(
     "torch_threads", 0, "torch.set_num_threads (0 = torch's default, one per core)."
 )
@@ -49,6 +50,7 @@ def small_config() -> ml_collections.ConfigDict:
     cfg.in_channels = 16 if cfg.variant == "t2v" else 36
     cfg.dim, cfg.num_heads, cfg.num_layers = _DIM.value, max(1, _DIM.value // 64), _LAYERS.value
     cfg.ffn_dim, cfg.text_dim, cfg.image_dim = 4 * _DIM.value, _DIM.value, _DIM.value
+    cfg.scan_layers = _SCAN.value
     return cfg
 
 
@@ -149,6 +151,7 @@ def main(argv):
             "dim": cfg.dim,
             "num_heads": cfg.num_heads,
             "num_layers": cfg.num_layers,
+            "scan_layers": cfg.scan_layers,
             "ffn_dim": cfg.ffn_dim,
             "latents": list(x["latents"].shape),
             "tokens": f * h * w // 4,

@@ -259,3 +259,18 @@ def test_config_validation_refuses_a_grid_longer_than_the_rotary_tables(tiny_con
     tiny_config.model.dit.rope_max_len = 1  # tiny clips have a (2, 2, 2) token grid
     with pytest.raises(ValueError, match="raise rope_max_len to at least 2"):
         configuration.validate(tiny_config, 8)
+
+
+def test_bfloat16_compute_and_params(tiny_config):
+    """dtype='bfloat16' runs the matmuls in bf16 (output close to fp32, returned as float32);
+    param_dtype='bfloat16' stores every parameter in bf16."""
+    cfg, model, x, want, _, _ = _reference("i2v")
+    params = dit_torch.flax_params(cfg, dit_torch.state_dict_numpy(model))
+    bf16 = ml_collections.ConfigDict(cfg.to_dict())
+    bf16.dtype = "bfloat16"
+    got = jax.jit(dit.create(bf16).apply)({"params": params}, **x)
+    assert got.dtype == jnp.float32
+    assert 1e-4 < dit_torch.rel_err(got, want) < 3e-2
+    bf16.param_dtype = "bfloat16"
+    dtypes = {leaf.dtype for leaf in jax.tree.leaves(nn.meta.unbox(dit.abstract_params(bf16)))}
+    assert dtypes == {jnp.dtype(jnp.bfloat16)}
