@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 from einops import rearrange
 from flax import linen as nn
+from flax import traverse_util
 
 from wow_jax.models import vae_blocks
 from wow_jax.models.vae_blocks import (
@@ -196,9 +197,30 @@ def _dummy_video(vae_cfg) -> jax.ShapeDtypeStruct:
 
 
 def init(vae_cfg: ml_collections.ConfigDict, rng: jax.Array):
-    """Randomly initialised (boxed) params of `create(vae_cfg)`."""
-    video = jnp.zeros(_dummy_video(vae_cfg).shape, jnp.float32)
-    return create(vae_cfg).init(rng, video)["params"]
+    """Random params of `create(vae_cfg)` (unboxed): LeCun-normal conv kernels (untruncated),
+    zero biases, unit RMS gammas, and a zero attention output projection as in Wan's init.
+
+    Draws one normal vector for all kernels (compiling one RNG op per parameter is slow on CPU).
+    """
+    flat = traverse_util.flatten_dict(nn.meta.unbox(abstract_params(vae_cfg)))
+    kernels = {p: leaf for p, leaf in flat.items() if p[-1] == "kernel"}
+    total = sum(int(np.prod(leaf.shape)) for leaf in kernels.values())
+    noise = np.asarray(jax.random.normal(rng, (total,), jnp.float32))
+    out, offset = {}, 0
+    for path, leaf in sorted(flat.items()):
+        if path[-1] == "kernel":
+            size = int(np.prod(leaf.shape))
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            value = noise[offset : offset + size].reshape(leaf.shape) / np.sqrt(fan_in)
+            offset += size
+            if path[-3:-1] == ("mid_attn", "proj"):
+                value = np.zeros(leaf.shape, np.float32)
+        elif path[-1] == "gamma":
+            value = np.ones(leaf.shape, np.float32)
+        else:
+            value = np.zeros(leaf.shape, np.float32)
+        out[path] = jnp.asarray(value, leaf.dtype)
+    return traverse_util.unflatten_dict(out)
 
 
 def abstract_params(vae_cfg: ml_collections.ConfigDict):

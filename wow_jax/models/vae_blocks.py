@@ -184,7 +184,17 @@ class AttentionBlock(nn.Module):
         weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         y = jnp.einsum("nqk,nkc->nqc", weights, v)
         y = rearrange(y, "(b t) (h w) c -> b t h w c", b=b, h=h)
-        return constrain(x + conv(c, (1, 1), "proj", **dt)(y))
+        proj = nn.Conv(
+            c,
+            (1, 1),
+            name="proj",
+            kernel_init=nn.with_logical_partitioning(  # Zero as in Wan: starts as identity.
+                nn.initializers.zeros_init(), (None, None, CONV_IN, PARAM_CHANNELS)
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (PARAM_CHANNELS,)),
+            **dt,
+        )
+        return constrain(x + proj(y))
 
 
 class Resample(nn.Module):
