@@ -82,6 +82,10 @@ def _text() -> ml_collections.ConfigDict:
     c.max_distance = 128  # Largest relative distance with its own bucket range.
     c.text_len = 512  # Tokens per caption after padding/truncation.
     c.tokenizer_path = ""  # Local path of the umT5 sentencepiece model (spiece.model).
+    c.checkpoint_path = ""  # umT5 encoder weights (.pth / .safetensors) for scripts; '' = random.
+    c.checkpoint_naming = "wan"  # Tensor names in checkpoint_path: 'wan' (Wan2.1 .pth) or 'hf'.
+    c.embedding_cache = ""  # TextEmbeddingCache directory to read captions from; '' = run umT5.
+    c.cache_dtype = "bfloat16"  # Dtype embeddings are stored in by the cache writer.
     c.param_dtype = "float32"  # Dtype parameters are stored in.
     c.dtype = "float32"  # Compute dtype.
     return c
@@ -95,6 +99,9 @@ def _clip() -> ml_collections.ConfigDict:
     c.num_layers = 32  # ViT blocks (Wan uses the penultimate block's tokens).
     c.num_heads = 16  # Attention heads.
     c.mlp_dim = 5120  # MLP hidden width.
+    c.activation = "gelu"  # MLP activation: 'gelu' (Wan's ViT-H/14) or 'quick_gelu' (OpenAI CLIP).
+    c.checkpoint_path = ""  # CLIP weights (.pth / .safetensors); '' = random init.
+    c.checkpoint_naming = "wan"  # Tensor names in checkpoint_path: 'wan' (Wan2.1 .pth) or 'hf'.
     c.param_dtype = "float32"  # Dtype parameters are stored in.
     c.dtype = "float32"  # Compute dtype.
     return c
@@ -114,17 +121,35 @@ def _data() -> ml_collections.ConfigDict:
         "metaworld"  # 'metaworld' (collect), 'tfds' (ArrayRecord RLDS), 'videos' (mp4+captions).
     )
     c.path = ""  # Dataset directory ('' = <workdir>/data).
+    c.video_dir = ""  # source='videos': folder of mp4 files + captions.json(l) converted into path.
+    c.image_key = "observation.image"  # Dotted step key of the camera used for clips.
+    c.action_key = "action"  # Dotted step key of the action (OXE dicts are concatenated).
+    c.instruction_key = "language_instruction"  # Dotted step key of the language instruction.
     c.num_frames = 9  # Frames per clip; must be 1+4k (VAE causal chunks).
     c.height = 64  # Clip height in pixels; divisible by 8 (VAE) x patch height.
     c.width = 64  # Clip width in pixels; divisible by 8 (VAE) x patch width.
     c.frame_stride = 1  # Take every n-th recorded frame.
+    c.fps = 0.0  # Target clip fps (> 0: stride = episode fps / fps where recorded; 0 = stride).
+    c.crop = "center"  # Fit to height x width: 'center' / 'random' crop after resize, 'resize'.
+    c.action_reduce = "first"  # Action per frame pair when stride > 1: 'first', 'mean', 'sum'.
+    c.action_norm = "mean_std"  # Action normalisation (action_stats.json): mean_std, q99, none.
+    c.on_bad_episode = "skip"  # Corrupt/short/uncaptioned episodes: 'skip' (counted) or 'raise'.
     c.batch_size = 2  # Global batch size.
     c.shuffle_seed = 0  # Seed of the episode shuffle.
     c.worker_count = 0  # Grain worker processes (0 = in-process).
+    c.prefetch_buffer = 2  # Batches read ahead per worker process and by the read threads.
+    c.read_threads = 1  # Threads reading episodes in each process (0 = none).
+    c.caption_long_prob = 0.5  # Mixture captions: P(long scene+motion prompt) vs short.
+    c.caption_fine_prob = 0.3  # Mixture captions: P(fine per-segment description) vs instruction.
+    c.caption_robot_probs = (0.4, 0.3, 0.3)  # P(robot model name, 'the end-effector', 'the robot').
+    c.robot_name = "the robot arm"  # Robot model named in captions when an episode records none.
     c.tasks = ("reach-v3",)  # Meta-World tasks to collect.
     c.episodes_per_task = 4  # Meta-World episodes per task.
     c.episode_length = 64  # Steps per collected episode.
     c.action_noise = 0.0  # Std of Gaussian noise added to the scripted expert actions.
+    c.collect_seed = 0  # Meta-World collection seed (goal/object positions and noise).
+    c.camera = "corner"  # Meta-World camera rendered for the frames.
+    c.render_size = 0  # Meta-World render resolution (0 = max(height, width)).
     return c
 
 
@@ -181,6 +206,20 @@ def _checkpoint() -> ml_collections.ConfigDict:
     return c
 
 
+def _convert() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.direction = "import"  # 'import' (PyTorch -> Orbax) or 'export' (Orbax -> PyTorch).
+    c.component = "dit"  # Model converted: 'dit', 'vae', 'text' (umT5) or 'clip'.
+    c.source = ""  # Import: file/folder/index.json/release folder; export: Orbax checkpoint.
+    c.target = ""  # Output folder ('' = <workdir>/<component>_<orbax|wan|diffusers>).
+    c.naming = "auto"  # 'wan' or 'diffusers' ('hf' = same for umT5/CLIP); 'auto': detect/diffusers.
+    c.dtype = "bfloat16"  # Export dtype of floating tensors: 'bfloat16' or 'float32'.
+    c.max_shard_size = "5GB"  # Export: largest safetensors shard (bytes or '500MB', '5GB').
+    c.params_key = "params"  # Export: params sub-tree in the Orbax checkpoint ('ema_params' = EMA).
+    c.overwrite = False  # Replace an existing target instead of refusing.
+    return c
+
+
 def get_config() -> ml_collections.ConfigDict:
     """Returns the locked base config (Wan2.1-1.3B text-to-video sizes, small clips)."""
     config = ml_collections.ConfigDict()
@@ -197,5 +236,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample = _sample()
     config.mesh = _mesh()
     config.checkpoint = _checkpoint()
+    config.convert = _convert()
     config.lock()
     return config

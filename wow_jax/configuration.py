@@ -18,6 +18,12 @@ TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
 DATA_SOURCES = ("metaworld", "tfds", "videos")
+CONVERT_DIRECTIONS = ("import", "export")
+CONVERT_COMPONENTS = ("dit", "vae", "text", "clip")
+CONVERT_NAMINGS = ("auto", "wan", "diffusers", "hf")
+CONVERT_DTYPES = ("bfloat16", "float32")
+TEXT_NAMINGS = ("wan", "hf")  # Checkpoint layouts the umT5 and CLIP importers read.
+CLIP_ACTIVATIONS = ("gelu", "quick_gelu")
 I2V_MASK_CHANNELS = 4  # Frame-mask channels (one per frame of a 4-frame temporal chunk).
 
 
@@ -49,6 +55,10 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("train.schedule", config.train.schedule, SCHEDULES)
     _choice("train.timestep_sampling", config.train.timestep_sampling, TIMESTEP_SAMPLING)
     _choice("sample.solver", config.sample.solver, SOLVERS)
+    _choice("model.text.checkpoint_naming", config.model.text.checkpoint_naming, TEXT_NAMINGS)
+    _choice("model.text.cache_dtype", config.model.text.cache_dtype, DTYPES)
+    _choice("model.clip.activation", config.model.clip.activation, CLIP_ACTIVATIONS)
+    _choice("model.clip.checkpoint_naming", config.model.clip.checkpoint_naming, TEXT_NAMINGS)
 
 
 def _check_model(config: ml_collections.ConfigDict) -> None:
@@ -83,6 +93,13 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.model.dit.image_dim ({dit.image_dim}) must equal config.model.clip.width "
             f"({config.model.clip.width}), the width of the CLIP image tokens"
+        )
+    clip = config.model.clip
+    if clip.image_size % clip.patch_size or clip.num_layers < 2:
+        raise ValueError(
+            f"config.model.clip.image_size ({clip.image_size}) must be a multiple of patch_size "
+            f"({clip.patch_size}) and num_layers ({clip.num_layers}) >= 2 (Wan uses the "
+            "penultimate block's tokens)"
         )
     if len(vae.temporal_downsample) != len(vae.dim_mult) - 1:
         raise ValueError(
@@ -140,6 +157,17 @@ def _check_geometry(config: ml_collections.ConfigDict) -> None:
                 f"config.data.{key} must be a multiple of {multiple} (VAE stride {s_stride} x "
                 f"patch {patch}), got {value}; use {lower} or {lower + multiple}"
             )
+    grid = (
+        latent_frames // dit.patch_size[0],
+        data.height // s_stride // dit.patch_size[1],
+        data.width // s_stride // dit.patch_size[2],
+    )
+    if max(grid) > dit.rope_max_len:
+        raise ValueError(
+            f"the DiT token grid (frames, height, width) = {grid} of a {data.num_frames}x"
+            f"{data.height}x{data.width} clip exceeds config.model.dit.rope_max_len="
+            f"{dit.rope_max_len}; raise rope_max_len to at least {max(grid)}"
+        )
 
 
 def _check_training(config: ml_collections.ConfigDict) -> None:
@@ -157,10 +185,59 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.train.grad_accum must be >= 1, got {config.train.grad_accum}")
 
 
+def _check_convert(config: ml_collections.ConfigDict) -> None:
+    convert = config.convert
+    _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
+    _choice("convert.component", convert.component, CONVERT_COMPONENTS)
+    _choice("convert.naming", convert.naming, CONVERT_NAMINGS)
+    _choice("convert.dtype", convert.dtype, CONVERT_DTYPES)
+    if config.mode == "convert" and not convert.source:
+        raise ValueError(
+            "config.convert.source is empty; set it to the checkpoint to convert "
+            "(--config.convert.source=PATH)"
+        )
+
+
+def _check_data(config: ml_collections.ConfigDict) -> None:
+    data = config.data
+    _choice("data.crop", data.crop, ("center", "random", "resize"))
+    _choice("data.action_reduce", data.action_reduce, ("first", "mean", "sum"))
+    _choice("data.action_norm", data.action_norm, ("mean_std", "q99", "none"))
+    _choice("data.on_bad_episode", data.on_bad_episode, ("skip", "raise"))
+    for key in ("caption_long_prob", "caption_fine_prob"):
+        if not 0.0 <= data[key] <= 1.0:
+            raise ValueError(f"config.data.{key} is a probability in [0, 1], got {data[key]}")
+    probs = tuple(data.caption_robot_probs)
+    if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
+        raise ValueError(
+            "config.data.caption_robot_probs must be 3 probabilities (robot model name, "
+            f"'the end-effector', 'the robot') summing to 1, got {probs}"
+        )
+    if data.source == "metaworld":
+        from wow_jax.sim.instructions import TASK_INSTRUCTIONS
+
+        unknown = [t for t in data.tasks if t not in TASK_INSTRUCTIONS]
+        if unknown:
+            raise ValueError(
+                f"config.data.tasks has unknown Meta-World tasks {unknown}; use v3 names such as "
+                f"'reach-v3' (all: {sorted(TASK_INSTRUCTIONS)})"
+            )
+    for key in ("frame_stride", "episodes_per_task", "episode_length"):
+        if data[key] < 1:
+            raise ValueError(f"config.data.{key} must be >= 1, got {data[key]}")
+    if data.worker_count < 0 or data.read_threads < 0 or data.prefetch_buffer < 1:
+        raise ValueError(
+            "config.data.worker_count and read_threads must be >= 0 and prefetch_buffer >= 1, "
+            f"got {data.worker_count}, {data.read_threads}, {data.prefetch_buffer}"
+        )
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Raises ValueError naming the first offending key; returns None when the config is sound."""
     _check_choices(config)
     _check_model(config)
     _check_geometry(config)
     _check_training(config)
+    _check_convert(config)
+    _check_data(config)
     sharding.mesh_shape(config.mesh, num_devices)

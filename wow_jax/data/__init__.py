@@ -1,0 +1,1 @@
+"""Data: episode readers and builders, Grain pipeline, mixture captions, tokenizer, text caches."""
