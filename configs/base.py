@@ -160,6 +160,11 @@ def _sample() -> ml_collections.ConfigDict:
     c.jobs = ""  # A jsonl file of jobs (image, prompt, seed) instead of image/prompt.
     c.seed = 0  # Noise seed.
     c.num_clips = 1  # Clips chained in a long-horizon rollout.
+    c.batch_size = 1  # Jobs denoised together in one batch.
+    c.image_mismatch = "resize"  # Conditioning frame of another size: 'resize' (warn) or 'error'.
+    c.output_dir = ""  # Where generated files go ('' = <workdir>/generate).
+    c.fps = 16  # Frame rate of the written mp4/gif (Wan2.1: 16).
+    c.sheet_frames = 16  # Most frames shown in the contact-sheet png.
     return c
 
 
