@@ -165,6 +165,11 @@ def _sample() -> ml_collections.ConfigDict:
     c.output_dir = ""  # Where generated files go ('' = <workdir>/generate).
     c.fps = 16  # Frame rate of the written mp4/gif (Wan2.1: 16).
     c.sheet_frames = 16  # Most frames shown in the contact-sheet png.
+    c.params_key = "params"  # Checkpoint sub-tree read: 'params', or 'ema_params' (training EMA).
+    c.dit_checkpoint = ""  # Orbax DiT params (importer output) overriding checkpoint.init_from.
+    c.vae_checkpoint = ""  # Orbax VAE params (importer output) overriding checkpoint.init_from.
+    c.text_checkpoint = ""  # Orbax umT5 params (importer output) overriding checkpoint.init_from.
+    c.clip_checkpoint = ""  # Orbax CLIP params (importer output) overriding checkpoint.init_from.
     return c
 
 

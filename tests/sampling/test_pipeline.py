@@ -175,14 +175,37 @@ def test_bad_inputs_have_clear_errors(i2v_config, tmp_path):
         run()
 
 
-def test_checkpoint_layout_round_trip(i2v_config, tmp_path):
+def test_checkpoint_layouts(i2v_config, tmp_path):
     params = fakes.fake_params(i2v_config)
-    checkpoint.save_params(str(tmp_path / "ckpt" / "100" / "params"), params)
-    restored = checkpoint.load_params(str(tmp_path / "ckpt"))  # Manager root: newest step.
+    # Training layout: CheckpointManager root / step / state with params (+ other items).
+    root = tmp_path / "train_ckpt"
+    checkpoint.save_params(str(root / "100" / "state"), params)
+    checkpoint.save_params(str(root / "20" / "state"), fakes.fake_params(i2v_config, seed=1))
+    restored = checkpoint.load_params(str(root))  # Newest step.
     assert set(restored) == {"dit", "vae", "text", "clip"}
     jax.tree.map(np.testing.assert_array_equal, restored, params)
+    # Importer layout: one component under state/{'params': ...}, overriding the combined one.
+    other = fakes.fake_params(i2v_config, seed=2)["dit"]
+    ocp_dir = tmp_path / "dit_orbax" / "state"
+    import orbax.checkpoint as ocp
+
+    ocp.StandardCheckpointer().save(str(ocp_dir), {"params": other})
+    ocp.StandardCheckpointer().wait_until_finished()
+    mixed = checkpoint.load_params(str(root), {"dit": str(tmp_path / "dit_orbax")})
+    jax.tree.map(np.testing.assert_array_equal, mixed["dit"], other)
+    jax.tree.map(np.testing.assert_array_equal, mixed["vae"], params["vae"])
+    # Targets: shapes are checked and arrays land on the target sharding.
+    mesh = sharding.make_mesh(i2v_config.mesh)
+    target = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding.replicated(mesh)),
+        params["vae"],
+    )
+    placed = checkpoint.load_params(str(root), targets={"vae": target})["vae"]
+    assert len(placed["enc"].sharding.device_set) == 8
+    bad = dict(target, enc=jax.ShapeDtypeStruct((5, 16), np.float32))
+    with pytest.raises(ValueError, match=r"has shape \(3, 16\) but the config needs \(5, 16\)"):
+        checkpoint.load_params(str(root), targets={"vae": bad})
     with pytest.raises(ValueError, match="does not exist"):
         checkpoint.load_params(str(tmp_path / "nope"))
-    checkpoint.save_params(str(tmp_path / "other"), {"dit": params["dit"]})
     with pytest.raises(ValueError, match="must be among"):
         checkpoint.save_params(str(tmp_path / "x"), {"optimizer": params["dit"]})

@@ -26,7 +26,7 @@ class Models:
     decode: Callable
     # (params, prompts: list[str]) -> text states [B, L, D] (padded positions zero); host-side.
     text: Callable
-    # (params, images [B, H, W, 3] in [-1, 1]) -> image tokens [B, N, E], or None without CLIP.
+    # (params, images [B, H, W, 3] in [-1, 1]) -> image tokens [B, N, E]; None for t2v.
     clip: Callable | None = None
 
 
@@ -70,16 +70,8 @@ def from_config(config: ml_collections.ConfigDict) -> Models:
         return text_apply(params, np.asarray(ids, np.int32), np.asarray(mask))
 
     clip = None
-    if dit_cfg.variant == "i2v":
+    if dit_cfg.variant == "i2v":  # CLIP resizes and normalises the frame itself.
         clip_module = _require("clip").create(config.model.clip)
-        size = config.model.clip.image_size
-
-        def clip_apply(params, images):
-            images = jax.image.resize(
-                images, (images.shape[0], size, size, 3), "bicubic", antialias=False
-            )
-            return clip_module.apply({"params": params}, images)
-
-        clip = clip_apply
+        clip = lambda params, images: clip_module.apply({"params": params}, images)
 
     return Models(dit=dit_apply, encode=encode, decode=decode, text=text, clip=clip)

@@ -46,14 +46,21 @@ def param_targets(config: ml_collections.ConfigDict, mesh) -> dict:
 
 
 def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
-    """Params from config.checkpoint.init_from, restored straight onto `mesh`."""
-    if not config.checkpoint.init_from:
+    """Params from checkpoint.init_from and/or sample.<component>_checkpoint, onto `mesh`."""
+    sample = config.sample
+    per_component = {name: sample[f"{name}_checkpoint"] for name in checkpoint.COMPONENTS}
+    if not config.checkpoint.init_from and not any(per_component.values()):
         raise ValueError(
             "generation needs trained weights: set --config.checkpoint.init_from to an Orbax "
-            "checkpoint (from training or `--config.mode=convert`)"
+            "checkpoint from training, and/or --config.sample.<dit|vae|text|clip>_checkpoint to "
+            "ones from `--config.mode=convert`"
         )
     return checkpoint.load_params(
-        config.checkpoint.init_from, param_targets(config, mesh), sharding.replicated(mesh)
+        config.checkpoint.init_from,
+        per_component,
+        sample.params_key,
+        param_targets(config, mesh),
+        sharding.replicated(mesh),
     )
 
 
