@@ -75,3 +75,25 @@ def from_config(config: ml_collections.ConfigDict) -> Models:
         clip = lambda params, images: clip_module.apply({"params": params}, images)
 
     return Models(dit=dit_apply, encode=encode, decode=decode, text=text, clip=clip)
+
+
+def random_params(abstract, rng: jax.Array):
+    """Random weights shaped like an abstract 'params' tree, without running (and compiling) the
+    module's init: norm scales ('scale', 'gamma') 1, biases ('bias', 'beta') 0, other arrays
+    normal / sqrt(fan-in). For smoke tests, demos and benchmarks where values do not matter."""
+    from flax import linen as nn
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(nn.meta.unbox(abstract))
+    keys = jax.random.split(rng, len(flat))
+    out = {}
+    for key, (path, leaf) in zip(keys, flat.items(), strict=True):
+        if path[-1] in ("scale", "gamma"):
+            out[path] = jax.numpy.ones(leaf.shape, leaf.dtype)
+        elif path[-1] in ("bias", "beta"):
+            out[path] = jax.numpy.zeros(leaf.shape, leaf.dtype)
+        else:
+            fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
+            std = 1.0 / np.sqrt(max(fan_in, 1)) if len(leaf.shape) > 1 else 0.02
+            out[path] = std * jax.random.normal(key, leaf.shape, leaf.dtype)
+    return traverse_util.unflatten_dict(out)

@@ -20,6 +20,7 @@ import numpy as np
 import tqdm
 from absl import logging
 from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec
 
 from wow_jax import models as registry
 from wow_jax import sharding
@@ -38,11 +39,23 @@ def param_targets(config: ml_collections.ConfigDict, mesh) -> dict:
         abstract = module.abstract_params(config.model[section])
         shardings = sharding.variable_shardings(abstract, mesh)
         targets[name] = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=divisible(s, a.shape)),
             nn.meta.unbox(abstract),
             shardings,
         )
     return targets
+
+
+def divisible(named: NamedSharding, shape) -> NamedSharding:
+    """`named` with the mesh axes dropped from dims they do not divide (tiny configs: e.g. a
+    3-channel conv split 8 ways); those dims are replicated instead."""
+    spec = []
+    padded = tuple(named.spec) + (None,) * (len(shape) - len(named.spec))
+    for dim, axes in zip(shape, padded, strict=True):
+        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        size = int(np.prod([named.mesh.shape[a] for a in names]))
+        spec.append(axes if dim % size == 0 else None)
+    return NamedSharding(named.mesh, PartitionSpec(*spec))
 
 
 def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
