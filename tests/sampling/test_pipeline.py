@@ -7,6 +7,7 @@ import imageio.v3 as iio
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import torch
 
@@ -187,10 +188,9 @@ def test_checkpoint_layouts(i2v_config, tmp_path):
     # Importer layout: one component under state/{'params': ...}, overriding the combined one.
     other = fakes.fake_params(i2v_config, seed=2)["dit"]
     ocp_dir = tmp_path / "dit_orbax" / "state"
-    import orbax.checkpoint as ocp
-
-    ocp.StandardCheckpointer().save(str(ocp_dir), {"params": other})
-    ocp.StandardCheckpointer().wait_until_finished()
+    writer = ocp.StandardCheckpointer()
+    writer.save(str(ocp_dir), {"params": other})
+    writer.wait_until_finished()
     mixed = checkpoint.load_params(str(root), {"dit": str(tmp_path / "dit_orbax")})
     jax.tree.map(np.testing.assert_array_equal, mixed["dit"], other)
     jax.tree.map(np.testing.assert_array_equal, mixed["vae"], params["vae"])
