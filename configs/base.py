@@ -82,6 +82,10 @@ def _text() -> ml_collections.ConfigDict:
     c.max_distance = 128  # Largest relative distance with its own bucket range.
     c.text_len = 512  # Tokens per caption after padding/truncation.
     c.tokenizer_path = ""  # Local path of the umT5 sentencepiece model (spiece.model).
+    c.checkpoint_path = ""  # umT5 encoder weights (.pth / .safetensors) for scripts; '' = random.
+    c.checkpoint_naming = "wan"  # Tensor names in checkpoint_path: 'wan' (Wan2.1 .pth) or 'hf'.
+    c.embedding_cache = ""  # TextEmbeddingCache directory to read captions from; '' = run umT5.
+    c.cache_dtype = "bfloat16"  # Dtype embeddings are stored in by the cache writer.
     c.param_dtype = "float32"  # Dtype parameters are stored in.
     c.dtype = "float32"  # Compute dtype.
     return c
@@ -95,6 +99,9 @@ def _clip() -> ml_collections.ConfigDict:
     c.num_layers = 32  # ViT blocks (Wan uses the penultimate block's tokens).
     c.num_heads = 16  # Attention heads.
     c.mlp_dim = 5120  # MLP hidden width.
+    c.activation = "gelu"  # MLP activation: 'gelu' (Wan's ViT-H/14) or 'quick_gelu' (OpenAI CLIP).
+    c.checkpoint_path = ""  # CLIP weights (.pth / .safetensors); '' = random init.
+    c.checkpoint_naming = "wan"  # Tensor names in checkpoint_path: 'wan' (Wan2.1 .pth) or 'hf'.
     c.param_dtype = "float32"  # Dtype parameters are stored in.
     c.dtype = "float32"  # Compute dtype.
     return c

@@ -93,3 +93,12 @@ def test_sharded_module_matches_unsharded():
 def test_batch_sharding_spec():
     mesh = sharding.make_mesh(mesh_config(data=2, fsdp=4))
     assert sharding.batch_sharding(mesh, 3).spec == P(("data", "fsdp"), None, None)
+
+
+def test_indivisible_dimensions_are_replicated():
+    mesh = sharding.make_mesh(mesh_config(fsdp=4, tensor=2))
+    model = TinyMLP(hidden=3)
+    abstract = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 4, 8)))
+    shardings = sharding.variable_shardings(abstract, mesh)
+    assert shardings["params"]["w_in"].spec == P("fsdp", None)
+    assert shardings["params"]["w_out"].spec == P(None, "fsdp")

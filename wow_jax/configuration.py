@@ -19,6 +19,8 @@ TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
 DATA_SOURCES = ("metaworld", "tfds", "videos")
+TEXT_NAMINGS = ("wan", "hf")  # Checkpoint layouts the umT5 and CLIP importers read.
+CLIP_ACTIVATIONS = ("gelu", "quick_gelu")
 I2V_MASK_CHANNELS = 4  # Frame-mask channels (one per frame of a 4-frame temporal chunk).
 
 
@@ -51,6 +53,10 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("train.timestep_sampling", config.train.timestep_sampling, TIMESTEP_SAMPLING)
     _choice("sample.solver", config.sample.solver, SOLVERS)
     _choice("sample.image_mismatch", config.sample.image_mismatch, IMAGE_MISMATCH)
+    _choice("model.text.checkpoint_naming", config.model.text.checkpoint_naming, TEXT_NAMINGS)
+    _choice("model.text.cache_dtype", config.model.text.cache_dtype, DTYPES)
+    _choice("model.clip.activation", config.model.clip.activation, CLIP_ACTIVATIONS)
+    _choice("model.clip.checkpoint_naming", config.model.clip.checkpoint_naming, TEXT_NAMINGS)
 
 
 def _check_model(config: ml_collections.ConfigDict) -> None:
@@ -85,6 +91,13 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"config.model.dit.image_dim ({dit.image_dim}) must equal config.model.clip.width "
             f"({config.model.clip.width}), the width of the CLIP image tokens"
+        )
+    clip = config.model.clip
+    if clip.image_size % clip.patch_size or clip.num_layers < 2:
+        raise ValueError(
+            f"config.model.clip.image_size ({clip.image_size}) must be a multiple of patch_size "
+            f"({clip.patch_size}) and num_layers ({clip.num_layers}) >= 2 (Wan uses the "
+            "penultimate block's tokens)"
         )
     if len(vae.temporal_downsample) != len(vae.dim_mult) - 1:
         raise ValueError(

@@ -102,12 +102,33 @@ def logical_to_sharding(logical_tree, mesh: Mesh):
     return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
 
 
+def _divisible_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
+    """Drops the mesh axes of every dimension they do not divide (that dimension is replicated).
+
+    Small parameters (a 3-channel conv bias, a 4-wide action head) cannot be split over an
+    8-way fsdp axis; replicating them costs nothing and keeps one rules table for every size.
+    """
+    dims = []
+    for size, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)), strict=True):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        ways = int(np.prod([mesh.shape[name] for name in names]))
+        dims.append(axes if names and size % ways == 0 else None)
+    return PartitionSpec(*dims)
+
+
 def variable_shardings(abstract_variables, mesh: Mesh):
     """NamedShardings for every leaf of `jax.eval_shape(module.init, ...)` output.
 
-    Leaves without a logical annotation are replicated.
+    Leaves without a logical annotation are replicated, and so is every dimension that its mesh
+    axes do not divide evenly.
     """
-    return logical_to_sharding(abstract_variables, mesh)
+    shardings = logical_to_sharding(abstract_variables, mesh)
+    leaves = nn.meta.unbox(abstract_variables)
+    return jax.tree.map(
+        lambda leaf, s: NamedSharding(mesh, _divisible_spec(s.spec, leaf.shape, mesh)),
+        leaves,
+        shardings,
+    )
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

@@ -1,0 +1,1 @@
+"""Data: robot-episode readers, Grain transforms, tokenization and caption caches."""

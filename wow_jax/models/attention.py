@@ -1,0 +1,143 @@
+"""Multi-head dot-product attention behind one function; the kernel is chosen by a config string.
+
+  'xla':    einsum + float32 softmax; runs on every backend and under any sharding (GSPMD splits
+            the query tokens over the 'sequence' mesh axis and gathers keys/values).
+  'cudnn':  jax.nn.dot_product_attention(implementation='cudnn'), the fused flash kernel on NVIDIA
+            GPUs (bfloat16/float16 only).
+  'splash': the TPU Pallas splash-attention kernel, run per device under `jax.shard_map`: batch
+            over ('data', 'fsdp'), heads over 'tensor', query tokens over 'sequence', keys and
+            values gathered whole. Sequences are zero-padded to the block size and padded keys
+            masked out with segment ids.
+
+All take q: [B, Lq, N, D], k, v: [B, Lk, N, D] and return [B, Lq, N, D] in q.dtype, with the
+softmax scale 1/sqrt(D) (torch scaled_dot_product_attention).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from flax import linen as nn
+
+from wow_jax import sharding
+
+KERNELS = ("xla", "cudnn", "splash")
+SPLASH_BLOCK = 512  # Largest splash block along queries and keys.
+SPLASH_MIN_BLOCK = 128  # Splash blocks are multiples of the TPU lane width.
+
+
+def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array) -> None:
+    if q.ndim != 4 or k.shape != v.shape or k.ndim != 4 or q.shape[::2] != k.shape[::2]:
+        raise ValueError(
+            "attention expects q [B, Lq, N, D] and k, v [B, Lk, N, D] with equal B, N, D; got "
+            f"q {q.shape}, k {k.shape}, v {v.shape}"
+        )
+
+
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Plain attention: logits and softmax in float32, matmuls in the input dtype."""
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bnqk,bknd->bqnd", probs, v).astype(q.dtype)
+
+
+def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """cuDNN fused flash attention (NVIDIA GPU, bfloat16/float16)."""
+    backend = jax.default_backend()
+    if backend != "gpu":
+        raise ValueError(
+            f"config.model.dit.attention='cudnn' needs an NVIDIA GPU, but JAX runs on {backend!r}; "
+            "use attention='xla' (any backend) or 'splash' (TPU)"
+        )
+    if q.dtype not in (jnp.bfloat16, jnp.float16):
+        raise ValueError(
+            f"config.model.dit.attention='cudnn' computes in bfloat16/float16, got {q.dtype}; "
+            "set config.model.dit.dtype='bfloat16' or use attention='xla'"
+        )
+    return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _splash_block(length: int) -> int:
+    return min(SPLASH_BLOCK, _round_up(length, SPLASH_MIN_BLOCK))
+
+
+def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool) -> jax.Array:
+    """Splash attention on one device's shard. q: [b, lq, n, d], k, v: [b, lk, n, d]."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_kernel as splash,
+    )
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_mask as masks,
+    )
+
+    _, lq, n, d = q.shape
+    lk = k.shape[1]
+    block_q, block_kv = _splash_block(lq), _splash_block(lk)
+    lq_pad, lk_pad = _round_up(lq, block_q), _round_up(lk, block_kv)
+    q = (q.astype(jnp.float32) * d**-0.5).astype(q.dtype)  # The kernel does not scale.
+    q, k, v = (rearrange(x, "b l n d -> b n l d") for x in (q, k, v))
+    q = jnp.pad(q, ((0, 0), (0, 0), (0, lq_pad - lq), (0, 0)))
+    k = jnp.pad(k, ((0, 0), (0, 0), (0, lk_pad - lk), (0, 0)))
+    v = jnp.pad(v, ((0, 0), (0, 0), (0, lk_pad - lk), (0, 0)))
+    # Padded keys get segment 0 and are never attended; every query (padded ones too, whose
+    # outputs are dropped) sees segment 1, so no row is fully masked.
+    segments = splash.SegmentIds(
+        q=jnp.ones((lq_pad,), jnp.int32), kv=(jnp.arange(lk_pad) < lk).astype(jnp.int32)
+    )
+    blocks = splash.BlockSizes(
+        block_q=block_q,
+        block_kv=block_kv,
+        block_kv_compute=block_kv,
+        block_q_dkv=block_q,
+        block_kv_dkv=block_kv,
+        block_kv_dkv_compute=block_kv,
+        block_q_dq=block_q,
+        block_kv_dq=block_kv,
+    )
+    mask = masks.MultiHeadMask([masks.FullMask((lq_pad, lk_pad))] * n)
+    kernel = splash.make_splash_mha(
+        mask, block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret
+    )
+    out = jax.vmap(kernel, in_axes=(0, 0, 0, None))(q, k, v, segments)
+    return rearrange(out[:, :, :lq], "b n l d -> b l n d").astype(q.dtype)
+
+
+def splash_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool = False
+) -> jax.Array:
+    """TPU splash attention; under a mesh it runs per shard through `jax.shard_map`.
+
+    `interpret=True` runs the Pallas kernel in the interpreter (any backend; slow, for tests).
+    """
+    local = functools.partial(_splash_local, interpret=interpret)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return local(q, k, v)
+    rules = nn.get_logical_axis_rules() or sharding.LOGICAL_RULES
+    q_spec = nn.logical_to_mesh_axes(
+        (sharding.BATCH, sharding.LENGTH, sharding.HEADS, sharding.KV), rules
+    )
+    kv_spec = nn.logical_to_mesh_axes((sharding.BATCH, None, sharding.HEADS, sharding.KV), rules)
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec, check_vma=False
+    )(q, k, v)
+
+
+def dot_product_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, kernel: str = "xla", interpret: bool = False
+) -> jax.Array:
+    """q: [B, Lq, N, D], k, v: [B, Lk, N, D] -> [B, Lq, N, D] with the chosen `kernel`."""
+    _check_shapes(q, k, v)
+    if kernel == "xla":
+        return xla_attention(q, k, v)
+    if kernel == "cudnn":
+        return cudnn_attention(q, k, v)
+    if kernel == "splash":
+        return splash_attention(q, k, v, interpret=interpret)
+    raise ValueError(f"config.model.dit.attention must be one of {list(KERNELS)}, got {kernel!r}")

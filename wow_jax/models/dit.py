@@ -1,0 +1,447 @@
+"""The Wan2.1 video diffusion transformer (DiT), text-to-video and image-to-video, in Flax linen.
+
+Reference: Wan2.1 `wan/modules/model.py` (WanModel) and diffusers `WanTransformer3DModel`; the
+WoW-1-Wan-14B world model is the image-to-video 14B variant. Flow matching: the network predicts
+the velocity (noise - clean latent) of a noisy video latent.
+
+    latents      [B, F, H, W, C_in]  channels-last; C_in = 16 (t2v) or 16 + 4 + 16 = 36 (i2v:
+                                     noisy latent, 4-channel frame mask, conditioning latent)
+    timesteps    [B]                 float in [0, 1000]
+    text_states  [B, Lt, text_dim]   umT5 states (padded positions zero)
+    image_tokens [B, Li, image_dim]  CLIP ViT-H/14 penultimate tokens (Li = 257), i2v only
+    -> velocity  [B, F, H, W, C_out] float32
+
+Inside: a (pt, ph, pw) patch embedding makes L = F/pt * H/ph * W/pw tokens of width `dim`; the
+timestep's sinusoid goes through an MLP (`temb` [B, dim]) and a projection to six modulation
+vectors per block ([B, 6, dim]: shift/scale/gate for self-attention and feed-forward); each block
+is self-attention with q/k RMSNorm and 3D RoPE, cross-attention to the text tokens (and, for i2v,
+a second attention to the image tokens whose output is added), and a GELU(tanh) feed-forward; a
+modulated head projects back to patches. The residual stream stays float32; matmuls run in
+`config.dtype`.
+
+Scale: the blocks are one `nn.scan` (params stacked along a leading 'layers' axis) wrapped in
+`nn.remat` with the policy from the config; every parameter and large activation carries logical
+axis names (`wow_jax.sharding`), video tokens on LENGTH (the 'sequence' mesh axis: context
+parallelism over long videos).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from einops import rearrange
+from flax import linen as nn
+
+from wow_jax.models import attention as attention_lib
+from wow_jax.models import layers
+from wow_jax.sharding import BATCH, CONV_IN, EMBED, HEADS, KV, LAYERS, LENGTH, MLP
+
+MODULATION_VECTORS = 6  # shift, scale, gate of self-attention; shift, scale, gate of the FFN.
+HEAD_MODULATION_VECTORS = 2  # shift, scale of the output head.
+IMAGE_NORM_EPS = 1e-5  # Epsilon of the image-embedding LayerNorms (torch default).
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiTSpec:
+    """Hashable copy of `config.model.dit` (see configs/base.py for each field)."""
+
+    variant: str
+    in_channels: int
+    out_channels: int
+    dim: int
+    ffn_dim: int
+    freq_dim: int
+    text_dim: int
+    image_dim: int
+    num_heads: int
+    num_layers: int
+    patch_size: tuple[int, int, int]
+    qk_norm: bool
+    cross_attn_norm: bool
+    eps: float
+    rope_max_len: int
+    param_dtype: str
+    dtype: str
+    scan_layers: bool
+    remat_policy: str
+    attention: str
+
+    @classmethod
+    def from_config(cls, cfg: ml_collections.ConfigDict) -> "DiTSpec":
+        values = {f.name: cfg[f.name] for f in dataclasses.fields(cls)}
+        values["patch_size"] = tuple(int(p) for p in cfg.patch_size)
+        return cls(**values)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def has_image(self) -> bool:
+        return self.variant == "i2v"
+
+    @property
+    def compute_dtype(self):
+        return layers.dtype_of(self.dtype)
+
+    @property
+    def weight_dtype(self):
+        return layers.dtype_of(self.param_dtype)
+
+
+def _dense(spec: DiTSpec, features: int, axes, name: str, **kwargs) -> nn.Dense:
+    return layers.dense(
+        features,
+        axes,
+        dtype=spec.compute_dtype,
+        param_dtype=spec.weight_dtype,
+        name=name,
+        **kwargs,
+    )
+
+
+def _rms(spec: DiTSpec, name: str) -> layers.RMSNorm:
+    return layers.RMSNorm(
+        spec.eps, HEADS, dtype=spec.compute_dtype, param_dtype=spec.weight_dtype, name=name
+    )
+
+
+def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+    heads = rearrange(x, "b l (n d) -> b l n d", n=num_heads)
+    return nn.with_logical_constraint(heads, (BATCH, None, HEADS, KV))
+
+
+class SelfAttention(nn.Module):
+    """x: [B, L, dim], cos/sin: [L, head_dim/2] -> [B, L, dim]."""
+
+    spec: DiTSpec
+
+    @nn.compact
+    def __call__(self, x, cos, sin):
+        s = self.spec
+        q, k, v = (_dense(s, s.dim, (EMBED, HEADS), name)(x) for name in ("q", "k", "v"))
+        if s.qk_norm:
+            q, k = _rms(s, "norm_q")(q), _rms(s, "norm_k")(k)
+        q, k, v = (_split_heads(t, s.num_heads) for t in (q, k, v))
+        q = nn.with_logical_constraint(layers.apply_rope(q, cos, sin), (BATCH, LENGTH, HEADS, KV))
+        k = layers.apply_rope(k, cos, sin)
+        out = attention_lib.dot_product_attention(q, k, v, s.attention)
+        out = nn.with_logical_constraint(out, (BATCH, LENGTH, HEADS, KV))
+        return _dense(s, s.dim, (HEADS, EMBED), "o")(rearrange(out, "b l n d -> b l (n d)"))
+
+
+class CrossAttention(nn.Module):
+    """x: [B, L, dim] attends to context [B, Lt, dim] (+ image_context [B, Li, dim] for i2v,
+    a separate attention whose output is added) -> [B, L, dim]."""
+
+    spec: DiTSpec
+
+    @nn.compact
+    def __call__(self, x, context, image_context):
+        s = self.spec
+        q = _dense(s, s.dim, (EMBED, HEADS), "q")(x)
+        k = _dense(s, s.dim, (EMBED, HEADS), "k")(context)
+        v = _dense(s, s.dim, (EMBED, HEADS), "v")(context)
+        if s.qk_norm:
+            q, k = _rms(s, "norm_q")(q), _rms(s, "norm_k")(k)
+        q, k, v = (_split_heads(t, s.num_heads) for t in (q, k, v))
+        q = nn.with_logical_constraint(q, (BATCH, LENGTH, HEADS, KV))
+        out = attention_lib.dot_product_attention(q, k, v, s.attention)
+        if s.has_image:
+            k_img = _dense(s, s.dim, (EMBED, HEADS), "k_img")(image_context)
+            v_img = _dense(s, s.dim, (EMBED, HEADS), "v_img")(image_context)
+            if s.qk_norm:
+                k_img = _rms(s, "norm_k_img")(k_img)
+            k_img, v_img = (_split_heads(t, s.num_heads) for t in (k_img, v_img))
+            out = out + attention_lib.dot_product_attention(q, k_img, v_img, s.attention)
+        out = nn.with_logical_constraint(out, (BATCH, LENGTH, HEADS, KV))
+        return _dense(s, s.dim, (HEADS, EMBED), "o")(rearrange(out, "b l n d -> b l (n d)"))
+
+
+class MLPBlock(nn.Module):
+    """Two dense layers with an activation between: [..., in] -> [..., out]."""
+
+    spec: DiTSpec
+    hidden: int
+    out: int
+    approximate_gelu: bool | None  # True: GELU(tanh), False: exact GELU, None: SiLU.
+    axes: tuple  # Logical axes of fc1's kernel; fc2's are reversed.
+    hidden_axes: tuple  # Logical axes of the hidden activation.
+
+    @nn.compact
+    def __call__(self, x):
+        h = _dense(self.spec, self.hidden, self.axes, "fc1")(x)
+        if self.approximate_gelu is None:
+            h = nn.silu(h)
+        else:
+            h = nn.gelu(h, approximate=self.approximate_gelu)
+        h = nn.with_logical_constraint(h, self.hidden_axes)
+        return _dense(self.spec, self.out, self.axes[::-1], "fc2")(h)
+
+
+class Block(nn.Module):
+    """One Wan attention block. x: [B, L, dim] float32 residual stream; e: [B, 6, dim] float32
+    timestep modulation; returns (x, None) so that it can be scanned."""
+
+    spec: DiTSpec
+
+    @nn.compact
+    def __call__(self, x, context, image_context, e, cos, sin):
+        s = self.spec
+        dtype = s.compute_dtype
+        table = self.param(
+            "modulation",
+            nn.with_logical_partitioning(nn.initializers.normal(s.dim**-0.5), (None, None, EMBED)),
+            (1, MODULATION_VECTORS, s.dim),
+            s.weight_dtype,
+        )
+        mod = table.astype(jnp.float32) + e
+        shift, scale, gate, ffn_shift, ffn_scale, ffn_gate = (
+            mod[:, i : i + 1] for i in range(MODULATION_VECTORS)
+        )
+        norm = layers.LayerNorm(s.eps, affine=False, axis_name=None)
+
+        h = (norm(x) * (1 + scale) + shift).astype(dtype)
+        x = x + SelfAttention(s, name="self_attn")(h, cos, sin).astype(jnp.float32) * gate
+        x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
+
+        if s.cross_attn_norm:
+            h = layers.LayerNorm(s.eps, affine=True, axis_name=EMBED, name="cross_attn_norm")(x)
+        else:
+            h = x
+        x = x + CrossAttention(s, name="cross_attn")(h.astype(dtype), context, image_context)
+        x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
+
+        h = (norm(x) * (1 + ffn_scale) + ffn_shift).astype(dtype)
+        ffn = MLPBlock(s, s.ffn_dim, s.dim, True, (EMBED, MLP), (BATCH, LENGTH, MLP), name="ffn")
+        x = x + ffn(h).astype(jnp.float32) * ffn_gate
+        return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)), None
+
+
+class PatchEmbedding(nn.Module):
+    """Conv3d with kernel = stride = patch, as a matmul over flattened patches.
+
+    x: [B, F, H, W, C] -> [B, F/pt * H/ph * W/pw, dim] tokens ordered (f, h, w).
+    """
+
+    spec: DiTSpec
+
+    @nn.compact
+    def __call__(self, x):
+        s = self.spec
+        pt, ph, pw = s.patch_size
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(
+                nn.initializers.xavier_uniform(in_axis=(0, 1, 2, 3), out_axis=-1),
+                (None, None, None, CONV_IN, EMBED),
+            ),
+            (pt, ph, pw, s.in_channels, s.dim),
+            s.weight_dtype,
+        )
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), (EMBED,)),
+            (s.dim,),
+            s.weight_dtype,
+        )
+        patches = rearrange(
+            x, "b (f p) (h q) (w r) c -> b (f h w) (p q r c)", p=pt, q=ph, r=pw
+        ).astype(s.compute_dtype)
+        patches = nn.with_logical_constraint(patches, (BATCH, LENGTH, None))
+        weight = rearrange(kernel, "p q r c d -> (p q r c) d").astype(s.compute_dtype)
+        return jnp.einsum("blk,kd->bld", patches, weight) + bias.astype(s.compute_dtype)
+
+
+class Head(nn.Module):
+    """Modulated LayerNorm and projection to patches. x: [B, L, dim], temb: [B, dim] ->
+    [B, L, pt*ph*pw*C_out]."""
+
+    spec: DiTSpec
+
+    @nn.compact
+    def __call__(self, x, temb):
+        s = self.spec
+        table = self.param(
+            "modulation",
+            nn.with_logical_partitioning(nn.initializers.normal(s.dim**-0.5), (None, None, EMBED)),
+            (1, HEAD_MODULATION_VECTORS, s.dim),
+            s.weight_dtype,
+        )
+        mod = table.astype(jnp.float32) + temb[:, None, :]
+        shift, scale = mod[:, 0:1], mod[:, 1:2]
+        h = layers.LayerNorm(s.eps, affine=False, axis_name=None)(x) * (1 + scale) + shift
+        features = s.out_channels * s.patch_size[0] * s.patch_size[1] * s.patch_size[2]
+        proj = _dense(s, features, (EMBED, None), "head", kernel_init=nn.initializers.zeros_init())
+        return proj(h.astype(s.compute_dtype))
+
+
+class ImageEmbedding(nn.Module):
+    """CLIP tokens -> context tokens: LayerNorm, Linear, GELU, Linear, LayerNorm (Wan MLPProj).
+
+    x: [B, Li, image_dim] -> [B, Li, dim]."""
+
+    spec: DiTSpec
+
+    @nn.compact
+    def __call__(self, x):
+        s = self.spec
+        h = layers.LayerNorm(IMAGE_NORM_EPS, affine=True, axis_name=None, name="norm_in")(x)
+        mlp = MLPBlock(s, s.image_dim, s.dim, False, (MLP, EMBED), (BATCH, None, EMBED), name="mlp")
+        h = mlp(h.astype(s.compute_dtype))
+        return layers.LayerNorm(IMAGE_NORM_EPS, affine=True, axis_name=EMBED, name="norm_out")(h)
+
+
+def check_inputs(spec: DiTSpec, latents, timesteps, text_states, image_tokens) -> None:
+    """Raises ValueError naming the expected shape for any malformed input."""
+    pt, ph, pw = spec.patch_size
+    if latents.ndim != 5 or latents.shape[-1] != spec.in_channels:
+        raise ValueError(
+            f"latents must be [B, F, H, W, {spec.in_channels}] (channels-last, in_channels="
+            f"{spec.in_channels} for variant {spec.variant!r}), got {tuple(latents.shape)}"
+        )
+    b, f, h, w, _ = latents.shape
+    for axis, size, patch in (("frames", f, pt), ("height", h, ph), ("width", w, pw)):
+        if size % patch:
+            raise ValueError(
+                f"latents {axis} ({size}) must be divisible by the patch size {patch} "
+                f"(patch_size={spec.patch_size}); got latents {tuple(latents.shape)}, pad or crop "
+                f"to [B, F, H, W, C] with F % {pt} == H % {ph} == W % {pw} == 0"
+            )
+    if timesteps.shape != (b,):
+        raise ValueError(f"timesteps must be [B] = [{b}], got {tuple(timesteps.shape)}")
+    if text_states.ndim != 3 or text_states.shape[0] != b or text_states.shape[2] != spec.text_dim:
+        raise ValueError(
+            f"text_states must be [B, L, text_dim] = [{b}, L, {spec.text_dim}], got "
+            f"{tuple(text_states.shape)}; check config.model.dit.text_dim against the text encoder"
+        )
+    if spec.has_image:
+        if image_tokens is None:
+            raise ValueError(
+                f"the i2v DiT needs image_tokens [B, 257, image_dim] = [{b}, 257, "
+                f"{spec.image_dim}] (CLIP tokens of the conditioning frame), got None"
+            )
+        if image_tokens.ndim != 3 or image_tokens.shape[0] != b:
+            raise ValueError(
+                f"image_tokens must be [B, Li, image_dim] = [{b}, 257, {spec.image_dim}], got "
+                f"{tuple(image_tokens.shape)}"
+            )
+        if image_tokens.shape[2] != spec.image_dim:
+            raise ValueError(
+                f"image_tokens must be [B, Li, {spec.image_dim}] (config.model.dit.image_dim), "
+                f"got {tuple(image_tokens.shape)}"
+            )
+    elif image_tokens is not None:
+        raise ValueError(
+            "image_tokens were given to a t2v DiT, which has no image cross-attention; pass "
+            "image_tokens=None or use an i2v config (variant='i2v', in_channels=36)"
+        )
+
+
+class WanDiT(nn.Module):
+    """The Wan2.1 DiT; see the module docstring for shapes."""
+
+    spec: DiTSpec
+
+    def _blocks(self, x, context, image_context, e, cos, sin):
+        s = self.spec
+        block = Block
+        if s.remat_policy != "none":
+            block = nn.remat(
+                Block, policy=REMAT_POLICIES[s.remat_policy], prevent_cse=not s.scan_layers
+            )
+        if s.scan_layers:
+            stack = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(nn.broadcast,) * 5,
+                length=s.num_layers,
+                metadata_params={nn.PARTITION_NAME: LAYERS},
+            )
+            x, _ = stack(s, name="blocks")(x, context, image_context, e, cos, sin)
+            return x
+        for i in range(s.num_layers):
+            x, _ = block(s, name=f"blocks_{i}")(x, context, image_context, e, cos, sin)
+        return x
+
+    @nn.compact
+    def __call__(self, latents, timesteps, text_states, image_tokens=None):
+        s = self.spec
+        check_inputs(s, latents, timesteps, text_states, image_tokens)
+        b, f, h, w, _ = latents.shape
+        pt, ph, pw = s.patch_size
+        grid = (f // pt, h // ph, w // pw)
+        cos, sin = layers.rope_tables(grid, s.head_dim, s.rope_max_len)
+        cos = nn.with_logical_constraint(cos, (LENGTH, None))
+        sin = nn.with_logical_constraint(sin, (LENGTH, None))
+
+        x = PatchEmbedding(s, name="patch_embedding")(latents).astype(jnp.float32)
+        x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
+
+        sinusoid = layers.timestep_embedding(timesteps, s.freq_dim).astype(s.compute_dtype)
+        time_mlp = MLPBlock(
+            s, s.dim, s.dim, None, (None, EMBED), (BATCH, EMBED), name="time_embedding"
+        )
+        temb = time_mlp(sinusoid).astype(jnp.float32)
+        proj = _dense(s, MODULATION_VECTORS * s.dim, (EMBED, MLP), "time_projection")
+        e = proj(nn.silu(temb).astype(s.compute_dtype)).astype(jnp.float32)
+        e = rearrange(e, "b (six d) -> b six d", six=MODULATION_VECTORS)
+
+        text_mlp = MLPBlock(
+            s, s.dim, s.dim, True, (MLP, EMBED), (BATCH, None, EMBED), name="text_embedding"
+        )
+        context = text_mlp(text_states.astype(s.compute_dtype))
+        context = nn.with_logical_constraint(context, (BATCH, None, EMBED))
+        image_context = None
+        if s.has_image:
+            image_context = ImageEmbedding(s, name="img_emb")(image_tokens).astype(s.compute_dtype)
+            image_context = nn.with_logical_constraint(image_context, (BATCH, None, EMBED))
+
+        x = self._blocks(x, context, image_context, e, cos, sin)
+        out = Head(s, name="head")(x, temb).astype(jnp.float32)
+        return rearrange(
+            out,
+            "b (f h w) (p q r c) -> b (f p) (h q) (w r) c",
+            f=grid[0],
+            h=grid[1],
+            w=grid[2],
+            p=pt,
+            q=ph,
+            r=pw,
+        )
+
+
+def create(dit_cfg: ml_collections.ConfigDict) -> WanDiT:
+    """The DiT module for `config.model.dit`."""
+    return WanDiT(DiTSpec.from_config(dit_cfg))
+
+
+def dummy_inputs(dit_cfg: ml_collections.ConfigDict, batch: int = 1) -> dict:
+    """Smallest valid inputs (one patch, one text and image token), for init and eval_shape."""
+    spec = DiTSpec.from_config(dit_cfg)
+    inputs = {
+        "latents": jnp.zeros((batch, *spec.patch_size, spec.in_channels), jnp.float32),
+        "timesteps": jnp.zeros((batch,), jnp.float32),
+        "text_states": jnp.zeros((batch, 1, spec.text_dim), jnp.float32),
+    }
+    if spec.has_image:
+        inputs["image_tokens"] = jnp.zeros((batch, 1, spec.image_dim), jnp.float32)
+    return inputs
+
+
+def init_params(dit_cfg: ml_collections.ConfigDict, rng: jax.Array):
+    """Random parameters (boxed with logical axis names; `nn.meta.unbox` for plain arrays)."""
+    return create(dit_cfg).init(rng, **dummy_inputs(dit_cfg))["params"]
+
+
+def abstract_params(dit_cfg: ml_collections.ConfigDict):
+    """The 'params' tree as ShapeDtypeStructs boxed with logical axis names (no allocation)."""
+    return jax.eval_shape(lambda rng: init_params(dit_cfg, rng), jax.random.key(0))
