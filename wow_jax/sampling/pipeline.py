@@ -10,6 +10,7 @@ batches of sample.batch_size (jobs with the same number of clips), with a progre
 denoising steps.
 """
 
+import importlib
 import itertools
 import os
 import time
@@ -20,7 +21,6 @@ import numpy as np
 import tqdm
 from absl import logging
 from flax import linen as nn
-from jax.sharding import NamedSharding, PartitionSpec
 
 from wow_jax import models as registry
 from wow_jax import sharding
@@ -39,27 +39,16 @@ def param_targets(config: ml_collections.ConfigDict, mesh) -> dict:
         abstract = module.abstract_params(config.model[section])
         shardings = sharding.variable_shardings(abstract, mesh)
         targets[name] = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=divisible(s, a.shape)),
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
             nn.meta.unbox(abstract),
             shardings,
         )
     return targets
 
 
-def divisible(named: NamedSharding, shape) -> NamedSharding:
-    """`named` with the mesh axes dropped from dims they do not divide (tiny configs: e.g. a
-    3-channel conv split 8 ways); those dims are replicated instead."""
-    spec = []
-    padded = tuple(named.spec) + (None,) * (len(shape) - len(named.spec))
-    for dim, axes in zip(shape, padded, strict=True):
-        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-        size = int(np.prod([named.mesh.shape[a] for a in names]))
-        spec.append(axes if dim % size == 0 else None)
-    return NamedSharding(named.mesh, PartitionSpec(*spec))
-
-
 def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
-    """Params from checkpoint.init_from and/or sample.<component>_checkpoint, onto `mesh`."""
+    """Params from checkpoint.init_from and/or sample.<component>_checkpoint, onto `mesh`; umT5
+    and CLIP missing there are read from model.{text,clip}.checkpoint_path (PyTorch files)."""
     sample = config.sample
     per_component = {name: sample[f"{name}_checkpoint"] for name in checkpoint.COMPONENTS}
     if not config.checkpoint.init_from and not any(per_component.values()):
@@ -68,13 +57,20 @@ def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
             "checkpoint from training, and/or --config.sample.<dit|vae|text|clip>_checkpoint to "
             "ones from `--config.mode=convert`"
         )
-    return checkpoint.load_params(
+    targets = param_targets(config, mesh)
+    params = checkpoint.load_params(
         config.checkpoint.init_from,
         per_component,
         sample.params_key,
-        param_targets(config, mesh),
+        targets,
         sharding.replicated(mesh),
     )
+    for name, table in (("text", "umt5_table"), ("clip", "clip_table")):
+        if name not in params and config.model[name].checkpoint_path:
+            loader = importlib.import_module(f"wow_jax.interop.{table}")
+            host = loader.load_params(config.model[name])
+            params[name] = jax.device_put(host, jax.tree.map(lambda t: t.sharding, targets[name]))
+    return params
 
 
 def _batches(job_list: list[jobs.Job], batch_size: int):
