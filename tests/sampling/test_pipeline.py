@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import imageio.v3 as iio
 import jax
@@ -108,7 +110,7 @@ def test_run_generate_writes_decodable_files_and_chains_clips(i2v_config, tmp_pa
     c.sample.image = write_image(tmp_path / "frame.png", c.data.height, c.data.width)
     c.sample.prompt = ""  # The empty prompt is valid.
     c.sample.num_clips, c.sample.seed = 2, 7
-    results = pipeline.run_generate(
+    results = pipeline.generate(
         c, str(tmp_path), models=fakes.fake_models(c), params=fakes.fake_params(c)
     )
     frames_mp4, frames_gif, sheet, info = read_outputs(results[0])
@@ -132,7 +134,7 @@ def test_jobs_file_batches_and_per_clip_prompts(i2v_config, tmp_path):
     (tmp_path / "jobs.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     c.sample.jobs, c.sample.batch_size = str(tmp_path / "jobs.jsonl"), 2
     models, params = fakes.fake_models(c), fakes.fake_params(c)
-    results = pipeline.run_generate(c, str(tmp_path), models=models, params=params)
+    results = pipeline.generate(c, str(tmp_path), models=models, params=params)
     solo, chain, chain2 = (read_outputs(r)[3] for r in results)
     assert chain["prompts"] == ["reach", "push"] and chain["batch_size"] == 2
     assert solo["frames"] == c.data.num_frames and chain["frames"] == 2 * c.data.num_frames - 1
@@ -148,7 +150,7 @@ def test_bad_inputs_have_clear_errors(i2v_config, tmp_path):
     models, params = fakes.fake_models(c), fakes.fake_params(c)
 
     def run():
-        return pipeline.run_generate(c, str(tmp_path), models=models, params=params)
+        return pipeline.generate(c, str(tmp_path), models=models, params=params)
 
     c.sample.image = str(tmp_path / "missing.png")
     with pytest.raises(ValueError, match="does not exist"):
@@ -209,3 +211,15 @@ def test_checkpoint_layouts(i2v_config, tmp_path):
         checkpoint.load_params(str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="must be among"):
         checkpoint.save_params(str(tmp_path / "x"), {"optimizer": params["dit"]})
+
+
+def test_mode_generate_reports_bad_input_in_one_line(tmp_path):
+    cmd = [sys.executable, "-m", "wow_jax.main", "--config=configs/tiny.py"]
+    cmd += [f"--workdir={tmp_path}", "--config.mode=generate", "--config.model.dit.variant=i2v"]
+    cmd += ["--config.model.dit.in_channels=36", f"--config.sample.image={tmp_path}/no.png"]
+    env = dict(os.environ, XLA_FLAGS="")
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("wow_jax generate: conditioning image") and "does not exist" in last
+    assert "Traceback" not in run.stderr

@@ -13,6 +13,7 @@ denoising steps.
 import importlib
 import itertools
 import os
+import sys
 import time
 
 import jax
@@ -139,8 +140,20 @@ def generate_jobs(
     return results
 
 
-def run_generate(config: ml_collections.ConfigDict, workdir: str, models=None, params=None):
-    """Mode generate; `models`/`params` override the config's components (tests)."""
+ERRORS = (ValueError, NotImplementedError, FileNotFoundError)  # Bad input: one line, exit 1.
+
+
+def run_generate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+    """Mode generate: bad input ends the run with one message (no traceback)."""
+    try:
+        return generate(config, workdir)
+    except ERRORS as error:
+        sys.exit(f"wow_jax generate: {error}")
+
+
+def generate(config: ml_collections.ConfigDict, workdir: str, models=None, params=None):
+    """Runs the configured jobs; `models`/`params` override the config's components (tests).
+    Returns [{kind: path}] per job; raises ValueError on bad input."""
     guidance.check_guidance(config.sample.guidance)
     job_list = jobs.parse_jobs(config.sample)
     images = load_images(config, job_list)  # Bad inputs fail before any model loads.
