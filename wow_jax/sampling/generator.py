@@ -53,6 +53,7 @@ class Generator:
         self._decode = jax.jit(models.decode)
         self._clip = jax.jit(models.clip) if models.clip else None
         self._denoise = jax.jit(self._denoise_fn)
+        self._compiled = {}  # Input signature -> compiled denoising loop (AOT, timed apart).
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -140,12 +141,18 @@ class Generator:
             jax.block_until_ready((cond, tokens))
             timings["condition_s"] = time.perf_counter() - start
             start = time.perf_counter()
-            self._bar = bar
             seeds = jnp.asarray(np.asarray(seeds, np.uint32).astype(np.int32))
-            latents = self._denoise(
-                self.params["dit"], seeds, clip_index, cond, text, negative, tokens
+            args = (self.params["dit"], seeds, jnp.int32(clip_index), cond, text, negative, tokens)
+            signature = (
+                jax.tree.structure(args),
+                tuple((x.shape, x.dtype) for x in jax.tree.leaves(args)),
             )
-            latents = jax.block_until_ready(latents)
+            if signature not in self._compiled:
+                self._compiled[signature] = self._denoise.lower(*args).compile()
+                timings["compile_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            self._bar = bar
+            latents = jax.block_until_ready(self._compiled[signature](*args))
             jax.effects_barrier()
             self._bar = None
             timings["denoise_s"] = time.perf_counter() - start
