@@ -121,17 +121,35 @@ def _data() -> ml_collections.ConfigDict:
         "metaworld"  # 'metaworld' (collect), 'tfds' (ArrayRecord RLDS), 'videos' (mp4+captions).
     )
     c.path = ""  # Dataset directory ('' = <workdir>/data).
+    c.video_dir = ""  # source='videos': folder of mp4 files + captions.json(l) converted into path.
+    c.image_key = "observation.image"  # Dotted step key of the camera used for clips.
+    c.action_key = "action"  # Dotted step key of the action (OXE dicts are concatenated).
+    c.instruction_key = "language_instruction"  # Dotted step key of the language instruction.
     c.num_frames = 9  # Frames per clip; must be 1+4k (VAE causal chunks).
     c.height = 64  # Clip height in pixels; divisible by 8 (VAE) x patch height.
     c.width = 64  # Clip width in pixels; divisible by 8 (VAE) x patch width.
     c.frame_stride = 1  # Take every n-th recorded frame.
+    c.fps = 0.0  # Target clip fps (> 0: stride = episode fps / fps where recorded; 0 = stride).
+    c.crop = "center"  # Fit to height x width: 'center' / 'random' crop after resize, 'resize'.
+    c.action_reduce = "first"  # Action per frame pair when stride > 1: 'first', 'mean', 'sum'.
+    c.action_norm = "mean_std"  # Action normalisation (action_stats.json): mean_std, q99, none.
+    c.on_bad_episode = "skip"  # Corrupt/short/uncaptioned episodes: 'skip' (counted) or 'raise'.
     c.batch_size = 2  # Global batch size.
     c.shuffle_seed = 0  # Seed of the episode shuffle.
     c.worker_count = 0  # Grain worker processes (0 = in-process).
+    c.prefetch_buffer = 2  # Batches read ahead per worker process and by the read threads.
+    c.read_threads = 1  # Threads reading episodes in each process (0 = none).
+    c.caption_long_prob = 0.5  # Mixture captions: P(long scene+motion prompt) vs short.
+    c.caption_fine_prob = 0.3  # Mixture captions: P(fine per-segment description) vs instruction.
+    c.caption_robot_probs = (0.4, 0.3, 0.3)  # P(robot model name, 'the end-effector', 'the robot').
+    c.robot_name = "the robot arm"  # Robot model named in captions when an episode records none.
     c.tasks = ("reach-v3",)  # Meta-World tasks to collect.
     c.episodes_per_task = 4  # Meta-World episodes per task.
     c.episode_length = 64  # Steps per collected episode.
     c.action_noise = 0.0  # Std of Gaussian noise added to the scripted expert actions.
+    c.collect_seed = 0  # Meta-World collection seed (goal/object positions and noise).
+    c.camera = "corner"  # Meta-World camera rendered for the frames.
+    c.render_size = 0  # Meta-World render resolution (0 = max(height, width)).
     return c
 
 

@@ -161,6 +161,40 @@ def _check_sample(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.sample.shift must be > 0 (1 = no shift), got {sample.shift}")
 
 
+def _check_data(config: ml_collections.ConfigDict) -> None:
+    data = config.data
+    _choice("data.crop", data.crop, ("center", "random", "resize"))
+    _choice("data.action_reduce", data.action_reduce, ("first", "mean", "sum"))
+    _choice("data.action_norm", data.action_norm, ("mean_std", "q99", "none"))
+    _choice("data.on_bad_episode", data.on_bad_episode, ("skip", "raise"))
+    for key in ("caption_long_prob", "caption_fine_prob"):
+        if not 0.0 <= data[key] <= 1.0:
+            raise ValueError(f"config.data.{key} is a probability in [0, 1], got {data[key]}")
+    probs = tuple(data.caption_robot_probs)
+    if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
+        raise ValueError(
+            "config.data.caption_robot_probs must be 3 probabilities (robot model name, "
+            f"'the end-effector', 'the robot') summing to 1, got {probs}"
+        )
+    if data.source == "metaworld":
+        from wow_jax.sim.instructions import TASK_INSTRUCTIONS
+
+        unknown = [t for t in data.tasks if t not in TASK_INSTRUCTIONS]
+        if unknown:
+            raise ValueError(
+                f"config.data.tasks has unknown Meta-World tasks {unknown}; use v3 names such as "
+                f"'reach-v3' (all: {sorted(TASK_INSTRUCTIONS)})"
+            )
+    for key in ("frame_stride", "episodes_per_task", "episode_length"):
+        if data[key] < 1:
+            raise ValueError(f"config.data.{key} must be >= 1, got {data[key]}")
+    if data.worker_count < 0 or data.read_threads < 0 or data.prefetch_buffer < 1:
+        raise ValueError(
+            "config.data.worker_count and read_threads must be >= 0 and prefetch_buffer >= 1, "
+            f"got {data.worker_count}, {data.read_threads}, {data.prefetch_buffer}"
+        )
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Raises ValueError naming the first offending key; returns None when the config is sound."""
     _check_choices(config)
@@ -168,4 +202,5 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _check_geometry(config)
     _check_training(config)
     _check_sample(config)
+    _check_data(config)
     sharding.mesh_shape(config.mesh, num_devices)
