@@ -179,6 +179,9 @@ def _sample() -> ml_collections.ConfigDict:
     c.steps = 50  # Denoising steps.
     c.guidance = 5.0  # Classifier-free guidance scale (>= 1).
     c.shift = 5.0  # Flow shift of the sigma schedule.
+    c.sigma_grid = (
+        "diffusers"  # UniPC sigmas: 'diffusers' (linspace 1..1/1000) or 'wan' (0.999..0).
+    )
     c.prompt = ""  # Instruction for a single generate job.
     c.negative_prompt = WAN_NEGATIVE_PROMPT  # Negative prompt for guidance.
     c.image = ""  # Conditioning frame path for a single image-to-video job.

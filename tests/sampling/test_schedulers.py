@@ -37,6 +37,25 @@ def test_unipc_schedule_matches_diffusers(steps, shift):
     assert ours.sigmas.shape == (steps + 1,) and ours.sigmas[-1] == 0
 
 
+def wan_repo_schedule(steps, shift):
+    """FlowUniPCMultistepScheduler.set_timesteps of the Wan2.1 repository, restated in torch."""
+    alphas = np.linspace(1, 1 / 1000, 1000)[::-1].copy()
+    train = torch.from_numpy(1.0 - alphas).to(torch.float32)
+    sigmas = np.linspace(train[0].item(), train[-1].item(), steps + 1).copy()[:-1]
+    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    timesteps = torch.from_numpy(sigmas * 1000).to(dtype=torch.int64)
+    return np.concatenate([sigmas, [0]]).astype(np.float32), timesteps.numpy()
+
+
+@pytest.mark.parametrize("steps", [10, 50])
+def test_unipc_wan_grid_matches_wan_repository(steps):
+    sigmas, timesteps = wan_repo_schedule(steps, 5.0)
+    ours = schedulers.unipc_schedule(steps, 5.0, grid="wan")
+    np.testing.assert_allclose(ours.sigmas, sigmas, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(ours.timesteps, timesteps)
+    assert ours.timesteps[0] == 999 and ours.sigmas[0] < 0.9999  # Differs from the diffusers grid.
+
+
 @pytest.mark.parametrize("steps", [10, 30, 50])
 @pytest.mark.parametrize("shift", [3.0, 5.0])
 def test_euler_schedule_matches_diffusers(steps, shift):

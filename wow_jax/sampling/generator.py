@@ -82,7 +82,9 @@ class Generator:
             return self.models.dit(dit_params, inputs, timesteps, states, tokens)
 
         velocity = guidance.guided_velocity(model_fn, text, negative, cfg.guidance)
-        return solvers.sample(cfg.solver, velocity, noise, cfg.steps, cfg.shift, self._on_step)
+        return solvers.sample(
+            cfg.solver, velocity, noise, cfg.steps, cfg.shift, self._on_step, cfg.sigma_grid
+        )
 
     def _shard(self, x):
         """Batch-shards x along ('data', 'fsdp') when the batch divides; else replicates."""

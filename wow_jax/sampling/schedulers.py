@@ -5,7 +5,7 @@ sigma noise and the DiT predicts the velocity v = noise - x0 at timestep t = 100
 walks sigma from ~1 down to 0. The flow shift `s` bends the schedule towards high noise:
 sigma' = s sigma / (1 + (s - 1) sigma) (Wan2.1 uses s = 3 for 480p I2V, 5 for 720p/T2V).
 
-Both schedules reproduce diffusers exactly (float32 values):
+Both schedules reproduce diffusers exactly (float32 values); UniPC also has Wan2.1's own grid:
 - `unipc_schedule`: UniPCMultistepScheduler(use_flow_sigmas=True, flow_shift=s,
   prediction_type='flow_prediction'), the solver of the Wan2.1 diffusers pipelines. Timesteps are
   integers (truncated 1000 sigma), as the DiT sees them there and in Wan2.1's FlowUniPC solver.
@@ -47,13 +47,24 @@ def _check(steps: int, shift: float) -> None:
         raise ValueError(f"flow shift must be > 0 (1 = no shift; Wan uses 3 or 5), got {shift}")
 
 
-def unipc_schedule(steps: int, shift: float) -> Schedule:
-    """Schedule of diffusers' flow UniPC: sigmas linspace(1, 1/1000, N + 1)[:-1], shifted, with a
-    final 0; timesteps int(1000 sigma)."""
+def unipc_schedule(steps: int, shift: float, grid: str = "diffusers") -> Schedule:
+    """Schedule of the flow UniPC solver, with a final sigma 0 and timesteps int(1000 sigma).
+
+    grid 'diffusers' (UniPCMultistepScheduler): sigmas linspace(1, 1/1000, N + 1)[:-1], shifted,
+    a first sigma of 1 lowered by 1e-6. grid 'wan' (FlowUniPCMultistepScheduler of the Wan2.1
+    repository): linspace(0.999, 0, N + 1)[:-1], shifted (its training sigmas 1 - linspace(1,
+    1/1000) run from 0.999 to 0).
+    """
     _check(steps, shift)
-    sigmas = np.linspace(1.0, 1.0 / NUM_TRAIN_TIMESTEPS, steps + 1)[:-1]
+    if grid == "diffusers":
+        sigmas = np.linspace(1.0, 1.0 / NUM_TRAIN_TIMESTEPS, steps + 1)[:-1]
+    elif grid == "wan":
+        sigma_max = float(np.float32(1.0 - 1.0 / NUM_TRAIN_TIMESTEPS))
+        sigmas = np.linspace(sigma_max, 0.0, steps + 1)[:-1]
+    else:
+        raise ValueError(f"UniPC sigma grid must be 'diffusers' or 'wan', got {grid!r}")
     sigmas = shift_sigmas(sigmas, shift)
-    if abs(sigmas[0] - 1.0) < _UNIT_SIGMA_EPS:
+    if grid == "diffusers" and abs(sigmas[0] - 1.0) < _UNIT_SIGMA_EPS:
         sigmas[0] -= _UNIT_SIGMA_EPS
     timesteps = (sigmas * NUM_TRAIN_TIMESTEPS).astype(np.int64).astype(np.float32)
     sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)
@@ -75,10 +86,10 @@ def euler_schedule(steps: int, shift: float) -> Schedule:
     return Schedule(sigmas=sigmas, timesteps=timesteps.astype(np.float32))
 
 
-def make_schedule(solver: str, steps: int, shift: float) -> Schedule:
-    """The schedule of `solver` ('unipc' or 'euler')."""
+def make_schedule(solver: str, steps: int, shift: float, grid: str = "diffusers") -> Schedule:
+    """The schedule of `solver` ('unipc' or 'euler'); `grid` picks the UniPC sigma grid."""
     if solver == "unipc":
-        return unipc_schedule(steps, shift)
+        return unipc_schedule(steps, shift, grid)
     if solver == "euler":
         return euler_schedule(steps, shift)
     raise ValueError(f"solver must be 'unipc' or 'euler', got {solver!r}")
