@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from wow_jax import configuration, sharding
@@ -160,7 +161,8 @@ class Generator:
             timings["denoise_s"] = time.perf_counter() - start
             timings["step_s"] = timings["denoise_s"] / self.config.sample.steps
             start = time.perf_counter()
-            video = np.asarray(self._decode(self.params["vae"], latents), np.float32)
+            video = self._decode(self.params["vae"], latents)
+            video = np.asarray(multihost_utils.process_allgather(video, tiled=True), np.float32)
             timings["decode_s"] = time.perf_counter() - start
         if video.shape[1:] != (self.num_frames, self.height, self.width, 3):
             raise ValueError(
