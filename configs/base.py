@@ -219,6 +219,20 @@ def _checkpoint() -> ml_collections.ConfigDict:
     return c
 
 
+def _convert() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.direction = "import"  # 'import' (PyTorch -> Orbax) or 'export' (Orbax -> PyTorch).
+    c.component = "dit"  # Model converted: 'dit', 'vae', 'text' (umT5) or 'clip'.
+    c.source = ""  # Import: file/folder/index.json/release folder; export: Orbax checkpoint.
+    c.target = ""  # Output folder ('' = <workdir>/<component>_<orbax|wan|diffusers>).
+    c.naming = "auto"  # 'wan' or 'diffusers' ('hf' = same for umT5/CLIP); 'auto': detect/diffusers.
+    c.dtype = "bfloat16"  # Export dtype of floating tensors: 'bfloat16' or 'float32'.
+    c.max_shard_size = "5GB"  # Export: largest safetensors shard (bytes or '500MB', '5GB').
+    c.params_key = "params"  # Export: params sub-tree in the Orbax checkpoint ('ema_params' = EMA).
+    c.overwrite = False  # Replace an existing target instead of refusing.
+    return c
+
+
 def get_config() -> ml_collections.ConfigDict:
     """Returns the locked base config (Wan2.1-1.3B text-to-video sizes, small clips)."""
     config = ml_collections.ConfigDict()
@@ -235,5 +249,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample = _sample()
     config.mesh = _mesh()
     config.checkpoint = _checkpoint()
+    config.convert = _convert()
     config.lock()
     return config

@@ -19,6 +19,10 @@ TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
 DATA_SOURCES = ("metaworld", "tfds", "videos")
+CONVERT_DIRECTIONS = ("import", "export")
+CONVERT_COMPONENTS = ("dit", "vae", "text", "clip")
+CONVERT_NAMINGS = ("auto", "wan", "diffusers", "hf")
+CONVERT_DTYPES = ("bfloat16", "float32")
 TEXT_NAMINGS = ("wan", "hf")  # Checkpoint layouts the umT5 and CLIP importers read.
 CLIP_ACTIVATIONS = ("gelu", "quick_gelu")
 I2V_MASK_CHANNELS = 4  # Frame-mask channels (one per frame of a 4-frame temporal chunk).
@@ -110,6 +114,26 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
             raise ValueError(
                 f"config.model.vae.{key} needs z_dim={vae.z_dim} values, got {len(vae[key])}"
             )
+    _check_vae(vae)
+
+
+def _check_vae(vae: ml_collections.ConfigDict) -> None:
+    if tuple(vae.attn_scales):
+        raise ValueError(
+            "config.model.vae.attn_scales must be () (Wan2.1 has no attention in the down/up "
+            f"stages), got {tuple(vae.attn_scales)}"
+        )
+    stride = vae_spatial_stride(vae)
+    if vae.tile_size <= 0 or vae.tile_size % stride or vae.tile_overlap % stride:
+        raise ValueError(
+            f"config.model.vae.tile_size ({vae.tile_size}) and tile_overlap ({vae.tile_overlap}) "
+            f"must be positive multiples of the VAE spatial stride {stride}"
+        )
+    if not 0 <= vae.tile_overlap < vae.tile_size:
+        raise ValueError(
+            f"config.model.vae.tile_overlap must be in [0, tile_size={vae.tile_size}), "
+            f"got {vae.tile_overlap}"
+        )
 
 
 def _check_geometry(config: ml_collections.ConfigDict) -> None:
@@ -136,6 +160,17 @@ def _check_geometry(config: ml_collections.ConfigDict) -> None:
                 f"config.data.{key} must be a multiple of {multiple} (VAE stride {s_stride} x "
                 f"patch {patch}), got {value}; use {lower} or {lower + multiple}"
             )
+    grid = (
+        latent_frames // dit.patch_size[0],
+        data.height // s_stride // dit.patch_size[1],
+        data.width // s_stride // dit.patch_size[2],
+    )
+    if max(grid) > dit.rope_max_len:
+        raise ValueError(
+            f"the DiT token grid (frames, height, width) = {grid} of a {data.num_frames}x"
+            f"{data.height}x{data.width} clip exceeds config.model.dit.rope_max_len="
+            f"{dit.rope_max_len}; raise rope_max_len to at least {max(grid)}"
+        )
 
 
 def _check_training(config: ml_collections.ConfigDict) -> None:
@@ -160,6 +195,19 @@ def _check_sample(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.sample.{key} must be >= 1, got {sample[key]}")
     if sample.shift <= 0:
         raise ValueError(f"config.sample.shift must be > 0 (1 = no shift), got {sample.shift}")
+
+
+def _check_convert(config: ml_collections.ConfigDict) -> None:
+    convert = config.convert
+    _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
+    _choice("convert.component", convert.component, CONVERT_COMPONENTS)
+    _choice("convert.naming", convert.naming, CONVERT_NAMINGS)
+    _choice("convert.dtype", convert.dtype, CONVERT_DTYPES)
+    if config.mode == "convert" and not convert.source:
+        raise ValueError(
+            "config.convert.source is empty; set it to the checkpoint to convert "
+            "(--config.convert.source=PATH)"
+        )
 
 
 def _check_data(config: ml_collections.ConfigDict) -> None:
@@ -203,5 +251,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _check_geometry(config)
     _check_training(config)
     _check_sample(config)
+    _check_convert(config)
     _check_data(config)
     sharding.mesh_shape(config.mesh, num_devices)

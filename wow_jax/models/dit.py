@@ -439,7 +439,7 @@ def dummy_inputs(dit_cfg: ml_collections.ConfigDict, batch: int = 1) -> dict:
 
 def init_params(dit_cfg: ml_collections.ConfigDict, rng: jax.Array):
     """Random parameters (boxed with logical axis names; `nn.meta.unbox` for plain arrays)."""
-    return create(dit_cfg).init(rng, **dummy_inputs(dit_cfg))["params"]
+    return jax.jit(create(dit_cfg).init)(rng, **dummy_inputs(dit_cfg))["params"]
 
 
 def abstract_params(dit_cfg: ml_collections.ConfigDict):

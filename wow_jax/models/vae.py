@@ -344,13 +344,17 @@ def _tiled(fn, x, tile_in: int, overlap_in: int, scale_num: int, scale_den: int)
 # ----------------------------------------------------------------------------- public API
 
 
-def encode_distribution(params, video, vae_cfg, chunked: bool = True):
-    """video [B, 1+4k, H, W, 3] in [-1, 1] -> (mean, logvar), each [B, 1+k, H/8, W/8, z_dim]."""
-    check_video(video, vae_cfg)
-    video = jnp.asarray(video)
+def frozen(vae_cfg) -> ml_collections.FrozenConfigDict:
+    """The config as a hashable FrozenConfigDict (a static argument of the jitted bodies)."""
+    if isinstance(vae_cfg, ml_collections.FrozenConfigDict):
+        return vae_cfg
+    return ml_collections.FrozenConfigDict(vae_cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("vae_cfg", "chunked"))
+def _encode_jit(params, video, vae_cfg, chunked):
     _, s = strides(vae_cfg)
     if vae_cfg.tile and max(video.shape[2:4]) > vae_cfg.tile_size:
-        _check_tiles(vae_cfg)
         z = vae_cfg.z_dim
 
         def fn(tile):
@@ -359,6 +363,28 @@ def encode_distribution(params, video, vae_cfg, chunked: bool = True):
         moments = _tiled(fn, video, vae_cfg.tile_size, vae_cfg.tile_overlap, 1, s)
         return moments[..., :z], moments[..., z:]
     return _encode_untiled(params, video, vae_cfg, chunked)
+
+
+@functools.partial(jax.jit, static_argnames=("vae_cfg", "chunked", "clamp"))
+def _decode_jit(params, latents, vae_cfg, chunked, clamp):
+    _, s = strides(vae_cfg)
+    if vae_cfg.tile and max(latents.shape[2:4]) * s > vae_cfg.tile_size:
+        fn = functools.partial(_decode_untiled, params, vae_cfg=vae_cfg, chunked=chunked)
+        video = _tiled(fn, latents, vae_cfg.tile_size // s, vae_cfg.tile_overlap // s, s, 1)
+    else:
+        video = _decode_untiled(params, latents, vae_cfg, chunked)
+    return jnp.clip(video, -1.0, 1.0) if clamp else video
+
+
+def encode_distribution(params, video, vae_cfg, chunked: bool = True):
+    """video [B, 1+4k, H, W, 3] in [-1, 1] -> (mean, logvar), each [B, 1+k, H/8, W/8, z_dim].
+
+    Jitted per (config, shape); callable inside a user's jit or grad.
+    """
+    check_video(video, vae_cfg)
+    if vae_cfg.tile:
+        _check_tiles(vae_cfg)
+    return _encode_jit(params, jnp.asarray(video), frozen(vae_cfg), bool(chunked))
 
 
 def encode(params, video, vae_cfg, chunked: bool = True) -> jax.Array:
@@ -380,22 +406,9 @@ def kl_divergence(mean, logvar) -> jax.Array:
 def decode(params, latents, vae_cfg, chunked: bool = True, clamp: bool = True) -> jax.Array:
     """latents [B, t, h, w, z_dim] (raw, not normalised) -> video [B, 1+4(t-1), 8h, 8w, 3]."""
     check_latents(latents, vae_cfg)
-    latents = jnp.asarray(latents)
-    _, s = strides(vae_cfg)
-    if vae_cfg.tile and max(latents.shape[2:4]) * s > vae_cfg.tile_size:
+    if vae_cfg.tile:
         _check_tiles(vae_cfg)
-        fn = functools.partial(_decode_untiled, params, vae_cfg=vae_cfg, chunked=chunked)
-        video = _tiled(
-            fn,
-            latents,
-            vae_cfg.tile_size // s,
-            vae_cfg.tile_overlap // s,
-            s,
-            1,
-        )
-    else:
-        video = _decode_untiled(params, latents, vae_cfg, chunked)
-    return jnp.clip(video, -1.0, 1.0) if clamp else video
+    return _decode_jit(params, jnp.asarray(latents), frozen(vae_cfg), bool(chunked), bool(clamp))
 
 
 def _stats(latents, vae_cfg):

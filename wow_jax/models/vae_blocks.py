@@ -21,12 +21,16 @@ import numpy as np
 from einops import rearrange
 from flax import linen as nn
 
-from wow_jax.sharding import BATCH, CHANNELS, CONV_IN, FRAMES, HEIGHT, WIDTH
+from wow_jax.sharding import BATCH, CONV_IN, FRAMES, HEIGHT, WIDTH
 
 CACHE = "cache"  # Flax collection holding the temporal context between chunks.
 CONTEXT_FRAMES = 2  # Frames of context a temporal kernel of 3 needs (reference CACHE_T).
 NORM_EPS = 1e-12  # F.normalize's epsilon.
 ACTIVATION_AXES = (BATCH, FRAMES, HEIGHT, WIDTH, None)  # Logical axes of [B, T, H, W, C].
+# Logical axis of parameter output channels. None = replicated: the VAE is small (127M params)
+# and its channel counts (3, 96, 192, 384) do not divide typical fsdp sizes. Set to CHANNELS to
+# shard weights over 'fsdp' when they do.
+PARAM_CHANNELS = None
 
 
 def constrain(x: jax.Array) -> jax.Array:
@@ -36,7 +40,7 @@ def constrain(x: jax.Array) -> jax.Array:
 
 def conv(features, kernel, name, dtype, param_dtype, **kwargs) -> nn.Conv:
     """nn.Conv whose kernel [*kernel, in, out] and bias [out] carry logical axis names."""
-    kernel_axes = (None,) * len(kernel) + (CONV_IN, CHANNELS)
+    kernel_axes = (None,) * len(kernel) + (CONV_IN, PARAM_CHANNELS)
     return nn.Conv(
         features,
         tuple(kernel),
@@ -44,7 +48,7 @@ def conv(features, kernel, name, dtype, param_dtype, **kwargs) -> nn.Conv:
         dtype=dtype,
         param_dtype=param_dtype,
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), kernel_axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (CHANNELS,)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (PARAM_CHANNELS,)),
         **kwargs,
     )
 
@@ -80,7 +84,7 @@ class RMSNorm(nn.Module):
         gamma = self.param(
             "gamma",
             nn.with_logical_partitioning(
-                nn.initializers.ones_init(), (None,) * (self.param_ndim - 1) + (CHANNELS,)
+                nn.initializers.ones_init(), (None,) * (self.param_ndim - 1) + (PARAM_CHANNELS,)
             ),
             (1,) * (self.param_ndim - 1) + (channels,),
             self.param_dtype,
@@ -114,14 +118,14 @@ class CausalConv3d(nn.Module):
         kernel = self.param(
             "kernel",
             nn.with_logical_partitioning(
-                nn.initializers.lecun_normal(), (None, None, None, CONV_IN, CHANNELS)
+                nn.initializers.lecun_normal(), (None, None, None, CONV_IN, PARAM_CHANNELS)
             ),
             (kt, kh, kw, cin, self.features),
             self.param_dtype,
         )
         bias = self.param(
             "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros_init(), (CHANNELS,)),
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), (PARAM_CHANNELS,)),
             (self.features,),
             self.param_dtype,
         )
