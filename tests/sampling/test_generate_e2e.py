@@ -26,7 +26,7 @@ def tiny_i2v_checkpoint(config, directory):
     params = {}
     for i, name in enumerate(("dit", "vae", "text", "clip")):
         abstract = registry.load_component(name).abstract_params(config.model[name])
-        params[name] = random_params(abstract, jax.random.key(i))
+        params[name] = random_params(abstract, seed=i)
     checkpoint.save_params(str(directory / "checkpoints" / "3" / "state"), params)
     return str(directory / "checkpoints")
 
@@ -69,3 +69,27 @@ def test_generate_from_training_checkpoint(tiny_config, tmp_path):
     assert info["prompts"] == ["reach the cup", ""] and info["steps"] == 2
     assert info["timings"]["clips"][0]["step_s"] > 0
     assert "resizing to 32x32" in run.stderr
+
+
+def test_importer_dit_overrides_training_checkpoint(tiny_config, tmp_path):
+    from tests.models import dit_torch
+    from wow_jax import sharding
+    from wow_jax.interop import importer
+    from wow_jax.sampling import pipeline
+
+    c = tiny_config
+    c.model.dit.variant, c.model.dit.in_channels = "i2v", 36
+    model = dit_torch.torch_model(c.model.dit)
+    model.save_pretrained(tmp_path / "hf")
+    mesh = sharding.make_mesh(c.mesh)
+    importer.import_checkpoint("dit", tmp_path / "hf", tmp_path / "dit_orbax", c.model.dit, mesh)
+    c.checkpoint.init_from = tiny_i2v_checkpoint(c, tmp_path)
+    c.sample.dit_checkpoint = str(tmp_path / "dit_orbax")
+    params = pipeline.load_for_generation(c, mesh)
+    assert set(params) == {"dit", "vae", "text", "clip"}
+    want = dit_torch.flax_params(c.model.dit, dit_torch.state_dict_numpy(model))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), b, atol=0), params["dit"], want
+    )
+    qkv = params["dit"]["blocks"]["self_attn"]["q"]["kernel"]
+    assert len(qkv.sharding.device_set) == 8  # Restored onto the mesh.

@@ -77,23 +77,23 @@ def from_config(config: ml_collections.ConfigDict) -> Models:
     return Models(dit=dit_apply, encode=encode, decode=decode, text=text, clip=clip)
 
 
-def random_params(abstract, rng: jax.Array):
-    """Random weights shaped like an abstract 'params' tree, without running (and compiling) the
-    module's init: norm scales ('scale', 'gamma') 1, biases ('bias', 'beta') 0, other arrays
-    normal / sqrt(fan-in). For smoke tests, demos and benchmarks where values do not matter."""
+def random_params(abstract, seed: int = 0) -> dict:
+    """Random weights (numpy) shaped like an abstract 'params' tree, without running (and
+    compiling) the module's init: norm scales ('scale', 'gamma') 1, biases ('bias', 'beta') 0,
+    other arrays normal / sqrt(fan-in). For smoke tests, demos and benchmarks."""
     from flax import linen as nn
     from flax import traverse_util
 
-    flat = traverse_util.flatten_dict(nn.meta.unbox(abstract))
-    keys = jax.random.split(rng, len(flat))
+    rng = np.random.default_rng(seed)
     out = {}
-    for key, (path, leaf) in zip(keys, flat.items(), strict=True):
+    for path, leaf in traverse_util.flatten_dict(nn.meta.unbox(abstract)).items():
         if path[-1] in ("scale", "gamma"):
-            out[path] = jax.numpy.ones(leaf.shape, leaf.dtype)
+            value = np.ones(leaf.shape)
         elif path[-1] in ("bias", "beta"):
-            out[path] = jax.numpy.zeros(leaf.shape, leaf.dtype)
+            value = np.zeros(leaf.shape)
         else:
-            fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 1
-            std = 1.0 / np.sqrt(max(fan_in, 1)) if len(leaf.shape) > 1 else 0.02
-            out[path] = std * jax.random.normal(key, leaf.shape, leaf.dtype)
+            fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 0
+            std = 1.0 / np.sqrt(fan_in) if fan_in else 0.02
+            value = std * rng.standard_normal(leaf.shape)
+        out[path] = value.astype(leaf.dtype)
     return traverse_util.unflatten_dict(out)
