@@ -91,6 +91,8 @@ def test_generate_is_deterministic_batch_invariant_and_mesh_invariant(i2v_config
     order = [3, 0, 1, 2, 7, 6, 5, 4]
     shuffled = eight.generate_clip(images[order], [prompts[i] for i in order], order)[0]
     np.testing.assert_allclose(shuffled, video[order], atol=1e-6)
+    with pytest.raises(ValueError, match="images must be float in"):
+        eight.generate_clip(images.astype(np.uint8), prompts, seeds)
     reseeded = eight.generate_clip(images, prompts, seeds[:7] + [99])[0]
     np.testing.assert_allclose(reseeded[:7], video[:7], atol=1e-6)
     assert np.abs(reseeded[7] - video[7]).max() > 1e-3

@@ -128,6 +128,11 @@ class Generator:
         expected = (len(prompts), self.height, self.width, 3)
         if tuple(np.shape(images)) != expected:
             raise ValueError(f"images must be {expected} (B, H, W, RGB), got {np.shape(images)}")
+        if not np.issubdtype(np.asarray(images).dtype, np.floating):
+            raise ValueError(
+                f"images must be float in [-1, 1], got {np.asarray(images).dtype}; convert uint8 "
+                "frames with x / 127.5 - 1"
+            )
 
     # -- one clip ----------------------------------------------------------------------------
 
