@@ -93,3 +93,28 @@ def test_importer_dit_overrides_training_checkpoint(tiny_config, tmp_path):
     )
     qkv = params["dit"]["blocks"]["self_attn"]["q"]["kernel"]
     assert len(qkv.sharding.device_set) == 8  # Restored onto the mesh.
+
+
+@pytest.mark.slow  # ~25 s; the generator's mesh invariance is also tested with stand-in models.
+def test_real_models_on_8_devices_equal_1_device(tiny_config, tmp_path):
+    from tests.data.test_tokenizer import train_spm
+    from wow_jax import sharding
+    from wow_jax.sampling import models as models_lib
+    from wow_jax.sampling.generator import Generator
+
+    c = tiny_config
+    c.model.dit.variant, c.model.dit.in_channels = "i2v", 36
+    c.model.text.tokenizer_path, c.sample.steps = train_spm(tmp_path), 2
+    names = ("dit", "vae", "text", "clip")
+    params = {
+        n: models_lib.random_params(registry.load_component(n).abstract_params(c.model[n]), i)
+        for i, n in enumerate(names)
+    }
+    image = np.random.default_rng(0).uniform(-1, 1, (1, c.data.height, c.data.width, 3))
+    videos = []
+    for devices in (jax.devices(), jax.devices()[:1]):  # Batch 1 (+ CFG) on 8 devices, then 1.
+        mesh = sharding.make_mesh(c.mesh, devices)
+        generator = Generator(c, params, models_lib.from_config(c), mesh)
+        videos.append(generator.generate_clip(image.astype(np.float32), ["reach"], [0])[0])
+    np.testing.assert_allclose(videos[0], videos[1], atol=2e-5)
+    assert np.abs(videos[0]).max() > 0.01
