@@ -14,6 +14,7 @@ REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_no_batch")
 ATTENTION_KERNELS = ("xla", "cudnn", "splash")
 DIT_VARIANTS = ("t2v", "i2v")
 SOLVERS = ("unipc", "euler")
+IMAGE_MISMATCH = ("resize", "error")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
@@ -55,6 +56,8 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("train.schedule", config.train.schedule, SCHEDULES)
     _choice("train.timestep_sampling", config.train.timestep_sampling, TIMESTEP_SAMPLING)
     _choice("sample.solver", config.sample.solver, SOLVERS)
+    _choice("sample.image_mismatch", config.sample.image_mismatch, IMAGE_MISMATCH)
+    _choice("sample.sigma_grid", config.sample.sigma_grid, ("diffusers", "wan"))
     _choice("model.text.checkpoint_naming", config.model.text.checkpoint_naming, TEXT_NAMINGS)
     _choice("model.text.cache_dtype", config.model.text.cache_dtype, DTYPES)
     _choice("model.clip.activation", config.model.clip.activation, CLIP_ACTIVATIONS)
@@ -185,6 +188,15 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.train.grad_accum must be >= 1, got {config.train.grad_accum}")
 
 
+def _check_sample(config: ml_collections.ConfigDict) -> None:
+    sample = config.sample
+    for key in ("steps", "batch_size", "num_clips", "fps", "sheet_frames"):
+        if sample[key] < 1:
+            raise ValueError(f"config.sample.{key} must be >= 1, got {sample[key]}")
+    if sample.shift <= 0:
+        raise ValueError(f"config.sample.shift must be > 0 (1 = no shift), got {sample.shift}")
+
+
 def _check_convert(config: ml_collections.ConfigDict) -> None:
     convert = config.convert
     _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
@@ -238,6 +250,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _check_model(config)
     _check_geometry(config)
     _check_training(config)
+    _check_sample(config)
     _check_convert(config)
     _check_data(config)
     sharding.mesh_shape(config.mesh, num_devices)
