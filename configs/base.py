@@ -121,17 +121,35 @@ def _data() -> ml_collections.ConfigDict:
         "metaworld"  # 'metaworld' (collect), 'tfds' (ArrayRecord RLDS), 'videos' (mp4+captions).
     )
     c.path = ""  # Dataset directory ('' = <workdir>/data).
+    c.video_dir = ""  # source='videos': folder of mp4 files + captions.json(l) converted into path.
+    c.image_key = "observation.image"  # Dotted step key of the camera used for clips.
+    c.action_key = "action"  # Dotted step key of the action (OXE dicts are concatenated).
+    c.instruction_key = "language_instruction"  # Dotted step key of the language instruction.
     c.num_frames = 9  # Frames per clip; must be 1+4k (VAE causal chunks).
     c.height = 64  # Clip height in pixels; divisible by 8 (VAE) x patch height.
     c.width = 64  # Clip width in pixels; divisible by 8 (VAE) x patch width.
     c.frame_stride = 1  # Take every n-th recorded frame.
+    c.fps = 0.0  # Target clip fps (> 0: stride = episode fps / fps where recorded; 0 = stride).
+    c.crop = "center"  # Fit to height x width: 'center' / 'random' crop after resize, 'resize'.
+    c.action_reduce = "first"  # Action per frame pair when stride > 1: 'first', 'mean', 'sum'.
+    c.action_norm = "mean_std"  # Action normalisation (action_stats.json): mean_std, q99, none.
+    c.on_bad_episode = "skip"  # Corrupt/short/uncaptioned episodes: 'skip' (counted) or 'raise'.
     c.batch_size = 2  # Global batch size.
     c.shuffle_seed = 0  # Seed of the episode shuffle.
     c.worker_count = 0  # Grain worker processes (0 = in-process).
+    c.prefetch_buffer = 2  # Batches read ahead per worker process and by the read threads.
+    c.read_threads = 1  # Threads reading episodes in each process (0 = none).
+    c.caption_long_prob = 0.5  # Mixture captions: P(long scene+motion prompt) vs short.
+    c.caption_fine_prob = 0.3  # Mixture captions: P(fine per-segment description) vs instruction.
+    c.caption_robot_probs = (0.4, 0.3, 0.3)  # P(robot model name, 'the end-effector', 'the robot').
+    c.robot_name = "the robot arm"  # Robot model named in captions when an episode records none.
     c.tasks = ("reach-v3",)  # Meta-World tasks to collect.
     c.episodes_per_task = 4  # Meta-World episodes per task.
     c.episode_length = 64  # Steps per collected episode.
     c.action_noise = 0.0  # Std of Gaussian noise added to the scripted expert actions.
+    c.collect_seed = 0  # Meta-World collection seed (goal/object positions and noise).
+    c.camera = "corner"  # Meta-World camera rendered for the frames.
+    c.render_size = 0  # Meta-World render resolution (0 = max(height, width)).
     return c
 
 
@@ -181,12 +199,25 @@ def _sample() -> ml_collections.ConfigDict:
     c.steps = 50  # Denoising steps.
     c.guidance = 5.0  # Classifier-free guidance scale (>= 1).
     c.shift = 5.0  # Flow shift of the sigma schedule.
+    c.sigma_grid = (
+        "diffusers"  # UniPC sigmas: 'diffusers' (linspace 1..1/1000) or 'wan' (0.999..0).
+    )
     c.prompt = ""  # Instruction for a single generate job.
     c.negative_prompt = WAN_NEGATIVE_PROMPT  # Negative prompt for guidance.
     c.image = ""  # Conditioning frame path for a single image-to-video job.
     c.jobs = ""  # A jsonl file of jobs (image, prompt, seed) instead of image/prompt.
     c.seed = 0  # Noise seed.
     c.num_clips = 1  # Clips chained in a long-horizon rollout.
+    c.batch_size = 1  # Jobs denoised together in one batch.
+    c.image_mismatch = "resize"  # Conditioning frame of another size: 'resize' (warn) or 'error'.
+    c.output_dir = ""  # Where generated files go ('' = <workdir>/generate).
+    c.fps = 16  # Frame rate of the written mp4/gif (Wan2.1: 16).
+    c.sheet_frames = 16  # Most frames shown in the contact-sheet png.
+    c.params_key = "params"  # Checkpoint sub-tree read: 'params', or 'ema_params' (training EMA).
+    c.dit_checkpoint = ""  # Orbax DiT params (importer output) overriding checkpoint.init_from.
+    c.vae_checkpoint = ""  # Orbax VAE params (importer output) overriding checkpoint.init_from.
+    c.text_checkpoint = ""  # Orbax umT5 params (importer output) overriding checkpoint.init_from.
+    c.clip_checkpoint = ""  # Orbax CLIP params (importer output) overriding checkpoint.init_from.
     return c
 
 
@@ -209,6 +240,20 @@ def _checkpoint() -> ml_collections.ConfigDict:
     return c
 
 
+def _convert() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.direction = "import"  # 'import' (PyTorch -> Orbax) or 'export' (Orbax -> PyTorch).
+    c.component = "dit"  # Model converted: 'dit', 'vae', 'text' (umT5) or 'clip'.
+    c.source = ""  # Import: file/folder/index.json/release folder; export: Orbax checkpoint.
+    c.target = ""  # Output folder ('' = <workdir>/<component>_<orbax|wan|diffusers>).
+    c.naming = "auto"  # 'wan' or 'diffusers' ('hf' = same for umT5/CLIP); 'auto': detect/diffusers.
+    c.dtype = "bfloat16"  # Export dtype of floating tensors: 'bfloat16' or 'float32'.
+    c.max_shard_size = "5GB"  # Export: largest safetensors shard (bytes or '500MB', '5GB').
+    c.params_key = "params"  # Export: params sub-tree in the Orbax checkpoint ('ema_params' = EMA).
+    c.overwrite = False  # Replace an existing target instead of refusing.
+    return c
+
+
 def get_config() -> ml_collections.ConfigDict:
     """Returns the locked base config (Wan2.1-1.3B text-to-video sizes, small clips)."""
     config = ml_collections.ConfigDict()
@@ -225,5 +270,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample = _sample()
     config.mesh = _mesh()
     config.checkpoint = _checkpoint()
+    config.convert = _convert()
     config.lock()
     return config

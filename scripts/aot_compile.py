@@ -27,11 +27,17 @@ from ml_collections import config_flags
 from wow_jax import configuration, sharding
 from wow_jax.models import dit
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/wow14b.py.")
-_TOPOLOGY = flags.DEFINE_string("topology", "v5p:4x4x4", "TPU topology, e.g. v5e:2x2, v5p:4x4x4.")
-_ATTENTION = flags.DEFINE_enum("attention", "splash", ["xla", "splash"], "Attention kernel.")
-_FORWARD_ONLY = flags.DEFINE_bool("forward_only", False, "Compile the forward pass only.")
-_OUT = flags.DEFINE_string("out", "", "Optional JSON path for the report.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Registered only when run as a script, so that tests can import this module."""
+    config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/wow14b.py.")
+    flags.DEFINE_string("topology", "v5p:4x4x4", "TPU topology, e.g. v5e:2x2, v5p:4x4x4.")
+    flags.DEFINE_enum("attention", "splash", ["xla", "splash"], "Attention kernel.")
+    flags.DEFINE_bool("forward_only", False, "Compile the forward pass only.")
+    flags.DEFINE_string("out", "", "Optional JSON path for the report.")
+    flags.mark_flag_as_required("config")
 
 
 def input_shapes(config: ml_collections.ConfigDict) -> dict[str, tuple[int, ...]]:
@@ -56,6 +62,9 @@ def topology_mesh(config: ml_collections.ConfigDict, topology: str) -> Mesh:
     """The ('data', 'fsdp', 'tensor', 'sequence') mesh over the chips of a TPU topology."""
     from jax.experimental import topologies
 
+    # No TPU is touched: let several compiling processes load libtpu at once (its lock file is
+    # otherwise held by any process that loaded it, e.g. a plain `import jax` elsewhere).
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     devices = topologies.get_topology_desc(topology).devices
     shape = sharding.mesh_shape(config.mesh, len(devices))
     return Mesh(np.asarray(devices).reshape(shape), sharding.MESH_AXES)
@@ -114,37 +123,43 @@ def report(compiled, seconds: float) -> dict:
     return out
 
 
-def main(argv):
-    del argv
-    config = _CONFIG.value
-    config.model.dit.attention = _ATTENTION.value
-    mesh = topology_mesh(config, _TOPOLOGY.value)
+def aot_report(config: ml_collections.ConfigDict, topology: str, forward_only: bool) -> dict:
+    """Compiles the DiT step of `config` for `topology`; returns the JSON-able report."""
+    mesh = topology_mesh(config, topology)
     configuration.validate(config, mesh.devices.size)
-    compiled, seconds = compile_dit(config, mesh, _FORWARD_ONLY.value)
-    result = {
-        "topology": _TOPOLOGY.value,
+    compiled, seconds = compile_dit(config, mesh, forward_only)
+    return {
+        "topology": topology,
         "mesh": dict(mesh.shape),
         "inputs": input_shapes(config),
-        "attention": _ATTENTION.value,
+        "attention": config.model.dit.attention,
         "remat_policy": config.model.dit.remat_policy,
-        "step": "forward" if _FORWARD_ONLY.value else "forward+backward",
+        "step": "forward" if forward_only else "forward+backward",
         **report(compiled, seconds),
     }
+
+
+def main(argv):
+    del argv
+    config = FLAGS.config
+    config.model.dit.attention = FLAGS.attention
+    result = aot_report(config, FLAGS.topology, FLAGS.forward_only)
+    seconds = result["compile_seconds"]
     gib = 2**30
     print(
-        f"{result['step']} on {_TOPOLOGY.value} mesh {result['mesh']}: per chip "
+        f"{result['step']} on {FLAGS.topology} mesh {result['mesh']}: per chip "
         f"args {result['argument_size_in_bytes'] / gib:.2f} GiB, "
         f"outputs {result['output_size_in_bytes'] / gib:.2f} GiB, "
         f"temp {result['temp_size_in_bytes'] / gib:.2f} GiB, "
         f"peak ~{result['peak_estimate_bytes'] / gib:.2f} GiB "
         f"(compiled in {seconds:.0f} s; {result['tpu_custom_calls']} Pallas TPU kernel calls)"
     )
-    if _OUT.value:
-        os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-        with open(_OUT.value, "w") as f:
+    if FLAGS.out:
+        os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
+        with open(FLAGS.out, "w") as f:
             json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("config")
+    _define_flags()
     app.run(main)

@@ -14,10 +14,15 @@ REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_no_batch")
 ATTENTION_KERNELS = ("xla", "cudnn", "splash")
 DIT_VARIANTS = ("t2v", "i2v")
 SOLVERS = ("unipc", "euler")
+IMAGE_MISMATCH = ("resize", "error")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
 DATA_SOURCES = ("metaworld", "tfds", "videos")
+CONVERT_DIRECTIONS = ("import", "export")
+CONVERT_COMPONENTS = ("dit", "vae", "text", "clip")
+CONVERT_NAMINGS = ("auto", "wan", "diffusers", "hf")
+CONVERT_DTYPES = ("bfloat16", "float32")
 TEXT_NAMINGS = ("wan", "hf")  # Checkpoint layouts the umT5 and CLIP importers read.
 CLIP_ACTIVATIONS = ("gelu", "quick_gelu")
 I2V_MASK_CHANNELS = 4  # Frame-mask channels (one per frame of a 4-frame temporal chunk).
@@ -51,6 +56,8 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("train.schedule", config.train.schedule, SCHEDULES)
     _choice("train.timestep_sampling", config.train.timestep_sampling, TIMESTEP_SAMPLING)
     _choice("sample.solver", config.sample.solver, SOLVERS)
+    _choice("sample.image_mismatch", config.sample.image_mismatch, IMAGE_MISMATCH)
+    _choice("sample.sigma_grid", config.sample.sigma_grid, ("diffusers", "wan"))
     _choice("model.text.checkpoint_naming", config.model.text.checkpoint_naming, TEXT_NAMINGS)
     _choice("model.text.cache_dtype", config.model.text.cache_dtype, DTYPES)
     _choice("model.clip.activation", config.model.clip.activation, CLIP_ACTIVATIONS)
@@ -107,6 +114,26 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
             raise ValueError(
                 f"config.model.vae.{key} needs z_dim={vae.z_dim} values, got {len(vae[key])}"
             )
+    _check_vae(vae)
+
+
+def _check_vae(vae: ml_collections.ConfigDict) -> None:
+    if tuple(vae.attn_scales):
+        raise ValueError(
+            "config.model.vae.attn_scales must be () (Wan2.1 has no attention in the down/up "
+            f"stages), got {tuple(vae.attn_scales)}"
+        )
+    stride = vae_spatial_stride(vae)
+    if vae.tile_size <= 0 or vae.tile_size % stride or vae.tile_overlap % stride:
+        raise ValueError(
+            f"config.model.vae.tile_size ({vae.tile_size}) and tile_overlap ({vae.tile_overlap}) "
+            f"must be positive multiples of the VAE spatial stride {stride}"
+        )
+    if not 0 <= vae.tile_overlap < vae.tile_size:
+        raise ValueError(
+            f"config.model.vae.tile_overlap must be in [0, tile_size={vae.tile_size}), "
+            f"got {vae.tile_overlap}"
+        )
 
 
 def _check_geometry(config: ml_collections.ConfigDict) -> None:
@@ -133,6 +160,17 @@ def _check_geometry(config: ml_collections.ConfigDict) -> None:
                 f"config.data.{key} must be a multiple of {multiple} (VAE stride {s_stride} x "
                 f"patch {patch}), got {value}; use {lower} or {lower + multiple}"
             )
+    grid = (
+        latent_frames // dit.patch_size[0],
+        data.height // s_stride // dit.patch_size[1],
+        data.width // s_stride // dit.patch_size[2],
+    )
+    if max(grid) > dit.rope_max_len:
+        raise ValueError(
+            f"the DiT token grid (frames, height, width) = {grid} of a {data.num_frames}x"
+            f"{data.height}x{data.width} clip exceeds config.model.dit.rope_max_len="
+            f"{dit.rope_max_len}; raise rope_max_len to at least {max(grid)}"
+        )
 
 
 def _check_training(config: ml_collections.ConfigDict) -> None:
@@ -150,10 +188,69 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.train.grad_accum must be >= 1, got {config.train.grad_accum}")
 
 
+def _check_sample(config: ml_collections.ConfigDict) -> None:
+    sample = config.sample
+    for key in ("steps", "batch_size", "num_clips", "fps", "sheet_frames"):
+        if sample[key] < 1:
+            raise ValueError(f"config.sample.{key} must be >= 1, got {sample[key]}")
+    if sample.shift <= 0:
+        raise ValueError(f"config.sample.shift must be > 0 (1 = no shift), got {sample.shift}")
+
+
+def _check_convert(config: ml_collections.ConfigDict) -> None:
+    convert = config.convert
+    _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
+    _choice("convert.component", convert.component, CONVERT_COMPONENTS)
+    _choice("convert.naming", convert.naming, CONVERT_NAMINGS)
+    _choice("convert.dtype", convert.dtype, CONVERT_DTYPES)
+    if config.mode == "convert" and not convert.source:
+        raise ValueError(
+            "config.convert.source is empty; set it to the checkpoint to convert "
+            "(--config.convert.source=PATH)"
+        )
+
+
+def _check_data(config: ml_collections.ConfigDict) -> None:
+    data = config.data
+    _choice("data.crop", data.crop, ("center", "random", "resize"))
+    _choice("data.action_reduce", data.action_reduce, ("first", "mean", "sum"))
+    _choice("data.action_norm", data.action_norm, ("mean_std", "q99", "none"))
+    _choice("data.on_bad_episode", data.on_bad_episode, ("skip", "raise"))
+    for key in ("caption_long_prob", "caption_fine_prob"):
+        if not 0.0 <= data[key] <= 1.0:
+            raise ValueError(f"config.data.{key} is a probability in [0, 1], got {data[key]}")
+    probs = tuple(data.caption_robot_probs)
+    if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
+        raise ValueError(
+            "config.data.caption_robot_probs must be 3 probabilities (robot model name, "
+            f"'the end-effector', 'the robot') summing to 1, got {probs}"
+        )
+    if data.source == "metaworld":
+        from wow_jax.sim.instructions import TASK_INSTRUCTIONS
+
+        unknown = [t for t in data.tasks if t not in TASK_INSTRUCTIONS]
+        if unknown:
+            raise ValueError(
+                f"config.data.tasks has unknown Meta-World tasks {unknown}; use v3 names such as "
+                f"'reach-v3' (all: {sorted(TASK_INSTRUCTIONS)})"
+            )
+    for key in ("frame_stride", "episodes_per_task", "episode_length"):
+        if data[key] < 1:
+            raise ValueError(f"config.data.{key} must be >= 1, got {data[key]}")
+    if data.worker_count < 0 or data.read_threads < 0 or data.prefetch_buffer < 1:
+        raise ValueError(
+            "config.data.worker_count and read_threads must be >= 0 and prefetch_buffer >= 1, "
+            f"got {data.worker_count}, {data.read_threads}, {data.prefetch_buffer}"
+        )
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Raises ValueError naming the first offending key; returns None when the config is sound."""
     _check_choices(config)
     _check_model(config)
     _check_geometry(config)
     _check_training(config)
+    _check_sample(config)
+    _check_convert(config)
+    _check_data(config)
     sharding.mesh_shape(config.mesh, num_devices)

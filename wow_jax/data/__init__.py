@@ -1,1 +1,1 @@
-"""Data: robot-episode readers, Grain transforms, tokenization and caption caches."""
+"""Data: episode readers and builders, Grain pipeline, mixture captions, tokenizer, text caches."""

@@ -113,9 +113,16 @@ def _rms(spec: DiTSpec, name: str) -> layers.RMSNorm:
     )
 
 
-def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+def _split_heads(x: jax.Array, num_heads: int, length_axis: str | None) -> jax.Array:
+    """[B, L, N*D] -> [B, L, N, D]; video tokens stay on LENGTH, text/image tokens (None) and
+    gathered keys/values are whole on every device."""
     heads = rearrange(x, "b l (n d) -> b l n d", n=num_heads)
-    return nn.with_logical_constraint(heads, (BATCH, None, HEADS, KV))
+    return nn.with_logical_constraint(heads, (BATCH, length_axis, HEADS, KV))
+
+
+def _gather_tokens(x: jax.Array) -> jax.Array:
+    """Keys/values of self-attention: all video tokens on every device of a 'sequence' group."""
+    return nn.with_logical_constraint(x, (BATCH, None, HEADS, KV))
 
 
 class SelfAttention(nn.Module):
@@ -129,9 +136,9 @@ class SelfAttention(nn.Module):
         q, k, v = (_dense(s, s.dim, (EMBED, HEADS), name)(x) for name in ("q", "k", "v"))
         if s.qk_norm:
             q, k = _rms(s, "norm_q")(q), _rms(s, "norm_k")(k)
-        q, k, v = (_split_heads(t, s.num_heads) for t in (q, k, v))
-        q = nn.with_logical_constraint(layers.apply_rope(q, cos, sin), (BATCH, LENGTH, HEADS, KV))
-        k = layers.apply_rope(k, cos, sin)
+        q, k, v = (_split_heads(t, s.num_heads, LENGTH) for t in (q, k, v))
+        q, k = layers.apply_rope(q, cos, sin), layers.apply_rope(k, cos, sin)
+        k, v = _gather_tokens(k), _gather_tokens(v)
         out = attention_lib.dot_product_attention(q, k, v, s.attention)
         out = nn.with_logical_constraint(out, (BATCH, LENGTH, HEADS, KV))
         return _dense(s, s.dim, (HEADS, EMBED), "o")(rearrange(out, "b l n d -> b l (n d)"))
@@ -151,15 +158,15 @@ class CrossAttention(nn.Module):
         v = _dense(s, s.dim, (EMBED, HEADS), "v")(context)
         if s.qk_norm:
             q, k = _rms(s, "norm_q")(q), _rms(s, "norm_k")(k)
-        q, k, v = (_split_heads(t, s.num_heads) for t in (q, k, v))
-        q = nn.with_logical_constraint(q, (BATCH, LENGTH, HEADS, KV))
+        q = _split_heads(q, s.num_heads, LENGTH)
+        k, v = (_split_heads(t, s.num_heads, None) for t in (k, v))
         out = attention_lib.dot_product_attention(q, k, v, s.attention)
         if s.has_image:
             k_img = _dense(s, s.dim, (EMBED, HEADS), "k_img")(image_context)
             v_img = _dense(s, s.dim, (EMBED, HEADS), "v_img")(image_context)
             if s.qk_norm:
                 k_img = _rms(s, "norm_k_img")(k_img)
-            k_img, v_img = (_split_heads(t, s.num_heads) for t in (k_img, v_img))
+            k_img, v_img = (_split_heads(t, s.num_heads, None) for t in (k_img, v_img))
             out = out + attention_lib.dot_product_attention(q, k_img, v_img, s.attention)
         out = nn.with_logical_constraint(out, (BATCH, LENGTH, HEADS, KV))
         return _dense(s, s.dim, (HEADS, EMBED), "o")(rearrange(out, "b l n d -> b l (n d)"))
@@ -213,7 +220,10 @@ class Block(nn.Module):
         x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
 
         if s.cross_attn_norm:
-            h = layers.LayerNorm(s.eps, affine=True, axis_name=EMBED, name="cross_attn_norm")(x)
+            cross_norm = layers.LayerNorm(
+                s.eps, True, EMBED, param_dtype=s.weight_dtype, name="cross_attn_norm"
+            )
+            h = cross_norm(x)
         else:
             h = x
         x = x + CrossAttention(s, name="cross_attn")(h.astype(dtype), context, image_context)
@@ -293,10 +303,11 @@ class ImageEmbedding(nn.Module):
     @nn.compact
     def __call__(self, x):
         s = self.spec
-        h = layers.LayerNorm(IMAGE_NORM_EPS, affine=True, axis_name=None, name="norm_in")(x)
+        w = s.weight_dtype
+        h = layers.LayerNorm(IMAGE_NORM_EPS, True, None, param_dtype=w, name="norm_in")(x)
         mlp = MLPBlock(s, s.image_dim, s.dim, False, (MLP, EMBED), (BATCH, None, EMBED), name="mlp")
         h = mlp(h.astype(s.compute_dtype))
-        return layers.LayerNorm(IMAGE_NORM_EPS, affine=True, axis_name=EMBED, name="norm_out")(h)
+        return layers.LayerNorm(IMAGE_NORM_EPS, True, EMBED, param_dtype=w, name="norm_out")(h)
 
 
 def check_inputs(spec: DiTSpec, latents, timesteps, text_states, image_tokens) -> None:
@@ -439,7 +450,7 @@ def dummy_inputs(dit_cfg: ml_collections.ConfigDict, batch: int = 1) -> dict:
 
 def init_params(dit_cfg: ml_collections.ConfigDict, rng: jax.Array):
     """Random parameters (boxed with logical axis names; `nn.meta.unbox` for plain arrays)."""
-    return create(dit_cfg).init(rng, **dummy_inputs(dit_cfg))["params"]
+    return jax.jit(create(dit_cfg).init)(rng, **dummy_inputs(dit_cfg))["params"]
 
 
 def abstract_params(dit_cfg: ml_collections.ConfigDict):

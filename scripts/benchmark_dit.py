@@ -1,0 +1,179 @@
+"""Forward and forward+backward time of the same small Wan DiT in JAX (jit) and in diffusers
+(PyTorch eager), on this machine's CPU, in one run; JSON with the ratios.
+
+    python -m scripts.benchmark_dit [--out=runs/benchmarks/dit.json] [--repeats=5]
+
+Single-threaded on both sides (fairest on a shared or loaded host, where OpenMP threads spin):
+
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+        python -m scripts.benchmark_dit --torch_threads=1
+
+Both frameworks get the same weights (diffusers' random weights mapped through the DiT table) and
+the same inputs; the outputs are compared as a sanity check. Timings are medians over `repeats`
+calls after warm-up (JAX: compile + 2 calls), JAX and PyTorch calls interleaved so that load from
+other processes hits both alike. ratio = torch seconds / jax seconds (> 1: JAX faster).
+"""
+
+import json
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from flax import linen as nn
+
+from configs import base
+from wow_jax.interop import dit_table, mapping
+from wow_jax.models import dit
+
+_OUT = flags.DEFINE_string("out", "runs/benchmarks/dit.json", "Where the JSON report goes.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement (median reported).")
+_VARIANT = flags.DEFINE_enum("variant", "t2v", ["t2v", "i2v"], "DiT variant.")
+_DIM = flags.DEFINE_integer("dim", 256, "Transformer width.")
+_LAYERS = flags.DEFINE_integer("layers", 4, "Transformer blocks.")
+_GRID = flags.DEFINE_list("latent_shape", ["5", "16", "16"], "Latent frames, height, width.")
+_TEXT_LEN = flags.DEFINE_integer("text_len", 64, "Text tokens (i2v: diffusers needs 512).")
+_BATCH = flags.DEFINE_integer("batch", 1, "Batch size.")
+_SCAN = flags.DEFINE_bool("scan_layers", True, "nn.scan over the blocks (config default).")
+_TORCH_THREADS = flags.DEFINE_integer(
+    "torch_threads", 0, "torch.set_num_threads (0 = torch's default, one per core)."
+)
+
+
+def small_config() -> ml_collections.ConfigDict:
+    cfg = ml_collections.ConfigDict(base.get_config().model.dit.to_dict())
+    cfg.variant = _VARIANT.value
+    cfg.in_channels = 16 if cfg.variant == "t2v" else 36
+    cfg.dim, cfg.num_heads, cfg.num_layers = _DIM.value, max(1, _DIM.value // 64), _LAYERS.value
+    cfg.ffn_dim, cfg.text_dim, cfg.image_dim = 4 * _DIM.value, _DIM.value, _DIM.value
+    cfg.scan_layers = _SCAN.value
+    return cfg
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv):
+    del argv
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    if _TORCH_THREADS.value:
+        torch.set_num_threads(_TORCH_THREADS.value)
+    cfg = small_config()
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(**dit_table.diffusers_kwargs(cfg)).float()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.02)
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    shapes = mapping.flax_shapes_of(nn.meta.unbox(dit.abstract_params(cfg)))
+    params = mapping.torch_to_flax(state.__getitem__, dit_table.rules(cfg, "diffusers"), shapes)
+    params = jax.device_put(params)
+
+    rng = np.random.default_rng(0)
+    b, (f, h, w) = _BATCH.value, (int(s) for s in _GRID.value)
+    text_len = 512 if cfg.variant == "i2v" else _TEXT_LEN.value
+    x = {
+        "latents": rng.standard_normal((b, f, h, w, cfg.in_channels), np.float32),
+        "timesteps": rng.uniform(0, 1000, (b,)).astype(np.float32),
+        "text_states": rng.standard_normal((b, text_len, cfg.text_dim), np.float32),
+    }
+    if cfg.variant == "i2v":
+        x["image_tokens"] = rng.standard_normal((b, 257, cfg.image_dim), np.float32)
+    tx = {
+        "hidden_states": torch.from_numpy(np.moveaxis(x["latents"], -1, 1).copy()),
+        "timestep": torch.from_numpy(x["timesteps"]),
+        "encoder_hidden_states": torch.from_numpy(x["text_states"]),
+        "encoder_hidden_states_image": (
+            torch.from_numpy(x["image_tokens"]) if "image_tokens" in x else None
+        ),
+        "return_dict": False,
+    }
+    jx = jax.device_put(x)
+    module = dit.create(cfg)
+    forward = jax.jit(lambda p, inputs: module.apply({"params": p}, **inputs))
+
+    def loss(p, inputs):
+        return jnp.mean(jnp.square(module.apply({"params": p}, **inputs)))
+
+    train = jax.jit(jax.value_and_grad(loss))
+
+    def jax_forward():
+        jax.block_until_ready(forward(params, jx))
+
+    def jax_train():
+        jax.block_until_ready(train(params, jx))
+
+    def torch_forward():
+        with torch.no_grad():
+            model(**tx)
+
+    def torch_train():
+        model.zero_grad(set_to_none=True)
+        torch.mean(torch.square(model(**tx)[0])).backward()
+
+    compile_forward, compile_train = _seconds(jax_forward), _seconds(jax_train)
+    for fn in (jax_forward, jax_train, torch_forward, torch_train):
+        fn(), fn()
+
+    with torch.no_grad():
+        want = model(**tx)[0].permute(0, 2, 3, 4, 1).numpy()
+    got = np.asarray(forward(params, jx))
+    rel_err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+
+    timings = {name: [] for name in ("jax_forward", "jax_train", "torch_forward", "torch_train")}
+    for i in range(_REPEATS.value):
+        for name, fn in (
+            ("jax_forward", jax_forward),
+            ("torch_forward", torch_forward),
+            ("jax_train", jax_train),
+            ("torch_train", torch_train),
+        ):
+            timings[name].append(_seconds(fn))
+        logging.info("round %d/%d done", i + 1, _REPEATS.value)
+    med = {name: statistics.median(values) for name, values in timings.items()}
+    result = {
+        "device": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "load_average_1min": os.getloadavg()[0],
+        "config": {
+            "variant": cfg.variant,
+            "dim": cfg.dim,
+            "num_heads": cfg.num_heads,
+            "num_layers": cfg.num_layers,
+            "scan_layers": cfg.scan_layers,
+            "ffn_dim": cfg.ffn_dim,
+            "latents": list(x["latents"].shape),
+            "tokens": f * h * w // 4,
+            "text_len": text_len,
+        },
+        "repeats": _REPEATS.value,
+        "output_rel_err": rel_err,
+        "jax_compile_seconds": {"forward": compile_forward, "forward_backward": compile_train},
+        "seconds": {
+            "jax": {"forward": med["jax_forward"], "forward_backward": med["jax_train"]},
+            "torch": {"forward": med["torch_forward"], "forward_backward": med["torch_train"]},
+        },
+        "ratio_torch_over_jax": {
+            "forward": med["torch_forward"] / med["jax_forward"],
+            "forward_backward": med["torch_train"] / med["jax_train"],
+        },
+    }
+    os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
+    with open(_OUT.value, "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,133 @@
+"""Meta-World collection: the code path with a fake env, then one real short MuJoCo episode."""
+
+import numpy as np
+import pytest
+
+from wow_jax.data import pipeline, rlds, stats
+from wow_jax.sim import metaworld_collect
+from wow_jax.sim.instructions import TASK_INSTRUCTIONS
+
+pytestmark = pytest.mark.filterwarnings("ignore:Constant.*may be too high:UserWarning")
+
+
+class FakeTask:
+    """The MetaWorldTask interface on a 1-D point: the expert moves x to the goal 5."""
+
+    made = []
+
+    def __init__(self, task, size, camera):
+        self.instruction, self.size, self.x = f"solve {task}", size, 0.0
+        FakeTask.made.append(task)
+
+    def reset(self, seed):
+        self.x = float(np.random.default_rng(seed).uniform(0, 1))
+        return np.array([self.x])
+
+    def step(self, action):
+        self.x += float(action[0])
+        return np.array([self.x]), -abs(5 - self.x), abs(5 - self.x) < 0.5
+
+    def expert(self, obs):
+        return np.array([np.clip(5 - obs[0], -1, 1), 0, 0, 1], np.float32)
+
+    def render(self):
+        frame = np.zeros((self.size, self.size, 3), np.uint8)
+        frame[..., 0] = int(self.x * 40)
+        return frame
+
+    def close(self):
+        pass
+
+
+def test_collect_with_fake_env_and_cache(tmp_path, tiny_config):
+    FakeTask.made.clear()
+    kwargs = dict(seed=3, size=16, make_task=FakeTask)
+    path = metaworld_collect.collect(tmp_path, ["reach-v3", "push-v3"], 2, 8, **kwargs)
+    assert FakeTask.made == ["reach-v3", "push-v3"]
+    source = rlds.EpisodeSource(path)
+    assert len(source) == 4
+    ep = source.read(0, list(range(9)), list(range(9)))
+    assert ep["frames"].shape == (9, 16, 16, 3) and ep["instruction"] == "solve reach-v3"
+    assert ep["robot"] == "the Sawyer arm" and ep["episode_id"] == "reach-v3/00000"
+    np.testing.assert_array_equal(ep["actions"][-1], 0.0)  # RLDS: the last action is ignored.
+    np.testing.assert_array_equal(ep["actions"][:, 3], [1] * 8 + [0])
+    assert stats.load_stats(path)["action_dim"] == 4
+    # Positions are seeded per episode: two episodes of one task start differently.
+    assert (
+        source.read(0, [0], [])["frames"][0, 0, 0, 0]
+        != source.read(1, [0], [])["frames"][0, 0, 0, 0]
+    )
+
+    FakeTask.made.clear()
+    assert metaworld_collect.collect(tmp_path, ["reach-v3", "push-v3"], 2, 8, **kwargs) == path
+    assert FakeTask.made == []  # Cached: nothing re-collected.
+    with pytest.raises(ValueError, match="other settings"):
+        metaworld_collect.collect(tmp_path, ["reach-v3"], 2, 8, **kwargs)
+
+    cfg = tiny_config.data
+    cfg.path = str(path)
+    batch = next(pipeline.create_iterator(cfg, process_index=0, process_count=1))
+    assert batch["video"].shape == (2, 5, 32, 32, 3) and batch["actions"].shape == (2, 4, 4)
+
+
+def test_noise_changes_actions_within_bounds(tmp_path):
+    task = FakeTask("reach-v3", 8, "corner")
+    clean = metaworld_collect.collect_episode(task, 1, 6, 0.0, "a")
+    noisy = metaworld_collect.collect_episode(task, 1, 6, 0.5, "a")
+    assert not np.allclose(clean.actions[:-1], noisy.actions[:-1])
+    assert np.abs(noisy.actions).max() <= 1.0
+
+
+def test_unknown_task_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="reach-v3"):
+        metaworld_collect.collect(tmp_path, ["reach-v2"], 1, 4, make_task=FakeTask)
+
+
+def _real_task():
+    pytest.importorskip("metaworld")
+    try:
+        return metaworld_collect.MetaWorldTask("reach-v3", 32)
+    except Exception as e:  # No EGL/OpenGL library on this machine.
+        pytest.skip(f"MuJoCo offscreen rendering unavailable (MUJOCO_GL=egl): {e}")
+
+
+def test_real_metaworld_episode():
+    task = _real_task()
+    try:
+        a = metaworld_collect.collect_episode(task, 5, 12, 0.0, "reach-v3/0")
+        b = metaworld_collect.collect_episode(task, 5, 12, 0.0, "reach-v3/0")
+        c = metaworld_collect.collect_episode(task, 6, 12, 0.0, "reach-v3/1")
+    finally:
+        task.close()
+    assert a.frames.shape == (13, 32, 32, 3) and a.frames.dtype == np.uint8
+    assert a.actions.shape == (13, 4) and a.instruction == "reach the goal position"
+    assert a.frames.std() > 5  # A rendered scene, not a blank image.
+    assert not np.array_equal(a.frames[0], a.frames[-1])  # The arm moved.
+    np.testing.assert_array_equal(a.frames, b.frames)  # Same seed, same episode.
+    np.testing.assert_array_equal(a.actions, b.actions)
+    assert not np.array_equal(a.actions, c.actions)  # Another seed, another goal.
+
+
+def test_real_metaworld_dataset_through_pipeline(tmp_path, tiny_config):
+    """2 real Meta-World episodes -> dataset -> batches on 1 and on 2 simulated processes."""
+    _real_task().close()
+    path = metaworld_collect.collect(tmp_path, ["reach-v3"], 2, 10, size=32)
+    cfg = tiny_config.data
+    cfg.path = str(path)
+    batch = next(pipeline.create_iterator(cfg, process_index=0, process_count=1))
+    assert batch["video"].shape == (2, 5, 32, 32, 3) and batch["actions"].shape == (2, 4, 4)
+    assert batch["video"].min() >= -1.0 and batch["video"].max() <= 1.0
+    ids = [
+        str(next(pipeline.create_iterator(cfg, process_index=i, process_count=2))["episode_id"][0])
+        for i in range(2)
+    ]
+    assert sorted(ids) == ["reach-v3/00000", "reach-v3/00001"]
+
+
+def test_every_v3_task_has_an_instruction_and_an_expert():
+    pytest.importorskip("metaworld")
+    import metaworld.policies
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    assert set(TASK_INSTRUCTIONS) == set(ALL_V3_ENVIRONMENTS)
+    assert set(TASK_INSTRUCTIONS) <= set(metaworld.policies.ENV_POLICY_MAP)

@@ -1,0 +1,1 @@
+"""Simulators: Meta-World (MuJoCo) episode collection and closed-loop evaluation."""
