@@ -189,6 +189,7 @@ def _train() -> ml_collections.ConfigDict:
     c.demo_clips = 64  # Demo: training clips drawn from the collected episodes and cached.
     c.demo_vae_frames = 5  # Demo: frames (1+4k) of the VAE's training crops (0 = whole clip).
     c.demo_vae_crop = 32  # Demo: height/width of the VAE's training crops (0 = whole frames).
+    c.demo_vae_lr = 1e-3  # Demo: peak learning rate of the VAE stage.
     c.demo_heldout = 4  # Demo: held-out clips (other collection seed) imagined after training.
     return c
 

@@ -33,10 +33,10 @@ from wow_jax.train.tasks.world_model import WorldModelTask, resize_for_clip
 SPM_VOCAB = 256  # Sentencepiece pieces (+100 sentinels must fit config.model.text.vocab_size).
 
 
-def stage_config(config, task: str, steps: int) -> ml_collections.ConfigDict:
+def stage_config(config, task: str, steps: int, lr: float) -> ml_collections.ConfigDict:
     cfg = config.copy_and_resolve_references()
     with cfg.unlocked():
-        cfg.train.task, cfg.train.steps = task, steps
+        cfg.train.task, cfg.train.steps, cfg.train.learning_rate = task, steps, lr
         cfg.train.demo = False
         cfg.train.warmup_steps = min(cfg.train.warmup_steps, max(steps // 10, 1))
     return cfg
@@ -207,7 +207,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
 
     # Stage 3: the VAE.
-    vae_cfg = stage_config(config, "vae", train_cfg.demo_vae_steps)
+    vae_cfg = stage_config(config, "vae", train_cfg.demo_vae_steps, train_cfg.demo_vae_lr)
     batch = config.data.batch_size
     crops = vae_crops(
         clips["video"], train_cfg.demo_vae_frames, train_cfg.demo_vae_crop, 4, config.seed
@@ -242,7 +242,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     held_cache.pop("null_text_states")
 
     # Stage 5: the world model.
-    wm_cfg = stage_config(config, "world_model", train_cfg.steps)
+    wm_cfg = stage_config(config, "world_model", train_cfg.steps, train_cfg.learning_rate)
     task = WorldModelTask(wm_cfg, null_text_states=null_states)
     wm_data = ArrayIterator(cache, batch, seed=config.seed)
     eval_batch = min(batch, len(held_cache["latents"]))
