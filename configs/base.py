@@ -179,12 +179,25 @@ def _sample() -> ml_collections.ConfigDict:
     c.steps = 50  # Denoising steps.
     c.guidance = 5.0  # Classifier-free guidance scale (>= 1).
     c.shift = 5.0  # Flow shift of the sigma schedule.
+    c.sigma_grid = (
+        "diffusers"  # UniPC sigmas: 'diffusers' (linspace 1..1/1000) or 'wan' (0.999..0).
+    )
     c.prompt = ""  # Instruction for a single generate job.
     c.negative_prompt = WAN_NEGATIVE_PROMPT  # Negative prompt for guidance.
     c.image = ""  # Conditioning frame path for a single image-to-video job.
     c.jobs = ""  # A jsonl file of jobs (image, prompt, seed) instead of image/prompt.
     c.seed = 0  # Noise seed.
     c.num_clips = 1  # Clips chained in a long-horizon rollout.
+    c.batch_size = 1  # Jobs denoised together in one batch.
+    c.image_mismatch = "resize"  # Conditioning frame of another size: 'resize' (warn) or 'error'.
+    c.output_dir = ""  # Where generated files go ('' = <workdir>/generate).
+    c.fps = 16  # Frame rate of the written mp4/gif (Wan2.1: 16).
+    c.sheet_frames = 16  # Most frames shown in the contact-sheet png.
+    c.params_key = "params"  # Checkpoint sub-tree read: 'params', or 'ema_params' (training EMA).
+    c.dit_checkpoint = ""  # Orbax DiT params (importer output) overriding checkpoint.init_from.
+    c.vae_checkpoint = ""  # Orbax VAE params (importer output) overriding checkpoint.init_from.
+    c.text_checkpoint = ""  # Orbax umT5 params (importer output) overriding checkpoint.init_from.
+    c.clip_checkpoint = ""  # Orbax CLIP params (importer output) overriding checkpoint.init_from.
     return c
 
 
@@ -206,6 +219,20 @@ def _checkpoint() -> ml_collections.ConfigDict:
     return c
 
 
+def _convert() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.direction = "import"  # 'import' (PyTorch -> Orbax) or 'export' (Orbax -> PyTorch).
+    c.component = "dit"  # Model converted: 'dit', 'vae', 'text' (umT5) or 'clip'.
+    c.source = ""  # Import: file/folder/index.json/release folder; export: Orbax checkpoint.
+    c.target = ""  # Output folder ('' = <workdir>/<component>_<orbax|wan|diffusers>).
+    c.naming = "auto"  # 'wan' or 'diffusers' ('hf' = same for umT5/CLIP); 'auto': detect/diffusers.
+    c.dtype = "bfloat16"  # Export dtype of floating tensors: 'bfloat16' or 'float32'.
+    c.max_shard_size = "5GB"  # Export: largest safetensors shard (bytes or '500MB', '5GB').
+    c.params_key = "params"  # Export: params sub-tree in the Orbax checkpoint ('ema_params' = EMA).
+    c.overwrite = False  # Replace an existing target instead of refusing.
+    return c
+
+
 def get_config() -> ml_collections.ConfigDict:
     """Returns the locked base config (Wan2.1-1.3B text-to-video sizes, small clips)."""
     config = ml_collections.ConfigDict()
@@ -222,5 +249,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample = _sample()
     config.mesh = _mesh()
     config.checkpoint = _checkpoint()
+    config.convert = _convert()
     config.lock()
     return config

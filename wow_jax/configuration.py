@@ -14,10 +14,15 @@ REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_no_batch")
 ATTENTION_KERNELS = ("xla", "cudnn", "splash")
 DIT_VARIANTS = ("t2v", "i2v")
 SOLVERS = ("unipc", "euler")
+IMAGE_MISMATCH = ("resize", "error")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
 DATA_SOURCES = ("metaworld", "tfds", "videos")
+CONVERT_DIRECTIONS = ("import", "export")
+CONVERT_COMPONENTS = ("dit", "vae", "text", "clip")
+CONVERT_NAMINGS = ("auto", "wan", "diffusers", "hf")
+CONVERT_DTYPES = ("bfloat16", "float32")
 TEXT_NAMINGS = ("wan", "hf")  # Checkpoint layouts the umT5 and CLIP importers read.
 CLIP_ACTIVATIONS = ("gelu", "quick_gelu")
 I2V_MASK_CHANNELS = 4  # Frame-mask channels (one per frame of a 4-frame temporal chunk).
@@ -51,6 +56,8 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("train.schedule", config.train.schedule, SCHEDULES)
     _choice("train.timestep_sampling", config.train.timestep_sampling, TIMESTEP_SAMPLING)
     _choice("sample.solver", config.sample.solver, SOLVERS)
+    _choice("sample.image_mismatch", config.sample.image_mismatch, IMAGE_MISMATCH)
+    _choice("sample.sigma_grid", config.sample.sigma_grid, ("diffusers", "wan"))
     _choice("model.text.checkpoint_naming", config.model.text.checkpoint_naming, TEXT_NAMINGS)
     _choice("model.text.cache_dtype", config.model.text.cache_dtype, DTYPES)
     _choice("model.clip.activation", config.model.clip.activation, CLIP_ACTIVATIONS)
@@ -107,6 +114,26 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
             raise ValueError(
                 f"config.model.vae.{key} needs z_dim={vae.z_dim} values, got {len(vae[key])}"
             )
+    _check_vae(vae)
+
+
+def _check_vae(vae: ml_collections.ConfigDict) -> None:
+    if tuple(vae.attn_scales):
+        raise ValueError(
+            "config.model.vae.attn_scales must be () (Wan2.1 has no attention in the down/up "
+            f"stages), got {tuple(vae.attn_scales)}"
+        )
+    stride = vae_spatial_stride(vae)
+    if vae.tile_size <= 0 or vae.tile_size % stride or vae.tile_overlap % stride:
+        raise ValueError(
+            f"config.model.vae.tile_size ({vae.tile_size}) and tile_overlap ({vae.tile_overlap}) "
+            f"must be positive multiples of the VAE spatial stride {stride}"
+        )
+    if not 0 <= vae.tile_overlap < vae.tile_size:
+        raise ValueError(
+            f"config.model.vae.tile_overlap must be in [0, tile_size={vae.tile_size}), "
+            f"got {vae.tile_overlap}"
+        )
 
 
 def _check_geometry(config: ml_collections.ConfigDict) -> None:
@@ -161,6 +188,28 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.train.grad_accum must be >= 1, got {config.train.grad_accum}")
 
 
+def _check_sample(config: ml_collections.ConfigDict) -> None:
+    sample = config.sample
+    for key in ("steps", "batch_size", "num_clips", "fps", "sheet_frames"):
+        if sample[key] < 1:
+            raise ValueError(f"config.sample.{key} must be >= 1, got {sample[key]}")
+    if sample.shift <= 0:
+        raise ValueError(f"config.sample.shift must be > 0 (1 = no shift), got {sample.shift}")
+
+
+def _check_convert(config: ml_collections.ConfigDict) -> None:
+    convert = config.convert
+    _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
+    _choice("convert.component", convert.component, CONVERT_COMPONENTS)
+    _choice("convert.naming", convert.naming, CONVERT_NAMINGS)
+    _choice("convert.dtype", convert.dtype, CONVERT_DTYPES)
+    if config.mode == "convert" and not convert.source:
+        raise ValueError(
+            "config.convert.source is empty; set it to the checkpoint to convert "
+            "(--config.convert.source=PATH)"
+        )
+
+
 def _check_data(config: ml_collections.ConfigDict) -> None:
     data = config.data
     _choice("data.crop", data.crop, ("center", "random", "resize"))
@@ -201,5 +250,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _check_model(config)
     _check_geometry(config)
     _check_training(config)
+    _check_sample(config)
+    _check_convert(config)
     _check_data(config)
     sharding.mesh_shape(config.mesh, num_devices)

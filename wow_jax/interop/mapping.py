@@ -160,3 +160,90 @@ def flax_shapes_of(abstract_params: Mapping) -> dict[tuple[str, ...], tuple[int,
         path: tuple(leaf.shape)
         for path, leaf in traverse_util.flatten_dict(abstract_params).items()
     }
+
+
+def flax_layout_shape(shape: tuple[int, ...], transform: Transform) -> tuple[int, ...]:
+    """Shape of a PyTorch tensor of `shape` after `to_flax_layout`, without the data."""
+    shape = tuple(shape)
+    if transform is Transform.LINEAR:
+        return shape[::-1]
+    if transform is Transform.CONV:
+        return shape[2:] + (shape[1], shape[0])
+    return shape
+
+
+def torch_layout_shape(shape: tuple[int, ...], transform: Transform) -> tuple[int, ...]:
+    """Inverse of `flax_layout_shape`."""
+    shape = tuple(shape)
+    if transform is Transform.LINEAR:
+        return shape[::-1]
+    if transform is Transform.CONV:
+        return (shape[-1], shape[-2]) + shape[:-2]
+    return shape
+
+
+def check_plan(
+    rules: list[Rule],
+    flax_shapes: Mapping[tuple[str, ...], tuple[int, ...]],
+    torch_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    hint: str = "",
+) -> None:
+    """Checks, from shapes alone, that `rules` fill every Flax param exactly once.
+
+    With `torch_shapes` (name -> PyTorch shape), also checks every tensor's shape after its layout
+    transform. Raises MappingError listing the offending names (first 20) and `hint`.
+    """
+    suffix = f". {hint}" if hint else ""
+    unknown = [r.torch_name for r in rules if r.flax_path not in flax_shapes]
+    if unknown:
+        raise MappingError(
+            f"{len(unknown)} table rules target params the model does not have: "
+            f"{_listed(unknown)}{suffix}"
+        )
+    if torch_shapes is not None:
+        bad = []
+        for rule in rules:
+            got = flax_layout_shape(torch_shapes[rule.torch_name], rule.transform)
+            want = target_shape(rule, flax_shapes)
+            if got != want:
+                bad.append(
+                    f"{rule.torch_name}: checkpoint {tuple(torch_shapes[rule.torch_name])} -> "
+                    f"{got} after the {rule.transform.value} transform, model wants {want}"
+                )
+        if bad:
+            raise MappingError(
+                f"{len(bad)} tensors have the wrong shape: " + "; ".join(bad[:MAX_LISTED]) + suffix
+            )
+    fills: dict[tuple[str, ...], list] = {}
+    for rule in rules:
+        fills.setdefault(rule.flax_path, []).append(rule.layer)
+    problems = []
+    for path, layers in fills.items():
+        name = "/".join(path)
+        if None in layers and len(layers) > 1:
+            problems.append(f"{name} filled {len(layers)} times")
+        elif None not in layers and sorted(layers) != list(range(flax_shapes[path][0])):
+            problems.append(f"{name} gets layers {sorted(layers)} of {flax_shapes[path][0]}")
+    unfilled = set(flax_shapes) - set(fills)
+    if unfilled:
+        problems.append(
+            f"{len(unfilled)} model params have no checkpoint tensor: "
+            f"{_listed('/'.join(p) for p in unfilled)}"
+        )
+    if problems:
+        raise MappingError("; ".join(problems[:MAX_LISTED]) + suffix)
+
+
+TILE = 256  # Square tile (elements) of the cache-friendly copy of transposed arrays.
+
+
+def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
+    """`dst[...] = src` (with dtype cast), tiled over the last two axes when `src` is a
+    transposed view: ~5-8x faster than numpy's element order for large matrices."""
+    if src.ndim < 2 or src.flags.c_contiguous or src.size < TILE * TILE:
+        dst[...] = src
+        return
+    rows, cols = dst.shape[-2:]
+    for i in range(0, rows, TILE):
+        for j in range(0, cols, TILE):
+            dst[..., i : i + TILE, j : j + TILE] = src[..., i : i + TILE, j : j + TILE]

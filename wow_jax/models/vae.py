@@ -25,88 +25,14 @@ import ml_collections
 import numpy as np
 from einops import rearrange
 from flax import linen as nn
+from flax import traverse_util
 
 from wow_jax.models import vae_blocks
-from wow_jax.models.vae_blocks import (
-    CACHE,
-    AttentionBlock,
-    CausalConv3d,
-    Resample,
-    ResidualBlock,
-    RMSNorm,
-)
+from wow_jax.models.vae_blocks import CACHE, CausalConv3d, Decoder, Encoder
 
-PIXEL_CHANNELS = 3  # RGB.
+PIXEL_CHANNELS = vae_blocks.PIXEL_CHANNELS  # RGB.
 FIRST_CHUNK_FRAMES = 1  # The first frame is encoded alone.
 LOGVAR_RANGE = (-30.0, 20.0)  # Clamp of the posterior log-variance (diffusers/Wan).
-
-
-class Encoder(nn.Module):
-    """Wan Encoder3d: x [B, T, H, W, 3] -> [B, 1+(T-1)/4, H/8, W/8, 2*z_dim] (mean ++ logvar).
-
-    Submodules are numbered like the reference's flat `downsamples` list: `down_blocks_N`.
-    """
-
-    base_dim: int
-    out_dim: int
-    dim_mult: tuple[int, ...]
-    num_res_blocks: int
-    temporal_downsample: tuple[bool, ...]
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        dims = [self.base_dim * m for m in (1,) + tuple(self.dim_mult)]
-        x = CausalConv3d(dims[0], name="conv_in", **dt)(x)
-        index = 0
-        for stage, out_dim in enumerate(dims[1:]):
-            for _ in range(self.num_res_blocks):
-                x = ResidualBlock(out_dim, name=f"down_blocks_{index}", **dt)(x)
-                index += 1
-            if stage != len(self.dim_mult) - 1:
-                mode = "downsample3d" if self.temporal_downsample[stage] else "downsample2d"
-                x = Resample(mode, name=f"down_blocks_{index}", **dt)(x)
-                index += 1
-        x = ResidualBlock(dims[-1], name="mid_res_0", **dt)(x)
-        x = AttentionBlock(name="mid_attn", **dt)(x)
-        x = ResidualBlock(dims[-1], name="mid_res_1", **dt)(x)
-        x = jax.nn.silu(RMSNorm(name="norm_out", **dt)(x))
-        return CausalConv3d(self.out_dim, name="conv_out", **dt)(x)
-
-
-class Decoder(nn.Module):
-    """Wan Decoder3d: z [B, t, h, w, z_dim] -> [B, 1+4(t-1), 8h, 8w, 3] (unclamped).
-
-    Stage i has num_res_blocks+1 residual blocks `up_blocks_{i}_res_{j}` and, except the last,
-    an upsampler `up_blocks_{i}_upsample` (3D where the mirrored temporal flag is set).
-    """
-
-    base_dim: int
-    dim_mult: tuple[int, ...]
-    num_res_blocks: int
-    temporal_upsample: tuple[bool, ...]
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-
-    @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        mult = tuple(self.dim_mult)
-        dims = [self.base_dim * m for m in (mult[-1],) + mult[::-1]]
-        x = CausalConv3d(dims[0], name="conv_in", **dt)(z)
-        x = ResidualBlock(dims[0], name="mid_res_0", **dt)(x)
-        x = AttentionBlock(name="mid_attn", **dt)(x)
-        x = ResidualBlock(dims[0], name="mid_res_1", **dt)(x)
-        for stage, out_dim in enumerate(dims[1:]):
-            for j in range(self.num_res_blocks + 1):
-                x = ResidualBlock(out_dim, name=f"up_blocks_{stage}_res_{j}", **dt)(x)
-            if stage != len(mult) - 1:
-                mode = "upsample3d" if self.temporal_upsample[stage] else "upsample2d"
-                x = Resample(mode, name=f"up_blocks_{stage}_upsample", **dt)(x)
-        x = jax.nn.silu(RMSNorm(name="norm_out", **dt)(x))
-        return CausalConv3d(PIXEL_CHANNELS, name="conv_out", **dt)(x)
 
 
 class WanVAE(nn.Module):
@@ -196,9 +122,30 @@ def _dummy_video(vae_cfg) -> jax.ShapeDtypeStruct:
 
 
 def init(vae_cfg: ml_collections.ConfigDict, rng: jax.Array):
-    """Randomly initialised (boxed) params of `create(vae_cfg)`."""
-    video = jnp.zeros(_dummy_video(vae_cfg).shape, jnp.float32)
-    return create(vae_cfg).init(rng, video)["params"]
+    """Random params of `create(vae_cfg)` (unboxed): LeCun-normal conv kernels (untruncated),
+    zero biases, unit RMS gammas, and a zero attention output projection as in Wan's init.
+
+    Draws one normal vector for all kernels (compiling one RNG op per parameter is slow on CPU).
+    """
+    flat = traverse_util.flatten_dict(nn.meta.unbox(abstract_params(vae_cfg)))
+    kernels = {p: leaf for p, leaf in flat.items() if p[-1] == "kernel"}
+    total = sum(int(np.prod(leaf.shape)) for leaf in kernels.values())
+    noise = np.asarray(jax.random.normal(rng, (total,), jnp.float32))
+    out, offset = {}, 0
+    for path, leaf in sorted(flat.items()):
+        if path[-1] == "kernel":
+            size = int(np.prod(leaf.shape))
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            value = noise[offset : offset + size].reshape(leaf.shape) / np.sqrt(fan_in)
+            offset += size
+            if path[-3:-1] == ("mid_attn", "proj"):
+                value = np.zeros(leaf.shape, np.float32)
+        elif path[-1] == "gamma":
+            value = np.ones(leaf.shape, np.float32)
+        else:
+            value = np.zeros(leaf.shape, np.float32)
+        out[path] = jnp.asarray(value, leaf.dtype)
+    return traverse_util.unflatten_dict(out)
 
 
 def abstract_params(vae_cfg: ml_collections.ConfigDict):
@@ -344,13 +291,17 @@ def _tiled(fn, x, tile_in: int, overlap_in: int, scale_num: int, scale_den: int)
 # ----------------------------------------------------------------------------- public API
 
 
-def encode_distribution(params, video, vae_cfg, chunked: bool = True):
-    """video [B, 1+4k, H, W, 3] in [-1, 1] -> (mean, logvar), each [B, 1+k, H/8, W/8, z_dim]."""
-    check_video(video, vae_cfg)
-    video = jnp.asarray(video)
+def frozen(vae_cfg) -> ml_collections.FrozenConfigDict:
+    """The config as a hashable FrozenConfigDict (a static argument of the jitted bodies)."""
+    if isinstance(vae_cfg, ml_collections.FrozenConfigDict):
+        return vae_cfg
+    return ml_collections.FrozenConfigDict(vae_cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("vae_cfg", "chunked"))
+def _encode_jit(params, video, vae_cfg, chunked):
     _, s = strides(vae_cfg)
     if vae_cfg.tile and max(video.shape[2:4]) > vae_cfg.tile_size:
-        _check_tiles(vae_cfg)
         z = vae_cfg.z_dim
 
         def fn(tile):
@@ -359,6 +310,28 @@ def encode_distribution(params, video, vae_cfg, chunked: bool = True):
         moments = _tiled(fn, video, vae_cfg.tile_size, vae_cfg.tile_overlap, 1, s)
         return moments[..., :z], moments[..., z:]
     return _encode_untiled(params, video, vae_cfg, chunked)
+
+
+@functools.partial(jax.jit, static_argnames=("vae_cfg", "chunked", "clamp"))
+def _decode_jit(params, latents, vae_cfg, chunked, clamp):
+    _, s = strides(vae_cfg)
+    if vae_cfg.tile and max(latents.shape[2:4]) * s > vae_cfg.tile_size:
+        fn = functools.partial(_decode_untiled, params, vae_cfg=vae_cfg, chunked=chunked)
+        video = _tiled(fn, latents, vae_cfg.tile_size // s, vae_cfg.tile_overlap // s, s, 1)
+    else:
+        video = _decode_untiled(params, latents, vae_cfg, chunked)
+    return jnp.clip(video, -1.0, 1.0) if clamp else video
+
+
+def encode_distribution(params, video, vae_cfg, chunked: bool = True):
+    """video [B, 1+4k, H, W, 3] in [-1, 1] -> (mean, logvar), each [B, 1+k, H/8, W/8, z_dim].
+
+    Jitted per (config, shape); callable inside a user's jit or grad.
+    """
+    check_video(video, vae_cfg)
+    if vae_cfg.tile:
+        _check_tiles(vae_cfg)
+    return _encode_jit(params, jnp.asarray(video), frozen(vae_cfg), bool(chunked))
 
 
 def encode(params, video, vae_cfg, chunked: bool = True) -> jax.Array:
@@ -380,22 +353,9 @@ def kl_divergence(mean, logvar) -> jax.Array:
 def decode(params, latents, vae_cfg, chunked: bool = True, clamp: bool = True) -> jax.Array:
     """latents [B, t, h, w, z_dim] (raw, not normalised) -> video [B, 1+4(t-1), 8h, 8w, 3]."""
     check_latents(latents, vae_cfg)
-    latents = jnp.asarray(latents)
-    _, s = strides(vae_cfg)
-    if vae_cfg.tile and max(latents.shape[2:4]) * s > vae_cfg.tile_size:
+    if vae_cfg.tile:
         _check_tiles(vae_cfg)
-        fn = functools.partial(_decode_untiled, params, vae_cfg=vae_cfg, chunked=chunked)
-        video = _tiled(
-            fn,
-            latents,
-            vae_cfg.tile_size // s,
-            vae_cfg.tile_overlap // s,
-            s,
-            1,
-        )
-    else:
-        video = _decode_untiled(params, latents, vae_cfg, chunked)
-    return jnp.clip(video, -1.0, 1.0) if clamp else video
+    return _decode_jit(params, jnp.asarray(latents), frozen(vae_cfg), bool(chunked), bool(clamp))
 
 
 def _stats(latents, vae_cfg):

@@ -21,12 +21,17 @@ import numpy as np
 from einops import rearrange
 from flax import linen as nn
 
-from wow_jax.sharding import BATCH, CHANNELS, CONV_IN, FRAMES, HEIGHT, WIDTH
+from wow_jax.sharding import BATCH, CONV_IN, FRAMES, HEIGHT, WIDTH
 
 CACHE = "cache"  # Flax collection holding the temporal context between chunks.
+PIXEL_CHANNELS = 3  # RGB.
 CONTEXT_FRAMES = 2  # Frames of context a temporal kernel of 3 needs (reference CACHE_T).
 NORM_EPS = 1e-12  # F.normalize's epsilon.
 ACTIVATION_AXES = (BATCH, FRAMES, HEIGHT, WIDTH, None)  # Logical axes of [B, T, H, W, C].
+# Logical axis of parameter output channels. None = replicated: the VAE is small (127M params)
+# and its channel counts (3, 96, 192, 384) do not divide typical fsdp sizes. Set to CHANNELS to
+# shard weights over 'fsdp' when they do.
+PARAM_CHANNELS = None
 
 
 def constrain(x: jax.Array) -> jax.Array:
@@ -36,7 +41,7 @@ def constrain(x: jax.Array) -> jax.Array:
 
 def conv(features, kernel, name, dtype, param_dtype, **kwargs) -> nn.Conv:
     """nn.Conv whose kernel [*kernel, in, out] and bias [out] carry logical axis names."""
-    kernel_axes = (None,) * len(kernel) + (CONV_IN, CHANNELS)
+    kernel_axes = (None,) * len(kernel) + (CONV_IN, PARAM_CHANNELS)
     return nn.Conv(
         features,
         tuple(kernel),
@@ -44,7 +49,7 @@ def conv(features, kernel, name, dtype, param_dtype, **kwargs) -> nn.Conv:
         dtype=dtype,
         param_dtype=param_dtype,
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), kernel_axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (CHANNELS,)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (PARAM_CHANNELS,)),
         **kwargs,
     )
 
@@ -80,7 +85,7 @@ class RMSNorm(nn.Module):
         gamma = self.param(
             "gamma",
             nn.with_logical_partitioning(
-                nn.initializers.ones_init(), (None,) * (self.param_ndim - 1) + (CHANNELS,)
+                nn.initializers.ones_init(), (None,) * (self.param_ndim - 1) + (PARAM_CHANNELS,)
             ),
             (1,) * (self.param_ndim - 1) + (channels,),
             self.param_dtype,
@@ -114,14 +119,14 @@ class CausalConv3d(nn.Module):
         kernel = self.param(
             "kernel",
             nn.with_logical_partitioning(
-                nn.initializers.lecun_normal(), (None, None, None, CONV_IN, CHANNELS)
+                nn.initializers.lecun_normal(), (None, None, None, CONV_IN, PARAM_CHANNELS)
             ),
             (kt, kh, kw, cin, self.features),
             self.param_dtype,
         )
         bias = self.param(
             "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros_init(), (CHANNELS,)),
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), (PARAM_CHANNELS,)),
             (self.features,),
             self.param_dtype,
         )
@@ -180,7 +185,17 @@ class AttentionBlock(nn.Module):
         weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         y = jnp.einsum("nqk,nkc->nqc", weights, v)
         y = rearrange(y, "(b t) (h w) c -> b t h w c", b=b, h=h)
-        return constrain(x + conv(c, (1, 1), "proj", **dt)(y))
+        proj = nn.Conv(
+            c,
+            (1, 1),
+            name="proj",
+            kernel_init=nn.with_logical_partitioning(  # Zero as in Wan: starts as identity.
+                nn.initializers.zeros_init(), (None, None, CONV_IN, PARAM_CHANNELS)
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (PARAM_CHANNELS,)),
+            **dt,
+        )
+        return constrain(x + proj(y))
 
 
 class Resample(nn.Module):
@@ -253,6 +268,74 @@ class Resample(nn.Module):
             doubled = self._time_conv(2 * x.shape[-1], 1)(rest)
             parts.append(rearrange(doubled, "b t h w (two c) -> b (t two) h w c", two=2))
         return jnp.concatenate(parts, axis=1)
+
+
+class Encoder(nn.Module):
+    """Wan Encoder3d: x [B, T, H, W, 3] -> [B, 1+(T-1)/4, H/8, W/8, 2*z_dim] (mean ++ logvar).
+
+    Submodules are numbered like the reference's flat `downsamples` list: `down_blocks_N`.
+    """
+
+    base_dim: int
+    out_dim: int
+    dim_mult: tuple[int, ...]
+    num_res_blocks: int
+    temporal_downsample: tuple[bool, ...]
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dims = [self.base_dim * m for m in (1,) + tuple(self.dim_mult)]
+        x = CausalConv3d(dims[0], name="conv_in", **dt)(x)
+        index = 0
+        for stage, out_dim in enumerate(dims[1:]):
+            for _ in range(self.num_res_blocks):
+                x = ResidualBlock(out_dim, name=f"down_blocks_{index}", **dt)(x)
+                index += 1
+            if stage != len(self.dim_mult) - 1:
+                mode = "downsample3d" if self.temporal_downsample[stage] else "downsample2d"
+                x = Resample(mode, name=f"down_blocks_{index}", **dt)(x)
+                index += 1
+        x = ResidualBlock(dims[-1], name="mid_res_0", **dt)(x)
+        x = AttentionBlock(name="mid_attn", **dt)(x)
+        x = ResidualBlock(dims[-1], name="mid_res_1", **dt)(x)
+        x = jax.nn.silu(RMSNorm(name="norm_out", **dt)(x))
+        return CausalConv3d(self.out_dim, name="conv_out", **dt)(x)
+
+
+class Decoder(nn.Module):
+    """Wan Decoder3d: z [B, t, h, w, z_dim] -> [B, 1+4(t-1), 8h, 8w, 3] (unclamped).
+
+    Stage i has num_res_blocks+1 residual blocks `up_blocks_{i}_res_{j}` and, except the last,
+    an upsampler `up_blocks_{i}_upsample` (3D where the mirrored temporal flag is set).
+    """
+
+    base_dim: int
+    dim_mult: tuple[int, ...]
+    num_res_blocks: int
+    temporal_upsample: tuple[bool, ...]
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        mult = tuple(self.dim_mult)
+        dims = [self.base_dim * m for m in (mult[-1],) + mult[::-1]]
+        x = CausalConv3d(dims[0], name="conv_in", **dt)(z)
+        x = ResidualBlock(dims[0], name="mid_res_0", **dt)(x)
+        x = AttentionBlock(name="mid_attn", **dt)(x)
+        x = ResidualBlock(dims[0], name="mid_res_1", **dt)(x)
+        for stage, out_dim in enumerate(dims[1:]):
+            for j in range(self.num_res_blocks + 1):
+                x = ResidualBlock(out_dim, name=f"up_blocks_{stage}_res_{j}", **dt)(x)
+            if stage != len(mult) - 1:
+                mode = "upsample3d" if self.temporal_upsample[stage] else "upsample2d"
+                x = Resample(mode, name=f"up_blocks_{stage}_upsample", **dt)(x)
+        x = jax.nn.silu(RMSNorm(name="norm_out", **dt)(x))
+        return CausalConv3d(PIXEL_CHANNELS, name="conv_out", **dt)(x)
 
 
 def spatial_ramp(size: int, overlap: int, lead: bool, trail: bool) -> np.ndarray:

@@ -1,0 +1,163 @@
+"""DiT checkpoints both ways against diffusers' WanTransformer3DModel (random tiny models)."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+torch = pytest.importorskip("torch")
+dit_torch = pytest.importorskip("tests.models.dit_torch")  # lands with the DiT (issue 3)
+
+from diffusers import WanTransformer3DModel  # noqa: E402
+
+from wow_jax import sharding as shd  # noqa: E402
+from wow_jax.interop import dit_table, exporter, importer, orbax_io, registry  # noqa: E402
+from wow_jax.models import dit  # noqa: E402
+
+
+@pytest.fixture
+def mesh(tiny_config):
+    return shd.make_mesh(tiny_config.mesh)
+
+
+def wan_state(cfg, diffusers_state: dict) -> dict:
+    """The same tensors under Wan-native names (through the table: same Flax slot)."""
+    tables = registry.rules_by_naming(registry.get("dit"), cfg)
+    slot = {(r.flax_path, r.layer): r.torch_name for r in tables["diffusers"]}
+    return {r.torch_name: diffusers_state[slot[(r.flax_path, r.layer)]] for r in tables["wan"]}
+
+
+def jax_forward(cfg, ckpt, mesh, x):
+    params = orbax_io.load_params(ckpt, dit.abstract_params(cfg), mesh)
+    return np.asarray(jax.jit(dit.create(cfg).apply)({"params": params}, **x))
+
+
+def test_diffusers_round_trip_identical(tiny_config, tmp_path, mesh):
+    cfg = dit_torch.dit_config(tiny_config.model.dit, "t2v")
+    model = dit_torch.torch_model(cfg)
+    model.save_pretrained(tmp_path / "hf", max_shard_size="40KB")  # sharded + index json
+    assert (tmp_path / "hf/diffusion_pytorch_model.safetensors.index.json").exists()
+    report = importer.import_checkpoint("dit", tmp_path / "hf", tmp_path / "ckpt", cfg, mesh)
+    assert report["naming"] == "diffusers"
+
+    x = dit_torch.inputs(cfg)
+    with torch.no_grad():
+        want = dit_torch.torch_forward(model, x).numpy()
+    assert dit_torch.rel_err(jax_forward(cfg, tmp_path / "ckpt", mesh, x), want) < 1e-5
+
+    exporter.export_checkpoint(
+        "dit", tmp_path / "ckpt", tmp_path / "out", cfg, dtype="float32", max_shard_size="60KB"
+    )
+    assert (tmp_path / "out/diffusion_pytorch_model.safetensors.index.json").exists()
+    loaded = WanTransformer3DModel.from_pretrained(tmp_path / "out").eval()
+    for key, value in dit_table.diffusers_kwargs(cfg).items():  # config.json from our config
+        assert loaded.config[key] == (list(value) if isinstance(value, tuple) else value), key
+    original, again = model.state_dict(), loaded.state_dict()
+    assert set(original) == set(again)
+    for name, value in original.items():
+        assert torch.equal(value, again[name]), name
+    with torch.no_grad():
+        assert torch.equal(dit_torch.torch_forward(loaded, x), dit_torch.torch_forward(model, x))
+
+
+def test_wan_native_i2v_round_trip(tiny_config, tmp_path, mesh):
+    cfg = dit_torch.dit_config(tiny_config.model.dit, "i2v")
+    model = dit_torch.torch_model(cfg, seed=3)
+    state = wan_state(cfg, dit_torch.state_dict_numpy(model))
+    assert "blocks.0.cross_attn.k_img.weight" in state and "img_emb.proj.1.weight" in state
+    (tmp_path / "wan").mkdir()
+    save_file(state, tmp_path / "wan/diffusion_pytorch_model.safetensors")
+    report = importer.import_checkpoint("dit", tmp_path / "wan", tmp_path / "ckpt", cfg, mesh)
+    assert report["naming"] == "wan"
+
+    x = dit_torch.inputs(cfg, batch=1, frames=1, height=2, width=4)
+    with torch.no_grad():
+        want = dit_torch.torch_forward(model, x).numpy()
+    assert dit_torch.rel_err(jax_forward(cfg, tmp_path / "ckpt", mesh, x), want) < 1e-5
+
+    exporter.export_checkpoint(
+        "dit", tmp_path / "ckpt", tmp_path / "out_wan", cfg, naming="wan", dtype="float32"
+    )
+    exported = load_file(tmp_path / "out_wan/diffusion_pytorch_model.safetensors")
+    assert set(exported) == set(state)
+    for name, value in state.items():
+        np.testing.assert_array_equal(exported[name], value, err_msg=name)
+    wan_config = json.loads((tmp_path / "out_wan/config.json").read_text())
+    assert wan_config["model_type"] == "i2v" and wan_config["in_dim"] == 36
+
+    exporter.export_checkpoint("dit", tmp_path / "ckpt", tmp_path / "out_hf", cfg, dtype="float32")
+    loaded = WanTransformer3DModel.from_pretrained(tmp_path / "out_hf").eval()
+    with torch.no_grad():
+        assert torch.equal(dit_torch.torch_forward(loaded, x), dit_torch.torch_forward(model, x))
+
+
+def test_wrong_config_is_one_clear_error(tiny_config, tmp_path, mesh):
+    cfg = dit_torch.dit_config(tiny_config.model.dit, "t2v")
+    dit_torch.torch_model(cfg).save_pretrained(tmp_path / "hf")
+    i2v = dit_torch.dit_config(tiny_config.model.dit, "i2v")
+    with pytest.raises(ValueError, match="missing from the checkpoint.*Likely cause.*variant"):
+        importer.import_checkpoint("dit", tmp_path / "hf", tmp_path / "ckpt", i2v, mesh)
+    wider = dit_torch.dit_config(tiny_config.model.dit, "t2v", ffn_dim=48)
+    with pytest.raises(ValueError, match="wrong shape.*ffn"):
+        importer.import_checkpoint("dit", tmp_path / "hf", tmp_path / "ckpt", wider, mesh)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_cli_and_main_mode(tiny_config, tmp_path):
+    cfg = dit_torch.dit_config(tiny_config.model.dit, "t2v")
+    dit_torch.torch_model(cfg).save_pretrained(tmp_path / "hf")
+    sys.path.insert(0, "scripts")
+    import convert_checkpoint  # noqa: PLC0415
+
+    common = ["--config", "configs/tiny.py", "--no-progress"]
+    convert_checkpoint.main(
+        ["import", "--source", str(tmp_path / "hf"), "--target", str(tmp_path / "ck"), *common]
+    )
+    out = ["--target", str(tmp_path / "out"), "--dtype", "float32"]
+    report = convert_checkpoint.main(["export", "--source", str(tmp_path / "ck"), *out, *common])
+    assert report["shards"] == ["diffusion_pytorch_model.safetensors"]
+    with pytest.raises(SystemExit, match="already exists"):
+        convert_checkpoint.main(
+            ["import", "--source", str(tmp_path / "hf"), "--target", str(tmp_path / "ck"), *common]
+        )
+
+    truncated = tmp_path / "bad.safetensors"
+    data = (tmp_path / "hf/diffusion_pytorch_model.safetensors").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    run = subprocess.run(
+        [sys.executable, "-m", "wow_jax.main", "--config=configs/tiny.py", "--config.mode=convert",
+         f"--config.convert.source={truncated}", f"--workdir={tmp_path / 'wd'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1].startswith("wow_jax convert: ")
+    assert "truncated" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "wd/dit_orbax").exists()
+
+
+def test_wow14b_export_plan_fits_5gb_shards():
+    """The WoW-1-Wan-14B (Wan2.1-I2V-14B) DiT plans into <= 5 GB bf16 shards, from shapes only."""
+    import ml_dtypes  # noqa: PLC0415
+    from flax import linen as nn  # noqa: PLC0415
+    from flax import traverse_util  # noqa: PLC0415
+
+    from configs import wow14b  # noqa: PLC0415
+
+    cfg = wow14b.get_config().model.dit
+    flat = traverse_util.flatten_dict(nn.meta.unbox(dit.abstract_params(cfg)))
+    leaves = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in flat.items()}
+    rules = registry.rules(registry.get("dit"), cfg, "diffusers")
+    tensors = exporter.plan_tensors(rules, leaves, np.dtype(ml_dtypes.bfloat16))
+    shards = exporter.plan_shards(tensors, exporter.parse_size("5GB"), "diffusion_pytorch_model")
+    params = sum(int(np.prod(shape)) for shape, _ in leaves.values())
+    assert 16.0e9 < params < 17.0e9  # Wan2.1-I2V-14B: 16.4B with the image embedder
+    data = [sum(2 * int(np.prod(t["shape"])) for t in s["tensors"]) for s in shards]
+    assert max(data) <= 5 * 10**9 and sum(data) == 2 * params
+    assert (
+        len(shards) == 7
+        and shards[0]["file"] == "diffusion_pytorch_model-00001-of-00007.safetensors"
+    )

@@ -1,0 +1,71 @@
+"""`mode=convert`: PyTorch <-> Orbax checkpoint conversion driven by `config.convert`.
+
+    python -m wow_jax.main --config=configs/wow14b.py --config.mode=convert \\
+        --config.convert.component=dit --config.convert.source=/ckpt/WoW-1-Wan-14B \\
+        --config.convert.target=/ckpt/wow14b_dit_orbax
+
+import: `source` is a Wan-native file/folder or a diffusers folder; the Orbax checkpoint is laid
+out for `config.mesh` and stores params in `config.model.<component>.param_dtype`.
+export: `source` is an Orbax checkpoint (imported or from training; `params_key` picks the
+params or EMA params); the output is a diffusers folder or Wan-native files.
+"""
+
+import sys
+from pathlib import Path
+
+import ml_collections
+
+from wow_jax import sharding
+from wow_jax.interop import exporter, importer, registry
+
+
+def default_target(convert: ml_collections.ConfigDict, workdir: str) -> Path:
+    if convert.target:
+        return Path(convert.target)
+    if convert.direction == "import":
+        return Path(workdir) / f"{convert.component}_orbax"
+    naming = "diffusers" if convert.naming == "auto" else convert.naming
+    return Path(workdir) / f"{convert.component}_{naming}"
+
+
+def convert(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> dict:
+    """Runs the conversion `config.convert` describes; returns the report dict."""
+    c = config.convert
+    component = registry.get(c.component)
+    model_cfg = config.model[component.section]
+    target = default_target(c, workdir)
+    if c.direction == "import":
+        mesh = sharding.make_mesh(config.mesh)
+        return importer.import_checkpoint(
+            c.component,
+            c.source,
+            target,
+            model_cfg,
+            mesh,
+            naming=c.naming,
+            overwrite=c.overwrite,
+            progress=progress,
+        )
+    return exporter.export_checkpoint(
+        c.component,
+        c.source,
+        target,
+        model_cfg,
+        naming="diffusers" if c.naming == "auto" else c.naming,
+        params_key=c.params_key,
+        dtype=c.dtype,
+        max_shard_size=c.max_shard_size,
+        overwrite=c.overwrite,
+        progress=progress,
+    )
+
+
+ERRORS = (ValueError, FileExistsError, NotImplementedError)  # Bad input: one line, exit 1.
+
+
+def run_convert(config: ml_collections.ConfigDict, workdir: str) -> None:
+    try:
+        report = convert(config, workdir)
+    except ERRORS as error:
+        sys.exit(f"wow_jax convert: {error}")
+    print(f"convert {config.convert.direction} {config.convert.component}: {report}")

@@ -1,0 +1,89 @@
+"""Reading the conditioning frame and writing generated clips (mp4, gif, contact sheet, json).
+
+Frames on the host are uint8 [T, H, W, 3]; model-side video is float in [-1, 1].
+"""
+
+import json
+import math
+import os
+
+import imageio.v3 as iio
+import imageio_ffmpeg
+import mediapy
+import numpy as np
+from absl import logging
+from PIL import Image
+
+IMAGE_MISMATCH = ("resize", "error")
+
+
+def load_image(path: str, height: int, width: int, mismatch: str = "resize") -> np.ndarray:
+    """Reads an RGB frame -> float32 [height, width, 3] in [-1, 1].
+
+    A frame of another size is resized (with a warning) or refused, per `mismatch`.
+    """
+    if mismatch not in IMAGE_MISMATCH:
+        raise ValueError(
+            f"config.sample.image_mismatch must be one of {IMAGE_MISMATCH}, got {mismatch!r}"
+        )
+    if not path:
+        raise ValueError("no conditioning image given; set --config.sample.image=PATH")
+    if not os.path.isfile(path):
+        raise ValueError(f"conditioning image {path!r} does not exist; check the path")
+    try:
+        with Image.open(path) as file:
+            image = np.asarray(file.convert("RGB"))
+    except (OSError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError.
+        raise ValueError(
+            f"cannot read conditioning image {path!r} ({type(error).__name__}: {error}); "
+            "give a PNG or JPEG file"
+        ) from None
+    if image.shape[:2] != (height, width):
+        got = f"{image.shape[0]}x{image.shape[1]}"
+        if mismatch == "error":
+            raise ValueError(
+                f"conditioning image {path!r} is {got} (HxW) but the model generates "
+                f"{height}x{width}; resize it, or set --config.sample.image_mismatch=resize"
+            )
+        logging.warning("conditioning image %s is %s, resizing to %dx%d", path, got, height, width)
+        image = np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(video: np.ndarray) -> np.ndarray:
+    """[..., 3] float in [-1, 1] -> uint8 in [0, 255]."""
+    return np.round((np.clip(np.asarray(video, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(
+        np.uint8
+    )
+
+
+def contact_sheet(frames: np.ndarray, max_frames: int) -> np.ndarray:
+    """uint8 [T, H, W, 3] -> a grid image of up to `max_frames` evenly spaced frames."""
+    idx = np.unique(
+        np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
+    )
+    picked = frames[idx]
+    cols = math.ceil(math.sqrt(len(picked)))
+    rows = math.ceil(len(picked) / cols)
+    pad = rows * cols - len(picked)
+    picked = np.concatenate([picked, np.zeros((pad, *picked.shape[1:]), np.uint8)])
+    grid = picked.reshape(rows, cols, *picked.shape[1:])
+    return grid.transpose(0, 2, 1, 3, 4).reshape(rows * frames.shape[1], cols * frames.shape[2], 3)
+
+
+def write_outputs(stem: str, frames: np.ndarray, fps: int, sheet_frames: int, info: dict) -> dict:
+    """Writes stem.mp4, stem.gif, stem_frames.png and stem.json; returns {kind: path}."""
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    paths = {
+        "mp4": f"{stem}.mp4",
+        "gif": f"{stem}.gif",
+        "sheet": f"{stem}_frames.png",
+        "json": f"{stem}.json",
+    }
+    mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())  # No system ffmpeg needed.
+    mediapy.write_video(paths["mp4"], frames, fps=fps)
+    iio.imwrite(paths["gif"], frames, duration=1000.0 / fps, loop=0)
+    iio.imwrite(paths["sheet"], contact_sheet(frames, sheet_frames))
+    with open(paths["json"], "w") as f:
+        json.dump({**info, "files": paths}, f, indent=2)
+    return paths

@@ -1,0 +1,99 @@
+"""The model functions generation needs, as one bundle of pure functions of (params, arrays).
+
+`from_config(config)` binds the Flax components of wow_jax.models (DiT, VAE, umT5 + tokenizer,
+CLIP); tests may pass their own `Models` with the same signatures. Latents handed between these
+functions are normalized (per-channel VAE mean/std), as the DiT sees them.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from wow_jax import models as registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+    # (params, latents [B, t, h, w, C_in], timesteps [B], text [B, L, D], image_tokens [B, N, E]
+    # or None) -> velocity [B, t, h, w, z].
+    dit: Callable
+    # (params, video [B, T, H, W, 3] in [-1, 1]) -> normalized latents [B, t, h, w, z].
+    encode: Callable
+    # (params, normalized latents [B, t, h, w, z]) -> video [B, T, H, W, 3] in [-1, 1].
+    decode: Callable
+    # (params, prompts: list[str]) -> text states [B, L, D] (padded positions zero); host-side.
+    text: Callable
+    # (params, images [B, H, W, 3] in [-1, 1]) -> image tokens [B, N, E]; None for t2v.
+    clip: Callable | None = None
+
+
+def _require(name: str):
+    module = registry.load_component(name)
+    if module is None:
+        raise NotImplementedError(
+            f"generation needs {registry.COMPONENTS[name][0]}, which has not landed yet"
+        )
+    return module
+
+
+def from_config(config: ml_collections.ConfigDict) -> Models:
+    """Binds the wow_jax Flax components named by `config.model`."""
+    dit_cfg, vae_cfg, text_cfg = config.model.dit, config.model.vae, config.model.text
+    dit_lib, vae_lib, text_lib = _require("dit"), _require("vae"), _require("text")
+    dit = dit_lib.create(dit_cfg)
+
+    def dit_apply(params, latents, timesteps, text_states, image_tokens):
+        return dit.apply({"params": params}, latents, timesteps, text_states, image_tokens)
+
+    def encode(params, video):
+        return vae_lib.normalize(vae_lib.encode(params, video, vae_cfg), vae_cfg)
+
+    def decode(params, latents):
+        return vae_lib.decode(params, vae_lib.denormalize(latents, vae_cfg), vae_cfg)
+
+    from wow_jax.data import tokenizer as tokenizer_lib
+
+    if not text_cfg.tokenizer_path:
+        raise ValueError(
+            "config.model.text.tokenizer_path is empty; set it to the umT5 sentencepiece model "
+            "(spiece.model of google/umt5-xxl)"
+        )
+    tokenizer = tokenizer_lib.Tokenizer(text_cfg.tokenizer_path, text_cfg.text_len)
+    text_module = text_lib.create(text_cfg)
+    text_apply = jax.jit(lambda p, ids, mask: text_module.apply({"params": p}, ids, mask))
+
+    def text(params, prompts):
+        ids, mask = tokenizer.encode(list(prompts))
+        return text_apply(params, np.asarray(ids, np.int32), np.asarray(mask))
+
+    clip = None
+    if dit_cfg.variant == "i2v":  # CLIP resizes and normalises the frame itself.
+        clip_module = _require("clip").create(config.model.clip)
+        clip = lambda params, images: clip_module.apply({"params": params}, images)
+
+    return Models(dit=dit_apply, encode=encode, decode=decode, text=text, clip=clip)
+
+
+def random_params(abstract, seed: int = 0) -> dict:
+    """Random weights (numpy) shaped like an abstract 'params' tree, without running (and
+    compiling) the module's init: norm scales ('scale', 'gamma') 1, biases ('bias', 'beta') 0,
+    other arrays normal / sqrt(fan-in). For smoke tests, demos and benchmarks."""
+    from flax import linen as nn
+    from flax import traverse_util
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for path, leaf in traverse_util.flatten_dict(nn.meta.unbox(abstract)).items():
+        if path[-1] in ("scale", "gamma"):
+            value = np.ones(leaf.shape)
+        elif path[-1] in ("bias", "beta"):
+            value = np.zeros(leaf.shape)
+        else:
+            fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 0
+            std = 1.0 / np.sqrt(fan_in) if fan_in else 0.02
+            value = std * rng.standard_normal(leaf.shape)
+        out[path] = value.astype(leaf.dtype)
+    return traverse_util.unflatten_dict(out)

@@ -1,0 +1,176 @@
+"""Mode `generate`: imagine the next seconds of video from a frame and an instruction.
+
+    python -m wow_jax.main --config=configs/wow14b.py --workdir=W --config.mode=generate \
+        --config.checkpoint.init_from=CKPT --config.sample.image=frame.png \
+        --config.sample.prompt="pick up the red block"      # or --config.sample.jobs=jobs.jsonl
+
+Per job: <out>/<name>.mp4, <name>.gif, <name>_frames.png (contact sheet) and <name>.json (prompts,
+seed, steps, guidance, timings), with <out> = sample.output_dir or <workdir>/generate. Jobs run in
+batches of sample.batch_size (jobs with the same number of clips), with a progress bar over
+denoising steps.
+"""
+
+import importlib
+import itertools
+import os
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from absl import logging
+from flax import linen as nn
+
+from wow_jax import models as registry
+from wow_jax import sharding
+from wow_jax.sampling import checkpoint, guidance, jobs, media, rollout
+from wow_jax.sampling import models as models_lib
+from wow_jax.sampling.generator import Generator
+
+
+def param_targets(config: ml_collections.ConfigDict, mesh) -> dict:
+    """{component: ShapeDtypeStruct tree with its mesh sharding} for every landed component."""
+    targets = {}
+    for name, (_, section, _) in registry.COMPONENTS.items():
+        module = registry.load_component(name) if name in checkpoint.COMPONENTS else None
+        if module is None:
+            continue
+        abstract = module.abstract_params(config.model[section])
+        shardings = sharding.variable_shardings(abstract, mesh)
+        targets[name] = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            nn.meta.unbox(abstract),
+            shardings,
+        )
+    return targets
+
+
+def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
+    """Params from checkpoint.init_from and/or sample.<component>_checkpoint, onto `mesh`; umT5
+    and CLIP missing there are read from model.{text,clip}.checkpoint_path (PyTorch files)."""
+    sample = config.sample
+    per_component = {name: sample[f"{name}_checkpoint"] for name in checkpoint.COMPONENTS}
+    if not config.checkpoint.init_from and not any(per_component.values()):
+        raise ValueError(
+            "generation needs trained weights: set --config.checkpoint.init_from to an Orbax "
+            "checkpoint from training, and/or --config.sample.<dit|vae|text|clip>_checkpoint to "
+            "ones from `--config.mode=convert`"
+        )
+    targets = param_targets(config, mesh)
+    params = checkpoint.load_params(
+        config.checkpoint.init_from,
+        per_component,
+        sample.params_key,
+        targets,
+        sharding.replicated(mesh),
+    )
+    for name, table in (("text", "umt5_table"), ("clip", "clip_table")):
+        if name not in params and config.model[name].checkpoint_path:
+            loader = importlib.import_module(f"wow_jax.interop.{table}")
+            host = loader.load_params(config.model[name])
+            params[name] = jax.device_put(host, jax.tree.map(lambda t: t.sharding, targets[name]))
+    return params
+
+
+def _batches(job_list: list[jobs.Job], batch_size: int):
+    """Consecutive runs of jobs with the same clip count, in chunks of batch_size."""
+    for _, group in itertools.groupby(job_list, key=lambda j: len(j.prompts)):
+        group = list(group)
+        for i in range(0, len(group), batch_size):
+            yield group[i : i + batch_size]
+
+
+def load_images(config: ml_collections.ConfigDict, job_list) -> dict[str, np.ndarray]:
+    """{job name: frame [H, W, 3] in [-1, 1]} for the jobs that give an image."""
+    data, sample = config.data, config.sample
+    return {
+        job.name: media.load_image(job.image, data.height, data.width, sample.image_mismatch)
+        for job in job_list
+        if job.image
+    }
+
+
+def generate_jobs(
+    config: ml_collections.ConfigDict, generator: Generator, job_list, images, out_dir
+):
+    """Runs the jobs, writes their files; returns [{kind: path}] per job."""
+    sample, data = config.sample, config.data
+    total_steps = sum(len(j.prompts) for j in job_list) * sample.steps
+    results = []
+    with tqdm.tqdm(total=total_steps, desc="denoising steps", unit="step") as bar:
+        for batch in _batches(job_list, sample.batch_size):
+            start = time.perf_counter()
+            has_image = [j.name in images for j in batch]
+            if any(has_image) and not all(has_image):
+                raise ValueError(
+                    "jobs of one batch must all have an image or none; set batch_size=1"
+                )
+            batch_images = np.stack([images[j.name] for j in batch]) if all(has_image) else None
+            prompts = [[j.prompts[k] for j in batch] for k in range(len(batch[0].prompts))]
+            video, timings = rollout.rollout(
+                generator, batch_images, prompts, [j.seed for j in batch], bar=bar
+            )
+            elapsed = time.perf_counter() - start
+            for row, job in enumerate(batch):
+                info = {
+                    "name": job.name,
+                    "image": job.image,
+                    "prompts": list(job.prompts),
+                    "negative_prompt": sample.negative_prompt,
+                    "seed": job.seed,
+                    "solver": sample.solver,
+                    "steps": sample.steps,
+                    "shift": sample.shift,
+                    "guidance": sample.guidance,
+                    "frames": int(video.shape[1]),
+                    "height": data.height,
+                    "width": data.width,
+                    "fps": sample.fps,
+                    "batch_size": len(batch),
+                    "timings": {"batch_total_s": elapsed, "clips": timings},
+                }
+                stem = os.path.join(out_dir, job.name)
+                frames = media.to_uint8(video[row])
+                if jax.process_index() == 0:  # Every host holds the whole video; one writes.
+                    paths = media.write_outputs(stem, frames, sample.fps, sample.sheet_frames, info)
+                    results.append(paths)
+            logging.info("batch of %d jobs done in %.1fs", len(batch), elapsed)
+    return results
+
+
+ERRORS = (ValueError, NotImplementedError, FileNotFoundError)  # Bad input: one line, exit 1.
+
+
+def run_generate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+    """Mode generate: bad input ends the run with one message (no traceback)."""
+    try:
+        return generate(config, workdir)
+    except ERRORS as error:
+        sys.exit(f"wow_jax generate: {error}")
+
+
+def generate(config: ml_collections.ConfigDict, workdir: str, models=None, params=None):
+    """Runs the configured jobs; `models`/`params` override the config's components (tests).
+    Returns [{kind: path}] per job; raises ValueError on bad input."""
+    guidance.check_guidance(config.sample.guidance)
+    job_list = jobs.parse_jobs(config.sample)
+    images = load_images(config, job_list)  # Bad inputs fail before any model loads.
+    if config.model.dit.variant == "i2v" and len(images) < len(job_list):
+        missing = [j.name for j in job_list if j.name not in images]
+        raise ValueError(
+            f"the i2v model needs a conditioning image; jobs {missing} have none (set "
+            "--config.sample.image=PATH or 'image' in the jobs file)"
+        )
+    out_dir = config.sample.output_dir or os.path.join(workdir, "generate")
+    mesh = sharding.make_mesh(config.mesh)
+    if params is None:
+        params = load_for_generation(config, mesh)
+    if models is None:
+        models = models_lib.from_config(config)
+    generator = Generator(config, params, models, mesh)
+    results = generate_jobs(config, generator, job_list, images, out_dir)
+    for job, paths in zip(job_list, results, strict=False):  # (Only process 0 has results.)
+        print(f"{job.name}: {paths['mp4']} {paths['gif']} {paths['sheet']}")
+    return results
