@@ -355,3 +355,15 @@ def test_config_validation(tiny_config, key, value, match):
     tiny_config.model.vae[key] = value
     with pytest.raises(ValueError, match=match):
         configuration.validate(tiny_config, 8)
+
+
+def test_chunks_run_as_one_scanned_step(cfg):
+    """Encode: frame 0 alone, then a lax.scan over the k chunks of 4 frames; decode: latent frame
+    0 alone, then a scan over the others. The scan body is compiled once whatever k is."""
+    params = nn.meta.unbox(vae.abstract_params(cfg))
+    video = jax.ShapeDtypeStruct((1, 13, 16, 16, 3), jnp.float32)
+    latents = jax.ShapeDtypeStruct((1, 6, 2, 2, cfg.z_dim), jnp.float32)
+    enc = str(jax.make_jaxpr(lambda p, v: vae.encode(p, v, cfg))(params, video))
+    dec = str(jax.make_jaxpr(lambda p, z: vae.decode(p, z, cfg))(params, latents))
+    assert enc.count("scan[") == 1 and "length=3" in enc
+    assert dec.count("scan[") == 1 and "length=5" in dec
