@@ -24,6 +24,7 @@ import numpy as np
 from wow_jax import configuration
 from wow_jax.train import flow_matching as fm
 from wow_jax.train.tasks import conditioning
+from wow_jax.train.tasks.vae import boxed_init as boxed_vae_init
 
 T5_EOS_ID = 1  # umT5 '</s>': an empty caption tokenizes to [EOS, pad, ...].
 
@@ -80,7 +81,7 @@ class WorldModelTask:
         size = self.clip_cfg.image_size
         init = {
             "dit": lambda: self.libs["dit"].init_params(self.dit_cfg, dit_rng),
-            "vae": lambda: self.libs["vae"].init(self.vae_cfg, vae_rng),
+            "vae": lambda: boxed_vae_init(self.vae_cfg, vae_rng),
             "text": lambda: self.text.init(text_rng, ids, ids)["params"],
             "clip": lambda: self.clip.init(clip_rng, jnp.zeros((1, size, size, 3)))["params"],
         }
