@@ -120,7 +120,7 @@ def bench_torch(cfg, batch_np, steps):
     count = sum(p.numel() for p in model.parameters())
     return {
         "step_s": seconds,
-        "last_loss": float(loss),
+        "last_loss": float(loss.detach()),
         "params": int(count),
         "threads": torch.get_num_threads(),
     }

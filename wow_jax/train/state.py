@@ -24,13 +24,16 @@ class TrainState:
 
 def create(params, tx, rng: jax.Array, ema_decay: float) -> TrainState:
     """A fresh state at step 0 (works under jax.eval_shape for the abstract state)."""
-    zero = jnp.zeros((), jnp.int32)
+
+    def zero():  # distinct buffers, so the state can be donated leaf by leaf
+        return jnp.zeros((), jnp.int32)
+
     return TrainState(
-        step=zero,
+        step=zero(),
         params=params,
         opt_state=tx.init(params),
         ema_params=jax.tree.map(jnp.copy, params) if ema_decay > 0 else None,
-        rng=rng,
-        bad_streak=zero,
-        bad_total=zero,
+        rng=jnp.asarray(rng),
+        bad_streak=zero(),
+        bad_total=zero(),
     )
