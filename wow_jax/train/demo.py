@@ -15,7 +15,6 @@
 Every stage resumes: a finished training stage restores its last checkpoint and skips.
 """
 
-import importlib
 import json
 import os
 
@@ -28,7 +27,7 @@ from wow_jax.train import loop, tasks
 from wow_jax.train.array_data import ArrayIterator
 from wow_jax.train.tasks import conditioning
 from wow_jax.train.tasks.vae import VAETask
-from wow_jax.train.tasks.world_model import WorldModelTask, resize_for_clip
+from wow_jax.train.tasks.world_model import WorldModelTask
 
 SPM_VOCAB = 256  # Sentencepiece pieces (+100 sentinels must fit config.model.text.vocab_size).
 
@@ -132,10 +131,7 @@ def build_cache(config, vae_params, text_params, clip_params, clips, tokenizer) 
     text_module = text_encoder.create(config.model.text)
     text_fn = jax.jit(lambda ids, mask: text_module.apply({"params": text_params}, ids, mask))
     clip_module = clip_lib.create(config.model.clip)
-    size = config.model.clip.image_size
-    clip_fn = jax.jit(
-        lambda images: clip_module.apply({"params": clip_params}, resize_for_clip(images, size))
-    )
+    clip_fn = jax.jit(lambda images: clip_module.apply({"params": clip_params}, images))
     latents = _batched(lambda v: encode(v)[0], [clips["video"]])
     cond = _batched(lambda v: encode(v)[1], [clips["video"]])
     ids, mask = tokenizer.encode(clips["caption"])
@@ -159,37 +155,20 @@ def latent_stats(vae_params, videos, vae_cfg) -> tuple[list[float], list[float]]
     return raw.mean(axis=axes).tolist(), np.maximum(raw.std(axis=axes), 1e-3).tolist()
 
 
-def imagine(config, workdir: str, params: dict, heldout: dict, count: int) -> list[str]:
-    """Generates clips for held-out first frames + instructions; writes real | imagined."""
-    try:
-        models_lib = importlib.import_module("wow_jax.sampling.models")
-        generator_lib = importlib.import_module("wow_jax.sampling.generator")
-        rollout_lib = importlib.import_module("wow_jax.sampling.rollout")
-        media = importlib.import_module("wow_jax.sampling.media")
-    except ModuleNotFoundError as error:
-        logging.warning("generation (wow_jax.sampling) not available (%s): skipping", error)
-        return []
+def imagine(config, workdir: str, params: dict, heldout: dict) -> dict:
+    """Imagines every held-out clip from its first frame and instruction; writes
+    <workdir>/imagined/compare_<i>.gif (real | imagined) and returns per-clip PSNR/SSIM."""
     from wow_jax import sharding
+    from wow_jax.sampling import compare, generator, media, models
 
     mesh = sharding.make_mesh(config.mesh)
-    generator = generator_lib.Generator(config, params, models_lib.from_config(config), mesh)
-    images = heldout["video"][:count, 0]
-    prompts = [heldout["instruction"][:count]] * config.sample.num_clips
-    seeds = list(range(count))
-    video, _ = rollout_lib.rollout(generator, images, prompts, seeds)
+    gen = generator.Generator(config, params, models.from_config(config), mesh)
+    real = [media.to_uint8(video) for video in heldout["video"]]
+    seeds = list(range(len(real)))
     out_dir = os.path.join(workdir, "imagined")
-    paths = []
-    for i in range(count):
-        real = heldout["video"][i]
-        fake = np.asarray(video[i])[: len(real)]
-        side = np.concatenate([real[: len(fake)], fake], axis=2)  # [T, H, 2W, 3]: real | imagined
-        info = {"instruction": heldout["instruction"][i], "seed": seeds[i], "left": "real"}
-        stem = os.path.join(out_dir, f"heldout_{i}")
-        written = media.write_outputs(
-            stem, media.to_uint8(side), config.sample.fps, config.sample.sheet_frames, info
-        )
-        paths.append(written["mp4"])
-    return paths
+    return compare.imagine_and_compare(
+        gen, real, list(heldout["instruction"]), seeds, out_dir, config.sample.fps
+    )
 
 
 def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -260,7 +239,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # Stage 6: imagine held-out clips.
     params = {k: jax.device_get(v) for k, v in wm_run.state.params.items()}
-    summary["imagined"] = imagine(wm_cfg, workdir, params, heldout, len(heldout["video"]))
+    summary["imagined"] = imagine(wm_cfg, workdir, params, heldout)
     summary["latent_stats"] = os.path.join(workdir, "latent_stats.json")
     summary["tokenizer"] = spm
     with open(os.path.join(workdir, "demo_summary.json"), "w") as f:

@@ -13,7 +13,6 @@ fold_in(state.rng, i), so a resumed run repeats the uninterrupted run bit for bi
 """
 
 import dataclasses
-import json
 import os
 import signal
 import threading
@@ -355,10 +354,12 @@ def run_train(config: ml_collections.ConfigDict, workdir: str) -> None:
 
     config.train.demo=True runs the whole demo recipe (wow_jax/train/demo.py)."""
     if config.train.demo:
+        from wow_jax.sampling import compare
         from wow_jax.train import demo
 
         summary = demo.run_demo(config, workdir)
-        print(f"demo done: {json.dumps(summary, default=str)}")
+        print(compare.format_summary(summary["imagined"]))
+        print(f"demo done: {workdir}/demo_summary.json, imagined clips in {workdir}/imagined")
         return
     result = train(config, workdir)
     if result.losses:

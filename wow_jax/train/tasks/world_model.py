@@ -37,11 +37,6 @@ def empty_prompt_tokens(text_len: int, eos_id: int = T5_EOS_ID):
     return ids, mask
 
 
-def resize_for_clip(images: jax.Array, size: int) -> jax.Array:
-    """[B, H, W, 3] -> [B, size, size, 3] bicubic (as generation feeds CLIP)."""
-    return jax.image.resize(images, (images.shape[0], size, size, 3), "bicubic", antialias=False)
-
-
 class WorldModelTask:
     name = "world_model"
     frozen_pattern = "^(vae|text|clip)/"  # config.train.freeze='auto': only the DiT trains.
@@ -155,8 +150,8 @@ class WorldModelTask:
         if "image_tokens" in batch:
             return batch["image_tokens"]
         first = batch["first_frame"] if "first_frame" in batch else batch["video"][:, 0]
-        images = resize_for_clip(first, self.clip_cfg.image_size)
-        return self.clip.apply({"params": self._frozen(params, "clip", "'image_tokens'")}, images)
+        # The CLIP module resizes to its image_size itself (Wan's bicubic), exactly as generation.
+        return self.clip.apply({"params": self._frozen(params, "clip", "'image_tokens'")}, first)
 
     def model_input(self, x_t, cond, num_frames):
         if not self.i2v:
