@@ -5,6 +5,7 @@ the module that owns it. Holds no other logic.
 """
 
 import importlib
+import logging as std_logging
 import sys
 
 import jax
@@ -74,9 +75,20 @@ def parse_flags(argv: list[str]) -> list[str]:
         )
 
 
+# Libraries that log every checkpoint-thread or dataset-writer step at INFO; their warnings stay.
+_CHATTY_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/grain/")
+
+
+def _keep_record(record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or not any(
+        part in record.pathname for part in _CHATTY_LIBRARIES
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.get_absl_handler().addFilter(_keep_record)
     try:
         config = _CONFIG.value
         config.mode  # noqa: B018 (a config file that failed to load raises here)
