@@ -160,6 +160,12 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _pop_skipped(data) -> int | None:
+    """Bad episodes the data pipeline skipped since the last call (None: not counted)."""
+    pop = getattr(data, "pop_skipped", None)
+    return None if pop is None else pop()
+
+
 def _host(tree) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(tree).items()}
 
@@ -248,6 +254,7 @@ def train(
         return TrainResult(state, {}, False)
 
     first = next(train_data)
+    skipped = _pop_skipped(train_data)  # Bad episodes skipped in this log interval.
     ways = mesh.shape["data"] * mesh.shape["fsdp"]
     global_batch = int(jax.tree.leaves(first)[0].shape[0]) * jax.process_count()
     if global_batch % ways:
@@ -288,6 +295,7 @@ def train(
     preempted = False
 
     def consume(done_step, metrics):
+        nonlocal skipped
         scalars = _host(metrics)
         losses[done_step] = scalars["loss"]
         writer.record(done_step, scalars)
@@ -295,6 +303,18 @@ def train(
             scalars.update(writer.throughput(done_step))
             writer.write(done_step, scalars)
             writer.log_line(done_step, total, scalars)
+            if skipped is not None:
+                data_scalars = {"skipped_episodes": skipped}
+                writer.write(done_step, data_scalars, prefix="data")
+                writer.record(done_step, data_scalars, prefix="data")
+                if skipped:
+                    logging.warning(
+                        "step %d: the data pipeline skipped %d bad episodes since the last log "
+                        "line (see the warnings above for which and why)",
+                        done_step,
+                        skipped,
+                    )
+                skipped = 0
         if scalars["bad_streak"] >= train_cfg.max_bad_steps:
             raise TrainingHalted(
                 f"{int(scalars['bad_streak'])} train steps in a row had a NaN/Inf loss or "
@@ -340,6 +360,8 @@ def train(
                     break
                 if step < total:
                     batch = sharding.shard_batch(next(train_data), mesh)
+                    if skipped is not None:
+                        skipped += _pop_skipped(train_data)
             if pending is not None:
                 consume(*pending)
     finally:

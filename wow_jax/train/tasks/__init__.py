@@ -19,16 +19,27 @@ __all__ = ["DataIterator", "HostBatches", "Task", "build"]
 
 
 class HostBatches:
-    """Applies `fn` to every batch of `inner` on the host; checkpoint state is inner's."""
+    """Applies `fn` to every batch of `inner` on the host; checkpoint state is inner's.
+
+    Counts the bad episodes the pipeline skipped (its 'num_skipped'); `pop_skipped()` returns
+    the count since the last call (the loop logs it as data/skipped_episodes)."""
 
     def __init__(self, inner, fn):
         self.inner, self.fn = inner, fn
+        self._skipped = 0
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        return self.fn(next(self.inner))
+        batch = next(self.inner)
+        if "num_skipped" in batch:
+            self._skipped += int(np.sum(batch["num_skipped"]))
+        return self.fn(batch)
+
+    def pop_skipped(self) -> int:
+        count, self._skipped = self._skipped, 0
+        return count
 
     def get_state(self):
         return self.inner.get_state()
