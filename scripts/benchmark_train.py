@@ -21,6 +21,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import base  # noqa: E402
+from wow_jax.interop import dit_table  # noqa: E402
 from wow_jax.train import loop  # noqa: E402
 from wow_jax.train import optimizer as opt_lib  # noqa: E402
 from wow_jax.train import state as state_lib  # noqa: E402
@@ -69,21 +70,7 @@ def bench_torch(cfg, batch_np, steps):
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(0)
-    dit = cfg.model.dit
-    model = WanTransformer3DModel(
-        patch_size=tuple(dit.patch_size),
-        num_attention_heads=dit.num_heads,
-        attention_head_dim=dit.dim // dit.num_heads,
-        in_channels=dit.in_channels,
-        out_channels=dit.out_channels,
-        text_dim=dit.text_dim,
-        freq_dim=dit.freq_dim,
-        ffn_dim=dit.ffn_dim,
-        num_layers=dit.num_layers,
-        cross_attn_norm=dit.cross_attn_norm,
-        qk_norm="rms_norm_across_heads",
-        eps=dit.eps,
-    ).float()
+    model = WanTransformer3DModel(**dit_table.diffusers_kwargs(cfg.model.dit)).float()
     train = cfg.train
     opt = torch.optim.AdamW(
         model.parameters(),
