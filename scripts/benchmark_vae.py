@@ -83,6 +83,23 @@ def make_weights(args, workdir: str) -> None:
         np.save(os.path.join(workdir, f"latents_{frames}.npy"), z)
 
 
+def measure_decode(decode_once):
+    """Times a first (compiling / warming) call, then a steady call whose peak RSS is measured
+    from a reset high-water mark. Returns (stats, output of the steady call)."""
+    start = time.perf_counter()
+    decode_once()
+    first = time.perf_counter() - start
+    baseline = rss_mib()
+    reset_high_water_mark()
+    start = time.perf_counter()
+    out = decode_once()
+    seconds = time.perf_counter() - start
+    stats = dict(
+        first_call_s=first, seconds=seconds, baseline=baseline, steady_peak=high_water_mark_mib()
+    )
+    return stats, out
+
+
 def worker_jax(args, workdir: str, frames: int) -> dict:
     import jax
     import jax.numpy as jnp
@@ -107,24 +124,10 @@ def worker_jax(args, workdir: str, frames: int) -> dict:
         params = jax.tree.map(jnp.asarray, mapping.torch_to_flax(f.get_tensor, rules, shapes))
     z = jnp.asarray(np.load(os.path.join(workdir, f"latents_{frames}.npy")))
     decode = jax.jit(lambda p, latents: vae.decode(p, latents, cfg))
-    start = time.perf_counter()
-    decode(params, z).block_until_ready()
-    first = time.perf_counter() - start
-    baseline = rss_mib()
-    reset_high_water_mark()
-    start = time.perf_counter()
-    out = decode(params, z).block_until_ready()
-    seconds = time.perf_counter() - start
-    steady = high_water_mark_mib()
+    stats, out = measure_decode(lambda: decode(params, z).block_until_ready())
     out = np.asarray(out)
     np.save(os.path.join(workdir, f"jax_{frames}.npy"), out)
-    return dict(
-        first_call_s=first,
-        seconds=seconds,
-        frames_out=out.shape[1],
-        baseline=baseline,
-        steady_peak=steady,
-    )
+    return dict(stats, frames_out=out.shape[1])
 
 
 def worker_torch(args, workdir: str, frames: int) -> dict:
@@ -136,24 +139,10 @@ def worker_torch(args, workdir: str, frames: int) -> dict:
         np.moveaxis(np.load(os.path.join(workdir, f"latents_{frames}.npy")), -1, 1)
     )
     with torch.inference_mode():
-        start = time.perf_counter()
-        model.decode(z.contiguous())
-        first = time.perf_counter() - start
-        baseline = rss_mib()
-        reset_high_water_mark()
-        start = time.perf_counter()
-        out = model.decode(z.contiguous()).sample
-        seconds = time.perf_counter() - start
-        steady = high_water_mark_mib()
+        stats, out = measure_decode(lambda: model.decode(z.contiguous()).sample)
     out = np.moveaxis(out.numpy(), 1, -1)
     np.save(os.path.join(workdir, f"torch_{frames}.npy"), out)
-    return dict(
-        first_call_s=first,
-        seconds=seconds,
-        frames_out=out.shape[1],
-        baseline=baseline,
-        steady_peak=steady,
-    )
+    return dict(stats, frames_out=out.shape[1])
 
 
 def run_worker(args) -> None:
