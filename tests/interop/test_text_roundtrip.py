@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 text_encoder = pytest.importorskip("wow_jax.models.text_encoder")  # lands with issue 5
 
+from tests.models.test_text_encoder import rerandomise  # noqa: E402
 from wow_jax import sharding as shd  # noqa: E402
 from wow_jax.interop import exporter, importer, orbax_io, registry  # noqa: E402
 
@@ -16,13 +17,7 @@ from wow_jax.interop import exporter, importer, orbax_io, registry  # noqa: E402
 def torch_umt5(cfg, seed=0):
     """UMT5EncoderModel built from the config.json our exporter writes, weights re-drawn."""
     config = transformers.UMT5Config(**registry.get("text").diffusers_config(cfg))
-    model = transformers.UMT5EncoderModel(config).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1.0 + 0.2 * noise if "layer_norm" in name else noise * p.shape[-1] ** -0.5)
-    return model
+    return rerandomise(transformers.UMT5EncoderModel(config).eval(), seed)
 
 
 def torch_states(model, ids, mask):

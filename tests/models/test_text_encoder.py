@@ -35,7 +35,11 @@ def hf_model(text_cfg, seed=0):
         feed_forward_proj="gated-gelu",
         dropout_rate=0.0,
     )
-    model = transformers.UMT5EncoderModel(config).eval()
+    return rerandomise(transformers.UMT5EncoderModel(config).eval(), seed)
+
+
+def rerandomise(model, seed):
+    """Redraws every weight: norm scales ~ 1 + 0.2 N(0, 1), matrices ~ N(0, 1/fan_in)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
