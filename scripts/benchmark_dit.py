@@ -9,12 +9,16 @@ Single-threaded on both sides (fairest on a shared or loaded host, where OpenMP 
         python -m scripts.benchmark_dit --torch_threads=1
 
 Both frameworks get the same weights (diffusers' random weights mapped through the DiT table) and
-the same inputs; the outputs are compared as a sanity check. Timings are medians over `repeats`
-calls after warm-up (JAX: compile + 2 calls), JAX and PyTorch calls interleaved so that load from
-other processes hits both alike; the fastest calls are reported too (min_*). ratio = torch seconds
-/ jax seconds (> 1: JAX faster).
+the same inputs; the outputs are compared as a sanity check. JAX runs the blocks two ways, as
+separate programs: unrolled (`scan_layers=False`, what a small model on CPU should use) and as one
+`nn.scan` (`scan_layers=True`, the config default, for compile time at 40 layers), each compiled
+with `wow_jax.compiler.program_options()` like the train loop. Timings are medians over `repeats`
+calls after warm-up (JAX: compile + 2 calls), all calls interleaved so that load from other
+processes hits every variant alike; the fastest calls are reported too (min_*). ratio = torch
+seconds / jax seconds (> 1: JAX faster).
 """
 
+import functools
 import json
 import os
 import statistics
@@ -28,6 +32,7 @@ from absl import app, flags, logging
 from flax import linen as nn
 
 from configs import base
+from wow_jax import compiler
 from wow_jax.interop import dit_table, mapping
 from wow_jax.models import dit
 
@@ -39,7 +44,6 @@ _LAYERS = flags.DEFINE_integer("layers", 4, "Transformer blocks.")
 _GRID = flags.DEFINE_list("latent_shape", ["5", "16", "16"], "Latent frames, height, width.")
 _TEXT_LEN = flags.DEFINE_integer("text_len", 64, "Text tokens (i2v: diffusers needs 512).")
 _BATCH = flags.DEFINE_integer("batch", 1, "Batch size.")
-_SCAN = flags.DEFINE_bool("scan_layers", True, "nn.scan over the blocks (config default).")
 _TORCH_THREADS = flags.DEFINE_integer(
     "torch_threads", 0, "torch.set_num_threads (0 = torch's default, one per core)."
 )
@@ -51,8 +55,27 @@ def small_config() -> ml_collections.ConfigDict:
     cfg.in_channels = 16 if cfg.variant == "t2v" else 36
     cfg.dim, cfg.num_heads, cfg.num_layers = _DIM.value, max(1, _DIM.value // 64), _LAYERS.value
     cfg.ffn_dim, cfg.text_dim, cfg.image_dim = 4 * _DIM.value, _DIM.value, _DIM.value
-    cfg.scan_layers = _SCAN.value
     return cfg
+
+
+def jax_programs(cfg: ml_collections.ConfigDict, params, inputs) -> dict:
+    """{'forward': fn, 'forward_backward': fn}: compiled like the train loop's programs."""
+    module = dit.create(cfg)
+
+    def forward(p, x):
+        return module.apply({"params": p}, **x)
+
+    def loss(p, x):
+        return jnp.mean(jnp.square(forward(p, x)))
+
+    options = compiler.program_options()
+    compiled = {
+        "forward": jax.jit(forward).lower(params, inputs).compile(options),
+        "forward_backward": jax.jit(jax.value_and_grad(loss))
+        .lower(params, inputs)
+        .compile(options),
+    }
+    return {name: functools.partial(fn, params, inputs) for name, fn in compiled.items()}
 
 
 def _seconds(fn) -> float:
@@ -75,9 +98,6 @@ def main(argv):
         for p in model.parameters():
             p.normal_(std=0.02)
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    shapes = mapping.flax_shapes_of(nn.meta.unbox(dit.abstract_params(cfg)))
-    params = mapping.torch_to_flax(state.__getitem__, dit_table.rules(cfg, "diffusers"), shapes)
-    params = jax.device_put(params)
 
     rng = np.random.default_rng(0)
     b, (f, h, w) = _BATCH.value, (int(s) for s in _GRID.value)
@@ -99,61 +119,69 @@ def main(argv):
         "return_dict": False,
     }
     jx = jax.device_put(x)
-    module = dit.create(cfg)
-    forward = jax.jit(lambda p, inputs: module.apply({"params": p}, **inputs))
-
-    def loss(p, inputs):
-        return jnp.mean(jnp.square(module.apply({"params": p}, **inputs)))
-
-    train = jax.jit(jax.value_and_grad(loss))
-
-    def jax_forward():
-        jax.block_until_ready(forward(params, jx))
-
-    def jax_train():
-        jax.block_until_ready(train(params, jx))
+    calls, compile_seconds = {}, {}
+    for layout, scan in (("unrolled", False), ("scan", True)):
+        cfg.scan_layers = scan  # Scanned blocks stack their weights: map them per layout.
+        shapes = mapping.flax_shapes_of(nn.meta.unbox(dit.abstract_params(cfg)))
+        rules = dit_table.rules(cfg, "diffusers")
+        params = jax.device_put(mapping.torch_to_flax(state.__getitem__, rules, shapes))
+        start = time.perf_counter()
+        for name, fn in jax_programs(cfg, params, jx).items():
+            calls[f"jax_{layout}", name] = lambda fn=fn: jax.block_until_ready(fn())
+        compile_seconds[layout] = time.perf_counter() - start
 
     def torch_forward():
         with torch.no_grad():
-            model(**tx)
+            return model(**tx)[0]
 
     def torch_train():
         model.zero_grad(set_to_none=True)
         torch.mean(torch.square(model(**tx)[0])).backward()
 
-    compile_forward, compile_train = _seconds(jax_forward), _seconds(jax_train)
-    for fn in (jax_forward, jax_train, torch_forward, torch_train):
+    calls["torch", "forward"], calls["torch", "forward_backward"] = torch_forward, torch_train
+    want = torch_forward().permute(0, 2, 3, 4, 1).numpy()
+    rel_err = {}
+    for layout in ("unrolled", "scan"):
+        got = np.asarray(calls[f"jax_{layout}", "forward"]())
+        rel_err[layout] = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+    for fn in calls.values():
         fn(), fn()
 
-    with torch.no_grad():
-        want = model(**tx)[0].permute(0, 2, 3, 4, 1).numpy()
-    got = np.asarray(forward(params, jx))
-    rel_err = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
-
-    timings = {name: [] for name in ("jax_forward", "jax_train", "torch_forward", "torch_train")}
+    timings = {key: [] for key in calls}
     for i in range(_REPEATS.value):
-        for name, fn in (
-            ("jax_forward", jax_forward),
-            ("torch_forward", torch_forward),
-            ("jax_train", jax_train),
-            ("torch_train", torch_train),
-        ):
-            timings[name].append(_seconds(fn))
+        for key, fn in calls.items():
+            timings[key].append(_seconds(fn))
         logging.info("round %d/%d done", i + 1, _REPEATS.value)
-    med = {name: statistics.median(values) for name, values in timings.items()}
-    best = {name: min(values) for name, values in timings.items()}
+
+    def table(reduce):
+        out = {}
+        for (who, name), values in timings.items():
+            out.setdefault(who, {})[name] = reduce(values)
+        return out
+
+    med, best = table(statistics.median), table(min)
+
+    def ratios(seconds):
+        return {
+            layout: {
+                name: seconds["torch"][name] / seconds[f"jax_{layout}"][name]
+                for name in seconds["torch"]
+            }
+            for layout in ("unrolled", "scan")
+        }
+
     result = {
         "device": jax.devices()[0].device_kind,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax_compile_options": compiler.program_options(),
         "load_average_1min": os.getloadavg()[0],
         "config": {
             "variant": cfg.variant,
             "dim": cfg.dim,
             "num_heads": cfg.num_heads,
             "num_layers": cfg.num_layers,
-            "scan_layers": cfg.scan_layers,
             "ffn_dim": cfg.ffn_dim,
             "latents": list(x["latents"].shape),
             "tokens": f * h * w // 4,
@@ -161,24 +189,12 @@ def main(argv):
         },
         "repeats": _REPEATS.value,
         "output_rel_err": rel_err,
-        "jax_compile_seconds": {"forward": compile_forward, "forward_backward": compile_train},
-        "seconds": {
-            "jax": {"forward": med["jax_forward"], "forward_backward": med["jax_train"]},
-            "torch": {"forward": med["torch_forward"], "forward_backward": med["torch_train"]},
-        },
-        "ratio_torch_over_jax": {
-            "forward": med["torch_forward"] / med["jax_forward"],
-            "forward_backward": med["torch_train"] / med["jax_train"],
-        },
+        "jax_compile_seconds": compile_seconds,
+        "seconds": med,
+        "ratio_torch_over_jax": ratios(med),
         # Fastest call of each: less sensitive to other processes on a shared host.
-        "min_seconds": {
-            "jax": {"forward": best["jax_forward"], "forward_backward": best["jax_train"]},
-            "torch": {"forward": best["torch_forward"], "forward_backward": best["torch_train"]},
-        },
-        "min_ratio_torch_over_jax": {
-            "forward": best["torch_forward"] / best["jax_forward"],
-            "forward_backward": best["torch_train"] / best["jax_train"],
-        },
+        "min_seconds": best,
+        "min_ratio_torch_over_jax": ratios(best),
     }
     os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
     with open(_OUT.value, "w") as f:

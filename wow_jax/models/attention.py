@@ -35,12 +35,35 @@ def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array) -> None:
         )
 
 
+@jax.custom_vjp
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """Plain attention: logits and softmax in float32, matmuls in the input dtype."""
+    return _xla_attention_fwd(q, k, v)[0]
+
+
+def _xla_attention_fwd(q, k, v):
     scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32) * scale
+    qh, kh, vh = (rearrange(t, "b l n d -> b n l d") for t in (q, k, v))
+    logits = jnp.einsum("bnqd,bnkd->bnqk", qh, kh, preferred_element_type=jnp.float32) * scale
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bnqk,bknd->bqnd", probs, v).astype(q.dtype)
+    out = jnp.einsum("bnqk,bnkd->bnqd", probs, vh)
+    return rearrange(out, "b n l d -> b l n d").astype(q.dtype), (qh, kh, vh, probs, out)
+
+
+def _xla_attention_bwd(res, grad):
+    qh, kh, vh, probs, out = res
+    scale = qh.shape[-1] ** -0.5
+    gh = rearrange(grad, "b l n d -> b n l d").astype(vh.dtype)
+    dv = jnp.einsum("bnqk,bnqd->bnkd", probs, gh)
+    dprobs = jnp.einsum("bnqd,bnkd->bnqk", gh, vh, preferred_element_type=jnp.float32)
+    delta = jnp.sum(gh.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    dlogits = (probs.astype(jnp.float32) * (dprobs - delta) * scale).astype(qh.dtype)
+    dq = jnp.einsum("bnqk,bnkd->bnqd", dlogits, kh)
+    dk = jnp.einsum("bnqk,bnqd->bnkd", dlogits, qh)
+    return tuple(rearrange(t, "b n l d -> b l n d") for t in (dq, dk, dv))
+
+
+xla_attention.defvjp(_xla_attention_fwd, _xla_attention_bwd)
 
 
 def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:

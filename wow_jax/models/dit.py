@@ -217,7 +217,7 @@ class Block(nn.Module):
 
         h = (norm(x) * (1 + scale) + shift).astype(dtype)
         x = x + SelfAttention(s, name="self_attn")(h, cos, sin).astype(jnp.float32) * gate
-        x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
+        x = layers.fusion_barrier(nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)))
 
         if s.cross_attn_norm:
             cross_norm = layers.LayerNorm(
@@ -227,12 +227,12 @@ class Block(nn.Module):
         else:
             h = x
         x = x + CrossAttention(s, name="cross_attn")(h.astype(dtype), context, image_context)
-        x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
+        x = layers.fusion_barrier(nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)))
 
         h = (norm(x) * (1 + ffn_scale) + ffn_shift).astype(dtype)
         ffn = MLPBlock(s, s.ffn_dim, s.dim, True, (EMBED, MLP), (BATCH, LENGTH, MLP), name="ffn")
         x = x + ffn(h).astype(jnp.float32) * ffn_gate
-        return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)), None
+        return layers.fusion_barrier(nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))), None
 
 
 class PatchEmbedding(nn.Module):

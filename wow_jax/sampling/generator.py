@@ -20,7 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from wow_jax import configuration, sharding
+from wow_jax import compiler, configuration, sharding
 from wow_jax.sampling import conditioning, guidance, solvers
 from wow_jax.sampling.models import Models
 
@@ -156,7 +156,9 @@ class Generator:
                 tuple((x.shape, x.dtype) for x in jax.tree.leaves(args)),
             )
             if signature not in self._compiled:
-                self._compiled[signature] = self._denoise.lower(*args).compile()
+                self._compiled[signature] = self._denoise.lower(*args).compile(
+                    compiler.program_options()
+                )
                 timings["compile_s"] = time.perf_counter() - start
             start = time.perf_counter()
             self._bar = bar

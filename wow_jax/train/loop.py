@@ -25,7 +25,7 @@ import optax
 from absl import logging
 from flax import linen as nn
 
-from wow_jax import sharding
+from wow_jax import compiler, sharding
 from wow_jax.train import checkpoint as ckpt_lib
 from wow_jax.train import metrics as metrics_lib
 from wow_jax.train import optimizer as opt_lib
@@ -125,12 +125,6 @@ def state_shardings(abstract_state, abstract_params, param_shardings, mesh):
         return replicated
 
     return jax.tree_util.tree_map_with_path(pick, abstract_state)
-
-
-def _init_compiler_options() -> dict:
-    """The init program runs once: on CPU, skip LLVM optimisation (a conv VAE's random init
-    otherwise compiles ~6x slower than its train step)."""
-    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
 
 
 class _Preemption:
@@ -242,9 +236,7 @@ def train(
         given = jax.device_put(given, given_sh)
         init_fn = jax.jit(init, in_shardings=(None, given_sh), out_shardings=state_sh)
         with sharding.activate(mesh):
-            state = init_fn.lower(init_rng, given).compile(_init_compiler_options())(
-                init_rng, given
-            )
+            state = init_fn.lower(init_rng, given).compile(compiler.init_options())(init_rng, given)
         if given:
             logging.info("initial params for %s; the rest initialised randomly", sorted(given))
 
@@ -275,7 +267,7 @@ def train(
     with sharding.activate(mesh):
         compiled = step_jit.lower(
             ckpt_lib.abstract_with_shardings(abstract_state, state_sh), abstract_batch
-        ).compile()
+        ).compile(compiler.program_options())
     eval_fn = None
     if eval_data is not None and train_cfg.eval_every > 0:
         eval_fn = jax.jit(build_eval_step(task, config.seed))
