@@ -3,16 +3,17 @@
 
     python -m scripts.benchmark_dit [--out=runs/benchmarks/dit.json] [--repeats=5]
 
-Single-threaded on both sides (fairest on a shared or loaded host, where OpenMP threads spin):
+On one core for both (fairest on a shared or loaded host, where OpenMP threads spin):
 
-    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
-        python -m scripts.benchmark_dit --torch_threads=1
+    taskset -c 0 python -m scripts.benchmark_dit --torch_threads=1 \
+        --out=runs/benchmarks/dit_1core.json
 
 Both frameworks get the same weights (diffusers' random weights mapped through the DiT table) and
 the same inputs; the outputs are compared as a sanity check. JAX runs the blocks two ways, as
-separate programs: unrolled (`scan_layers=False`, what a small model on CPU should use) and as one
-`nn.scan` (`scan_layers=True`, the config default, for compile time at 40 layers), each compiled
-with `wow_jax.compiler.program_options()` like the train loop. Timings are medians over `repeats`
+separate programs: unrolled without rematerialisation (`scan_layers=False, remat_policy='none'`,
+the fastest choice for a small model on CPU) and the config default (one `nn.scan` over the
+blocks, for compile time at 40 layers, with `remat_policy='dots_no_batch'`), each compiled with
+`wow_jax.compiler.program_options()` like the train loop. Timings are medians over `repeats`
 calls after warm-up (JAX: compile + 2 calls), all calls interleaved so that load from other
 processes hits every variant alike; the fastest calls are reported too (min_*). ratio = torch
 seconds / jax seconds (> 1: JAX faster).
@@ -120,8 +121,11 @@ def main(argv):
     }
     jx = jax.device_put(x)
     calls, compile_seconds = {}, {}
-    for layout, scan in (("unrolled", False), ("scan", True)):
-        cfg.scan_layers = scan  # Scanned blocks stack their weights: map them per layout.
+    layouts = {}
+    for layout, scan, remat in (("unrolled", False, "none"), ("scan", True, cfg.remat_policy)):
+        cfg.scan_layers, cfg.remat_policy = scan, remat
+        layouts[layout] = {"scan_layers": scan, "remat_policy": remat}
+        # Scanned blocks stack their weights: map them per layout.
         shapes = mapping.flax_shapes_of(nn.meta.unbox(dit.abstract_params(cfg)))
         rules = dit_table.rules(cfg, "diffusers")
         params = jax.device_put(mapping.torch_to_flax(state.__getitem__, rules, shapes))
@@ -183,6 +187,7 @@ def main(argv):
             "num_heads": cfg.num_heads,
             "num_layers": cfg.num_layers,
             "ffn_dim": cfg.ffn_dim,
+            "jax_layouts": layouts,
             "latents": list(x["latents"].shape),
             "tokens": f * h * w // 4,
             "text_len": text_len,

@@ -37,30 +37,40 @@ def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array) -> None:
 
 @jax.custom_vjp
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """Plain attention: logits and softmax in float32, matmuls in the input dtype."""
+    """Plain attention: logits and softmax in float32, matmuls in the input dtype.
+
+    The queries are scaled before the logits matmul (a [Lq, D] multiply instead of [Lq, Lk]);
+    the backward pass is written out (softmax gradient from the saved probabilities), which
+    XLA:CPU runs faster than the autodiff of the same formula. Heads go in front ([B, N, L, D])
+    for the batched matmuls.
+    """
     return _xla_attention_fwd(q, k, v)[0]
 
 
 def _xla_attention_fwd(q, k, v):
     scale = q.shape[-1] ** -0.5
     qh, kh, vh = (rearrange(t, "b l n d -> b n l d") for t in (q, k, v))
-    logits = jnp.einsum("bnqd,bnkd->bnqk", qh, kh, preferred_element_type=jnp.float32) * scale
+    qh = (qh.astype(jnp.float32) * scale).astype(q.dtype)
+    logits = jnp.einsum("bnqd,bnkd->bnqk", qh, kh, preferred_element_type=jnp.float32)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bnqk,bnkd->bnqd", probs, vh)
     return rearrange(out, "b n l d -> b l n d").astype(q.dtype), (qh, kh, vh, probs, out)
 
 
 def _xla_attention_bwd(res, grad):
-    qh, kh, vh, probs, out = res
+    qh, kh, vh, probs, out = res  # qh: the scaled queries.
     scale = qh.shape[-1] ** -0.5
     gh = rearrange(grad, "b l n d -> b n l d").astype(vh.dtype)
     dv = jnp.einsum("bnqk,bnqd->bnkd", probs, gh)
     dprobs = jnp.einsum("bnqd,bnkd->bnqk", gh, vh, preferred_element_type=jnp.float32)
     delta = jnp.sum(gh.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
-    dlogits = (probs.astype(jnp.float32) * (dprobs - delta) * scale).astype(qh.dtype)
-    dq = jnp.einsum("bnqk,bnkd->bnqd", dlogits, kh)
+    dlogits = (probs.astype(jnp.float32) * (dprobs - delta)).astype(qh.dtype)
+    dq = jnp.einsum("bnqk,bnkd->bnqd", dlogits, kh, preferred_element_type=jnp.float32) * scale
     dk = jnp.einsum("bnqk,bnqd->bnkd", dlogits, qh)
-    return tuple(rearrange(t, "b n l d -> b l n d") for t in (dq, dk, dv))
+    return tuple(
+        rearrange(t, "b n l d -> b l n d").astype(dtype)
+        for t, dtype in ((dq, qh.dtype), (dk, kh.dtype), (dv, vh.dtype))
+    )
 
 
 xla_attention.defvjp(_xla_attention_fwd, _xla_attention_bwd)
