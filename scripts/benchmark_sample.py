@@ -27,6 +27,7 @@ from absl import app, flags  # noqa: E402
 from flax import linen as nn  # noqa: E402
 
 from configs import tiny  # noqa: E402
+from wow_jax import compiler  # noqa: E402
 from wow_jax.interop import dit_table, mapping  # noqa: E402
 from wow_jax.models import dit  # noqa: E402
 from wow_jax.sampling import guidance, unipc  # noqa: E402
@@ -99,7 +100,7 @@ def run_jax(cfg, params, x, steps, shift, scale):
 
     args = (params, x["noise"], x["cond"], x["text"], x["negative"], x["image"])
     start = time.perf_counter()
-    compiled = sample.lower(*args).compile()
+    compiled = sample.lower(*args).compile(compiler.program_options())  # As the generator.
     compile_s = time.perf_counter() - start
     compiled(*args).block_until_ready()  # Warm-up run.
     times = []

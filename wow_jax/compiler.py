@@ -3,13 +3,14 @@
 Passed per program (`jitted.lower(...).compile(options)`), never through the process-wide
 XLA_FLAGS, so a user's own JAX code is unaffected. Only the CPU backend gets options:
 
-- `program_options()`: XLA:CPU sends reductions and elementwise chains to YNNPACK fusions by
-  default; in the DiT's backward pass those (sums over the token axis for gate and bias
-  gradients, the softmax backward) run several times slower than XLA's own loops. With them off
-  the small benchmark DiT's forward+backward takes 0.076 s instead of 0.107 s on 2 cores
-  (scripts/benchmark_dit.py); matrix multiplies are unaffected.
-- `init_options()`: the random-init program runs once; skipping LLVM optimisation makes a conv
-  VAE's init compile ~6x faster than its train step instead of slower.
+- `program_options()`: XLA:CPU sends reductions, elementwise chains and matrix multiplies to
+  YNNPACK fusions by default; in the DiT's backward pass the reductions (sums over the token
+  axis for gate and bias gradients, the softmax backward) run several times slower than XLA's
+  own loops. With YNNPACK fusions off (matrix multiplies then run on XLA's Eigen kernels) the
+  small benchmark DiT's forward+backward takes 0.076 s instead of 0.107 s on 2 cores
+  (scripts/benchmark_dit.py); keeping YNNPACK for matrix multiplies only was slower (0.087 s).
+- `init_options()`: the random-init program runs once; skipping LLVM optimisation keeps a conv
+  VAE's init from compiling ~6x slower than its train step.
 """
 
 import functools

@@ -122,9 +122,10 @@ def fusion_barrier(x: jax.Array) -> jax.Array:
     XLA:CPU fuses cheap elementwise producers into every consumer and drops
     `lax.optimization_barrier`; on the DiT's residual stream that recomputes the whole chain of
     residual additions (and, in the backward pass, the accumulated gradient of every later block)
-    inside each consumer. Placed after each residual addition, this halves the forward+backward
-    time of the small benchmark DiT on CPU (scripts/benchmark_dit.py). Other backends fuse well
-    on their own: there it is the plain identity. x: any array -> the same array.
+    inside each consumer. Placed after each residual addition, it cuts the small benchmark DiT's
+    forward+backward on one CPU core from 196 to 158 ms (scripts/benchmark_dit.py; docs/dit.md).
+    Other backends fuse well on their own: there it is the plain identity.
+    x: any array -> the same array.
     """
     return _cpu_fusion_barrier(x) if jax.default_backend() == "cpu" else x
 
