@@ -3,7 +3,7 @@ memory: checks that a config fits before renting the pod.
 
 Needs libtpu in the environment (`pip install "libtpu==0.0.42.*"` for jax 0.10.2); no TPU is used.
 
-    python scripts/aot_compile.py --config=configs/wow14b.py --topology=v5p:4x4x4 \
+    python -m scripts.aot_compile --config=configs/wow14b.py --topology=v5p:4x4x4 \
         --config.mesh.fsdp=8 --config.mesh.sequence=8 --config.data.batch_size=8
 
 Shapes come from the config: latent grid from config.data (num_frames, height, width) through the

@@ -1,6 +1,6 @@
 """Benchmark: stream a Wan2.1-1.3B DiT checkpoint PyTorch -> Orbax -> PyTorch; wall time + peak RSS.
 
-    python scripts/benchmark_convert.py [--out runs/benchmarks/convert.json] [--workdir /tmp/x]
+    python -m scripts.benchmark_convert [--out runs/benchmarks/convert.json] [--workdir /tmp/x]
 
 1. writes a randomly initialised 1.3B DiT in the Wan-native layout (one bf16 safetensors file,
    ~2.8 GB, as the Wan2.1-T2V-1.3B release ships it), tensor by tensor;
@@ -23,8 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # stages run as `python -m scripts.benchmark_convert`
 SOURCE_FILE = "diffusion_pytorch_model.safetensors"
 
 
@@ -113,8 +112,9 @@ def run_stage(name: str, work: Path, devices: int) -> dict:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     start = time.time()
     run = subprocess.run(
-        [sys.executable, __file__, "--stage", name, "--workdir", str(work)],
-        env=env, capture_output=True, text=True, check=False,
+        [sys.executable, "-m", "scripts.benchmark_convert", "--stage", name,
+         "--workdir", str(work.resolve())],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if run.returncode:
         raise RuntimeError(f"stage {name} failed:\n{run.stderr[-3000:]}")

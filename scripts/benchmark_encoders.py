@@ -1,6 +1,6 @@
 """Throughput of the Flax umT5 and CLIP encoders vs their PyTorch references, same weights.
 
-    python scripts/benchmark_encoders.py --size=small --out=/tmp/encoders.json
+    python -m scripts.benchmark_encoders --size=small --out=/tmp/encoders.json
 
 Builds transformers UMT5EncoderModel / CLIPVisionModel at the chosen size with random weights,
 imports the same weights into the Flax modules (through the interop tables), checks the outputs
@@ -10,13 +10,8 @@ Sizes: 'tiny' (configs/tiny.py), 'small' (a few layers at modest width), 'xxl' (
 ViT-H/14 at full size: needs an accelerator and ~30 GB of host memory for the import).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
-
-import json  # noqa: E402
-import time  # noqa: E402
+import json
+import time
 
 import jax
 import numpy as np

@@ -1,7 +1,7 @@
 """Seconds per denoising step: wow_jax (jitted UniPC loop + DiT + CFG) vs diffusers
 (WanTransformer3DModel + UniPCMultistepScheduler, as WanImageToVideoPipeline steps), same weights.
 
-    python scripts/benchmark_sample.py [--steps=6] [--out=runs/benchmarks/sample.json]
+    python -m scripts.benchmark_sample [--steps=6] [--out=runs/benchmarks/sample.json]
 
 A small Wan I2V DiT (width 256, 4 blocks) with random weights is built in diffusers and mapped into
 the Flax tree through the DiT name table. Both sides denoise the same noise with the same I2V
@@ -13,25 +13,21 @@ on each side, their ratio (torch / jax > 1: JAX faster), the compile time and th
 difference of the final latents (a parity check of the whole sampler with the DiT).
 """
 
+import json
 import os
-import sys
+import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+import jax
+import numpy as np
+from absl import app, flags
+from flax import linen as nn
 
-import json  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from flax import linen as nn  # noqa: E402
-
-from configs import tiny  # noqa: E402
-from wow_jax import compiler  # noqa: E402
-from wow_jax.interop import dit_table, mapping  # noqa: E402
-from wow_jax.models import dit  # noqa: E402
-from wow_jax.sampling import guidance, unipc  # noqa: E402
-from wow_jax.sampling.schedulers import unipc_schedule  # noqa: E402
+from configs import tiny
+from wow_jax import compiler
+from wow_jax.interop import dit_table, mapping
+from wow_jax.models import dit
+from wow_jax.sampling import guidance, unipc
+from wow_jax.sampling.schedulers import unipc_schedule
 
 _STEPS = flags.DEFINE_integer("steps", 6, "Denoising steps timed per side.")
 _SHIFT = flags.DEFINE_float("shift", 3.0, "Flow shift.")

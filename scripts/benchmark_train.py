@@ -4,29 +4,26 @@ JAX: wow_jax's jitted flow-matching train step (AdamW, clipping, NaN guard, dona
 PyTorch: diffusers WanTransformer3DModel with the same sizes, the same loss, torch.optim.AdamW
 and clip_grad_norm_. One run, same process; writes JSON with both times and their ratio.
 
-    python scripts/benchmark_train.py [--out runs/benchmarks/train.json] [--steps 10]
+    python -m scripts.benchmark_train [--out runs/benchmarks/train.json] [--steps 10]
 """
 
 import argparse
 import json
 import os
 import platform
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from configs import base  # noqa: E402
-from wow_jax import compiler  # noqa: E402
-from wow_jax.interop import dit_table  # noqa: E402
-from wow_jax.train import loop  # noqa: E402
-from wow_jax.train import optimizer as opt_lib  # noqa: E402
-from wow_jax.train import state as state_lib  # noqa: E402
-from wow_jax.train.tasks.world_model import WorldModelTask  # noqa: E402
+from configs import base
+from wow_jax import compiler
+from wow_jax.interop import dit_table
+from wow_jax.train import loop
+from wow_jax.train import optimizer as opt_lib
+from wow_jax.train import state as state_lib
+from wow_jax.train.tasks.world_model import WorldModelTask
 
 SIZES = dict(dim=256, ffn_dim=1024, num_heads=4, num_layers=4, text_dim=64, freq_dim=256)
 BATCH, LATENT, TEXT_LEN = 2, (3, 16, 16, 16), 32  # latent [t, h, w, z]; 3*8*8 = 192 tokens

@@ -9,7 +9,7 @@ high-water mark was reset (Linux clear_refs) - the steady-state cost of decoding
 runtime loaded; `lifetime_peak_rss_mib` also counts imports and JAX compilation. Outputs of the
 two frameworks are compared (max abs difference).
 
-    python scripts/benchmark_vae.py --out runs/benchmarks/vae.json
+    python -m scripts.benchmark_vae --out runs/benchmarks/vae.json
 """
 
 import argparse
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # workers run from here
 
 
 def rss_mib() -> float:
@@ -106,7 +106,6 @@ def worker_jax(args, workdir: str, frames: int) -> dict:
     from flax import linen as nn
     from safetensors import safe_open
 
-    sys.path.insert(0, ROOT)
     from configs import base
     from wow_jax.interop import mapping, vae_table
     from wow_jax.models import vae
@@ -155,7 +154,8 @@ def run_worker(args) -> None:
 def measure(args, workdir: str, framework: str, frames: int) -> dict:
     cmd = [
         sys.executable,
-        os.path.abspath(__file__),
+        "-m",
+        "scripts.benchmark_vae",
         f"--worker={framework}",
         f"--workdir={workdir}",
         f"--worker_frames={frames}",
@@ -165,7 +165,7 @@ def measure(args, workdir: str, framework: str, frames: int) -> dict:
         f"--num_res_blocks={args.num_res_blocks}",
     ]
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"{framework} worker failed:\n{proc.stderr[-4000:]}")

@@ -1,6 +1,6 @@
 """Encodes every caption of a dataset once with umT5 and writes a TextEmbeddingCache.
 
-    python scripts/cache_text_embeddings.py --config=configs/wow14b.py \
+    python -m scripts.cache_text_embeddings --config=configs/wow14b.py \
         --config.model.text.tokenizer_path=/ckpt/google/umt5-xxl/spiece.model \
         --config.model.text.checkpoint_path=/ckpt/models_t5_umt5-xxl-enc-bf16.pth \
         --captions=/data/robot/captions.txt --output=/data/robot/text_embeddings
@@ -13,12 +13,8 @@ no checkpoint the encoder is randomly initialised from config.seed (tests and th
 The encoder runs jitted, sharded over config.mesh.
 """
 
+import json
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
-
-import json  # noqa: E402
 
 import jax
 import numpy as np

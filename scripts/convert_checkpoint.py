@@ -1,11 +1,11 @@
 """Convert checkpoints between PyTorch (Wan-native / diffusers) and Orbax.
 
     # PyTorch -> Orbax (naming detected; params laid out for the config's mesh)
-    python scripts/convert_checkpoint.py import --config configs/wow14b.py --component dit \\
+    python -m scripts.convert_checkpoint import --config configs/wow14b.py --component dit \\
         --source /ckpt/WoW-1-Wan-14B --target /ckpt/wow14b_dit
 
     # Orbax -> diffusers folder (WanTransformer3DModel.from_pretrained loads it), EMA weights
-    python scripts/convert_checkpoint.py export --config configs/wow14b.py --component dit \\
+    python -m scripts.convert_checkpoint export --config configs/wow14b.py --component dit \\
         --source /runs/wow/checkpoints/5000 --params-key ema_params --target /out/transformer
 
 The same functions back `python -m wow_jax.main --config.mode=convert`.
@@ -16,10 +16,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from wow_jax import configuration  # noqa: E402
-from wow_jax.interop import convert  # noqa: E402
+from wow_jax import configuration
+from wow_jax.interop import convert
 
 
 def load_config(spec: str):

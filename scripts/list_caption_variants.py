@@ -2,7 +2,7 @@
 
     python -m scripts.list_caption_variants --config=configs/demo.py \
         --config.data.path=/data/metaworld/1.0.0 --out=/data/metaworld/captions.json
-    python scripts/cache_text_embeddings.py --config=configs/demo.py \
+    python -m scripts.cache_text_embeddings --config=configs/demo.py \
         --captions=/data/metaworld/captions.json --output=/data/metaworld/text_embeddings
 
 Uses config.data (path, keys, num_frames, frame_stride, caption_* mixture, robot_name); the output

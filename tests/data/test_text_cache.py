@@ -1,9 +1,7 @@
 """Text-embedding cache: what the data pipeline reads back equals a direct encoder call."""
 
 import copy
-import importlib.util
 import json
-import pathlib
 import pickle
 
 import jax
@@ -82,7 +80,7 @@ def test_bfloat16_storage(encoder, tmp_path):
 
 def test_bad_input(encoder, tmp_path):
     text_cfg, params, tokenizer = encoder
-    with pytest.raises(FileNotFoundError, match="cache_text_embeddings.py"):
+    with pytest.raises(FileNotFoundError, match="scripts.cache_text_embeddings"):
         text_cache.TextEmbeddingCache(str(tmp_path / "none"))
     encode_fn = text_cache.make_encode_fn(text_encoder.create(text_cfg), params)
     cache = text_cache.TextEmbeddingCache.write(str(tmp_path), ["a"], tokenizer, encode_fn, 2)
@@ -96,12 +94,9 @@ def test_bad_input(encoder, tmp_path):
 
 def test_script_writes_a_readable_cache(encoder, tmp_path):
     from configs import tiny
+    from scripts import cache_text_embeddings as script
 
     text_cfg, params, tokenizer = encoder
-    path = pathlib.Path(__file__).parents[2] / "scripts" / "cache_text_embeddings.py"
-    spec = importlib.util.spec_from_file_location("cache_text_embeddings", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     captions = tmp_path / "captions.jsonl"
     captions.write_text("\n".join(json.dumps({"caption": c}) for c in CAPTIONS[:3]))
     config = tiny.get_config()

@@ -110,8 +110,7 @@ def test_wrong_config_is_one_clear_error(tiny_config, tmp_path, mesh):
 def test_cli_and_main_mode(tiny_config, tmp_path):
     cfg = dit_torch.dit_config(tiny_config.model.dit, "t2v")
     dit_torch.torch_model(cfg).save_pretrained(tmp_path / "hf")
-    sys.path.insert(0, "scripts")
-    import convert_checkpoint  # noqa: PLC0415
+    from scripts import convert_checkpoint  # noqa: PLC0415
 
     common = ["--config", "configs/tiny.py", "--no-progress"]
     convert_checkpoint.main(

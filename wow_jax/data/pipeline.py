@@ -76,7 +76,8 @@ class ClipLoader:
         if self.action_stats is not None and actions.shape[-1] != self.action_stats["action_dim"]:
             raise rlds.BadEpisodeError(
                 f"episode at {where} has {actions.shape[-1]} action dims, the dataset statistics "
-                f"{self.action_stats['action_dim']}; recompute scripts/compute_action_stats.py"
+                f"{self.action_stats['action_dim']}; recompute them with "
+                "`python -m scripts.compute_action_stats`"
             )
         return {
             "video": clips.resize_crop(episode["frames"], self.spec, rng),

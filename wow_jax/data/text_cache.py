@@ -107,7 +107,7 @@ class TextEmbeddingCache:
         if not os.path.isfile(index_path):
             raise FileNotFoundError(
                 f"no text-embedding cache at {directory!r} ({INDEX_FILE} missing); build it with "
-                "`python scripts/cache_text_embeddings.py --config=... --captions=...` or set "
+                "`python -m scripts.cache_text_embeddings --config=... --captions=...` or set "
                 "config.model.text.embedding_cache='' to run the encoder on the fly"
             )
         with open(index_path, encoding="utf-8") as f:
@@ -122,7 +122,7 @@ class TextEmbeddingCache:
                     raise ValueError(
                         f"text-embedding cache {directory!r} was written with {key}="
                         f"{self.meta[key]} but config.model.text.{key}={text_cfg[key]}; rebuild "
-                        "the cache with scripts/cache_text_embeddings.py for this config"
+                        "the cache with `python -m scripts.cache_text_embeddings` for this config"
                     )
 
     # Grain RandomAccessDataSource protocol.
@@ -150,7 +150,7 @@ class TextEmbeddingCache:
         if row is None:
             raise KeyError(
                 f"caption {caption[:80]!r} is not in the text-embedding cache {self.directory!r}; "
-                "re-run scripts/cache_text_embeddings.py including it"
+                "re-run `python -m scripts.cache_text_embeddings` including it"
             )
         embedding = self[row]["embedding"]
         out = np.zeros((self.meta["text_len"], self.meta["dim"]), embedding.dtype)
