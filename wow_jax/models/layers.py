@@ -110,7 +110,7 @@ class LayerNorm(nn.Module):
 def _cpu_fusion_barrier(x: jax.Array) -> jax.Array:
     """x, passed through a while loop whose condition is always false (v != v and v == v) but not
     provably so to XLA, which therefore has to compute x into a buffer first."""
-    first = x.reshape(-1)[0]
+    first = x[(0,) * x.ndim]  # A static slice: under a mesh only one shard's element moves.
     never = jnp.logical_and(first != first, first == first)
     return jax.lax.while_loop(lambda value: never, lambda value: value * 2, x)
 
@@ -124,8 +124,8 @@ def fusion_barrier(x: jax.Array) -> jax.Array:
     residual additions (and, in the backward pass, the accumulated gradient of every later block)
     inside each consumer. Placed after each residual addition, it cuts the small benchmark DiT's
     forward+backward on one CPU core from 196 to 158 ms (scripts/benchmark_dit.py; docs/dit.md).
-    Other backends fuse well on their own: there it is the plain identity.
-    x: any array -> the same array.
+    Other backends fuse well on their own: there it is the plain identity (decided when tracing,
+    by `jax.default_backend()`). x: any array -> the same array.
     """
     return _cpu_fusion_barrier(x) if jax.default_backend() == "cpu" else x
 
