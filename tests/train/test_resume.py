@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,16 +10,14 @@ import time
 import numpy as np
 import pytest
 
+from tests import multiprocess
+
 RUNNER = os.path.join(os.path.dirname(__file__), "toy_run.py")
 STEPS = 20
 
 
 def _env(devices=8, **extra):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
+    return multiprocess.cpu_env(devices, **extra)
 
 
 def _run(workdir, steps, *args, env=None, timeout=120):
@@ -103,31 +100,9 @@ def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, straight):
     _assert_same_run(tmp_path, straight)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_processes(workdir, steps, *args):
-    port = _free_port()
-    procs = []
-    for pid in range(2):
-        env = _env(
-            devices=4,
-            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-            JAX_NUM_PROCESSES=2,
-            JAX_PROCESS_ID=pid,
-        )
-        cmd = [sys.executable, RUNNER, str(workdir), str(steps), *map(str, args)]
-        procs.append(
-            subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    for proc in procs:
-        _, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stderr[-3000:]
+    cmd = [sys.executable, RUNNER, workdir, steps, *args]
+    multiprocess.run_processes(cmd, processes=2, devices=4, timeout=120)
 
 
 def test_two_processes_train_checkpoint_and_restore(tmp_path, straight):
