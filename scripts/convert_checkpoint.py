@@ -8,7 +8,9 @@
     python -m scripts.convert_checkpoint export --config configs/wow14b.py --component dit \\
         --source /runs/wow/checkpoints/5000 --params-key ema_params --target /out/transformer
 
-The same functions back `python -m wow_jax.main --config.mode=convert`.
+The same functions back `python -m wow_jax.main --config.mode=convert`. Multi-host: run it on
+every host with JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set (or a TPU pod;
+see wow_jax/train/distributed.py); each host then fills its own shards of one checkpoint.
 """
 
 import argparse
@@ -61,6 +63,9 @@ def main(argv=None) -> dict:
         c.params_key, c.overwrite, config.mode = args.params_key, args.overwrite, "convert"
         import jax  # noqa: PLC0415
 
+        from wow_jax.train import distributed  # noqa: PLC0415
+
+        distributed.initialize_from_env()  # Multi-host: join the cluster before JAX starts.
         configuration.validate(config, jax.device_count())
         report = convert.convert(config, workdir=".", progress=not args.no_progress)
     except convert.ERRORS as error:

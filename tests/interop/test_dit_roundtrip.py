@@ -1,13 +1,18 @@
 """DiT checkpoints both ways against diffusers' WanTransformer3DModel (random tiny models)."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from flax import traverse_util
 from safetensors.numpy import load_file, save_file
+
+from tests import multiprocess
 
 torch = pytest.importorskip("torch")
 dit_torch = pytest.importorskip("tests.models.dit_torch")  # lands with the DiT (issue 3)
@@ -17,6 +22,8 @@ from diffusers import WanTransformer3DModel  # noqa: E402
 from wow_jax import sharding as shd  # noqa: E402
 from wow_jax.interop import dit_table, exporter, importer, orbax_io, registry  # noqa: E402
 from wow_jax.models import dit  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -138,11 +145,63 @@ def test_cli_and_main_mode(tiny_config, tmp_path):
     assert not (tmp_path / "wd/dit_orbax").exists()
 
 
+def flat_params(ckpt, cfg, mesh) -> dict:
+    """{flat path: numpy array} of an imported DiT checkpoint restored onto `mesh`."""
+    params = orbax_io.load_params(ckpt, dit.abstract_params(cfg), mesh)
+    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
+
+
+@pytest.mark.parametrize("entry", ["cli", "main"])
+def test_two_process_import_matches_single_process(tiny_config, tmp_path, entry):
+    """2 processes x 4 CPU devices import one checkpoint laid out over all 8 devices (the CLI on
+    the default mesh, fsdp 8; main's convert mode on fsdp 4 x tensor 2); restored here it equals
+    a single-process import and the torch weights exactly."""
+    cfg = dit_torch.dit_config(tiny_config.model.dit, "t2v")
+    model = dit_torch.torch_model(cfg)
+    source, target = tmp_path / "hf", tmp_path / "ck"
+    model.save_pretrained(source, max_shard_size="40KB")
+    if entry == "cli":
+        cmd = ["scripts.convert_checkpoint", "import", "--config=configs/tiny.py", "--no-progress",
+               f"--source={source}", f"--target={target}"]  # fmt: skip
+        mesh_shape = [1, 8, 1, 1]  # configs/tiny.py: fsdp = -1, all devices.
+    else:
+        cmd = ["wow_jax.main", "--config=configs/tiny.py", "--config.mode=convert",
+               "--config.mesh.fsdp=4", "--config.mesh.tensor=2", f"--workdir={tmp_path / 'wd'}",
+               f"--config.convert.source={source}",
+               f"--config.convert.target={target}"]  # fmt: skip
+        tiny_config.mesh.fsdp, tiny_config.mesh.tensor = 4, 2
+        mesh_shape = [1, 4, 2, 1]
+    outputs = multiprocess.run_processes(
+        [sys.executable, "-m", *cmd], processes=2, devices=4, timeout=120, cwd=ROOT
+    )
+    assert all(f"'target': '{target}'" in stdout for stdout, _ in outputs)
+    # One complete checkpoint, which both processes wrote into; nothing left over.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "wd") == ["ck", "hf"]
+    assert (target / "commit_success.txt").exists()
+    assert sorted(os.listdir(target / "state/array_metadatas")) == ["process_0", "process_1"]
+    # Orbax's record of each array's sharding as written: all on the mesh of the 8 devices.
+    written = [json.loads(s) for s in json.loads((target / "state/_sharding").read_text()).values()]
+    assert len(written) == len(jax.tree.leaves(dit.abstract_params(cfg)))
+    for sharding in written:
+        assert sharding["shape"] == mesh_shape
+        assert len({d["id"] for d in np.ravel(sharding["device_mesh"]["mesh"])}) == 8
+    assert any(any(sharding["partition_spec"]) for sharding in written)
+
+    mesh = shd.make_mesh(tiny_config.mesh)
+    importer.import_checkpoint("dit", source, tmp_path / "single", cfg, mesh, progress=False)
+    single = flat_params(tmp_path / "single", cfg, mesh)
+    got = flat_params(target, cfg, mesh)
+    want = traverse_util.flatten_dict(dit_torch.flax_params(cfg, dit_torch.state_dict_numpy(model)))
+    assert set(got) == set(single) == set(want)
+    for key, value in got.items():
+        np.testing.assert_array_equal(value, single[key], err_msg="/".join(key))
+        np.testing.assert_array_equal(value, want[key], err_msg="/".join(key))
+
+
 def test_wow14b_export_plan_fits_5gb_shards():
     """The WoW-1-Wan-14B (Wan2.1-I2V-14B) DiT plans into <= 5 GB bf16 shards, from shapes only."""
     import ml_dtypes  # noqa: PLC0415
     from flax import linen as nn  # noqa: PLC0415
-    from flax import traverse_util  # noqa: PLC0415
 
     from configs import wow14b  # noqa: PLC0415
 
