@@ -8,15 +8,15 @@ On one core for both (fairest on a shared or loaded host, where OpenMP threads s
     taskset -c 0 python -m scripts.benchmark_dit --torch_threads=1 \
         --out=runs/benchmarks/dit_1core.json
 
-Both frameworks get the same weights (diffusers' random weights mapped through the DiT table) and
-the same inputs; the outputs are compared as a sanity check. JAX runs the blocks two ways, as
-separate programs: unrolled without rematerialisation (`scan_layers=False, remat_policy='none'`,
-the fastest choice for a small model on CPU) and the config default (one `nn.scan` over the
-blocks, for compile time at 40 layers, with `remat_policy='dots_no_batch'`), each compiled with
-`wow_jax.compiler.program_options()` like the train loop. Timings are medians over `repeats`
-calls after warm-up (JAX: compile + 2 calls), all calls interleaved so that load from other
-processes hits every variant alike; the fastest calls are reported too (min_*). ratio = torch
-seconds / jax seconds (> 1: JAX faster).
+Both frameworks get the same weights (diffusers' model with every weight redrawn, mapped through
+the DiT table) and the same inputs; the outputs are compared as a sanity check. JAX runs the blocks
+two ways, as separate programs: unrolled without rematerialisation (`scan_layers=False,
+remat_policy='none'`, the fastest choice for a small model on CPU) and the config default (one
+`nn.scan` over the blocks, for compile time at 40 layers, with `remat_policy='dots_no_batch'`),
+each compiled with `wow_jax.compiler.program_options()` like the train loop. Timings are medians
+over `repeats` calls after warm-up (JAX: compile + 2 calls), all calls interleaved so that load
+from other processes hits every variant alike; the fastest calls are reported too (min_*).
+ratio = torch seconds / jax seconds (> 1: JAX faster).
 """
 
 import functools
@@ -30,11 +30,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
-from flax import linen as nn
 
 from configs import base
 from wow_jax import compiler
-from wow_jax.interop import dit_table, mapping
+from wow_jax.interop import dit_reference
 from wow_jax.models import dit
 
 _OUT = flags.DEFINE_string("out", "runs/benchmarks/dit.json", "Where the JSON report goes.")
@@ -88,17 +87,13 @@ def _seconds(fn) -> float:
 def main(argv):
     del argv
     import torch
-    from diffusers import WanTransformer3DModel
 
     if _TORCH_THREADS.value:
         torch.set_num_threads(_TORCH_THREADS.value)
+    torch.set_flush_denormal(True)  # As XLA:CPU does: neither side takes the denormal slow path.
     cfg = small_config()
-    torch.manual_seed(0)
-    model = WanTransformer3DModel(**dit_table.diffusers_kwargs(cfg)).float()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(std=0.02)
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    model = dit_reference.random_diffusers_dit(cfg)  # No dropout in Wan: eval mode trains alike.
+    state = dit_reference.state_dict_numpy(model)
 
     rng = np.random.default_rng(0)
     b, (f, h, w) = _BATCH.value, (int(s) for s in _GRID.value)
@@ -126,9 +121,7 @@ def main(argv):
         cfg.scan_layers, cfg.remat_policy = scan, remat
         layouts[layout] = {"scan_layers": scan, "remat_policy": remat}
         # Scanned blocks stack their weights: map them per layout.
-        shapes = mapping.flax_shapes_of(nn.meta.unbox(dit.abstract_params(cfg)))
-        rules = dit_table.rules(cfg, "diffusers")
-        params = jax.device_put(mapping.torch_to_flax(state.__getitem__, rules, shapes))
+        params = jax.device_put(dit_reference.flax_params(cfg, state))
         start = time.perf_counter()
         for name, fn in jax_programs(cfg, params, jx).items():
             calls[f"jax_{layout}", name] = lambda fn=fn: jax.block_until_ready(fn())

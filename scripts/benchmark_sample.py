@@ -20,11 +20,10 @@ import time
 import jax
 import numpy as np
 from absl import app, flags
-from flax import linen as nn
 
 from configs import tiny
 from wow_jax import compiler
-from wow_jax.interop import dit_table, mapping
+from wow_jax.interop import dit_reference
 from wow_jax.models import dit
 from wow_jax.sampling import guidance, unipc
 from wow_jax.sampling.schedulers import unipc_schedule
@@ -47,23 +46,6 @@ def small_dit_config():
     cfg.dim, cfg.ffn_dim, cfg.num_heads, cfg.num_layers = 256, 1024, 4, 4
     cfg.freq_dim, cfg.text_dim, cfg.image_dim = 256, 256, 256
     return cfg
-
-
-def diffusers_model(cfg):
-    import torch
-    from diffusers import WanTransformer3DModel
-
-    torch.manual_seed(0)
-    model = WanTransformer3DModel(**dit_table.diffusers_kwargs(cfg)).float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():  # Re-randomise (the head starts at zero).
-            if p.ndim >= 2 and "scale_shift_table" not in name:
-                torch.nn.init.normal_(p, std=float(np.prod(p.shape[1:])) ** -0.5)
-            elif "norm" in name and name.endswith("weight"):
-                torch.nn.init.normal_(p, mean=1.0, std=0.1)
-            else:
-                torch.nn.init.normal_(p, std=0.1)
-    return model
 
 
 def inputs(cfg, latent):
@@ -147,11 +129,10 @@ def main(argv):
 
     if _THREADS.value:
         torch.set_num_threads(_THREADS.value)
+    torch.set_flush_denormal(True)  # As XLA:CPU does: neither side takes the denormal slow path.
     cfg = small_dit_config()
-    model = diffusers_model(cfg)
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    shapes = mapping.flax_shapes_of(nn.meta.unbox(dit.abstract_params(cfg)))
-    params = mapping.torch_to_flax(state.__getitem__, dit_table.rules(cfg, "diffusers"), shapes)
+    model = dit_reference.random_diffusers_dit(cfg, vector_std=0.1)
+    params = dit_reference.flax_params(cfg, dit_reference.state_dict_numpy(model))
     latent = tuple(int(v) for v in _LATENT.value)
     x = inputs(cfg, latent)
     steps, shift, scale = _STEPS.value, _SHIFT.value, _GUIDANCE.value

@@ -71,6 +71,7 @@ def bench_torch(cfg, batch_np, steps):
     import torch
     from diffusers import WanTransformer3DModel
 
+    torch.set_flush_denormal(True)  # As XLA:CPU does: neither side takes the denormal slow path.
     torch.manual_seed(0)
     model = WanTransformer3DModel(**dit_table.diffusers_kwargs(cfg.model.dit)).float()
     train = cfg.train

@@ -133,6 +133,7 @@ def worker_torch(args, workdir: str, frames: int) -> dict:
     import torch
     from diffusers import AutoencoderKLWan
 
+    torch.set_flush_denormal(True)  # As XLA:CPU does: neither side takes the denormal slow path.
     model = AutoencoderKLWan.from_pretrained(workdir).eval()
     z = torch.from_numpy(
         np.moveaxis(np.load(os.path.join(workdir, f"latents_{frames}.npy")), -1, 1)

@@ -1,11 +1,11 @@
 """Test helpers: the diffusers WanTransformer3DModel reference for a DiT config, with every weight
-re-randomised, its inputs in both layouts, and its weights mapped onto the Flax tree."""
+re-randomised, its inputs in both layouts, and its weights mapped onto the Flax tree (the model and
+the mapping live in wow_jax.interop.dit_reference, shared with the benchmarks)."""
 
 import ml_collections
 import numpy as np
 
-from wow_jax.interop import dit_table, mapping
-from wow_jax.models import dit
+from wow_jax.interop import dit_reference
 
 TEXT_TOKENS_I2V = 512  # diffusers' i2v cross-attention assumes exactly 512 text tokens.
 IMAGE_TOKENS = 257  # CLIP ViT-H/14 tokens at 224 px (1 + 16*16).
@@ -19,36 +19,9 @@ def dit_config(base: ml_collections.ConfigDict, variant: str = "t2v", **override
     return cfg
 
 
-def torch_model(dit_cfg, seed: int = 0):
-    """diffusers model for `dit_cfg` with torch.nn.init.normal_ applied to every parameter
-    (also the zero-initialised output head): weights ~ N(0, 1/fan_in), vectors ~ N(0, 0.5),
-    norm scales ~ N(1, 0.5)."""
-    import torch
-    from diffusers import WanTransformer3DModel
-
-    torch.manual_seed(seed)
-    model = WanTransformer3DModel(**dit_table.diffusers_kwargs(dit_cfg)).float().eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2 and "scale_shift_table" not in name:
-                torch.nn.init.normal_(p, std=float(np.prod(p.shape[1:])) ** -0.5)
-            elif "norm" in name and name.endswith("weight"):
-                torch.nn.init.normal_(p, mean=1.0, std=0.5)
-            else:
-                torch.nn.init.normal_(p, std=0.5)
-    return model
-
-
-def state_dict_numpy(model) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-
-
-def flax_params(dit_cfg, state: dict[str, np.ndarray], naming: str = "diffusers"):
-    """Maps a state dict onto the Flax tree of `dit_cfg` through the DiT table."""
-    from flax import linen as nn
-
-    shapes = mapping.flax_shapes_of(nn.meta.unbox(dit.abstract_params(dit_cfg)))
-    return mapping.torch_to_flax(state.__getitem__, dit_table.rules(dit_cfg, naming), shapes)
+torch_model = dit_reference.random_diffusers_dit
+state_dict_numpy = dit_reference.state_dict_numpy
+flax_params = dit_reference.flax_params
 
 
 def inputs(dit_cfg, batch=2, frames=3, height=4, width=8, text_len=16, seed=1):
