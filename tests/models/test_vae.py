@@ -367,3 +367,22 @@ def test_chunks_run_as_one_scanned_step(cfg):
     dec = str(jax.make_jaxpr(lambda p, z: vae.decode(p, z, cfg))(params, latents))
     assert enc.count("scan[") == 1 and "length=3" in enc
     assert dec.count("scan[") == 1 and "length=5" in dec
+
+
+@pytest.mark.parametrize("kernel_shape", [(3, 3, 3, 5, 7), (3, 1, 1, 4, 4), (1, 3, 3, 3, 8)])
+def test_cpu_convolution_as_2d_taps_equals_the_3d_convolution(kernel_shape):
+    """CausalConv3d runs as 2D convolutions per temporal tap on CPU and as one 3D convolution on
+    other backends: both must give the same numbers."""
+    from wow_jax.models import vae_blocks
+
+    rng = np.random.default_rng(0)
+    kt, kh, kw, cin, _ = kernel_shape
+    x = jnp.asarray(rng.standard_normal((2, 6, 9, 10, cin)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal(kernel_shape), jnp.float32)
+    spatial = ((kh // 2, kh // 2), (kw // 2, kw // 2))
+    want = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1, 1), ((0, 0), *spatial), dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
+    )
+    got = vae_blocks._conv3d_as_2d_taps(x, kernel, spatial)
+    assert got.shape == want.shape == (2, 6 - kt + 1, 9, 10, kernel_shape[-1])
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
