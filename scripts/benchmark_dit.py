@@ -32,6 +32,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from configs import base
+from scripts import torch_cpu
 from wow_jax import compiler
 from wow_jax.interop import dit_reference
 from wow_jax.models import dit
@@ -86,11 +87,7 @@ def _seconds(fn) -> float:
 
 def main(argv):
     del argv
-    import torch
-
-    if _TORCH_THREADS.value:
-        torch.set_num_threads(_TORCH_THREADS.value)
-    torch.set_flush_denormal(True)  # As XLA:CPU does: neither side takes the denormal slow path.
+    torch = torch_cpu.configure(_TORCH_THREADS.value)
     cfg = small_config()
     model = dit_reference.random_diffusers_dit(cfg)  # No dropout in Wan: eval mode trains alike.
     state = dit_reference.state_dict_numpy(model)

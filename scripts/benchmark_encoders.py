@@ -18,6 +18,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from configs import tiny, wow14b
+from scripts import torch_cpu
 from wow_jax.interop import clip_table, umt5_table
 from wow_jax.models import clip, text_encoder
 
@@ -52,10 +53,9 @@ def timed(fn, steps: int) -> float:
 
 
 def bench_text(text_cfg, batch: int, steps: int) -> dict:
-    import torch
     import transformers
 
-    torch.set_flush_denormal(True)  # As XLA:CPU does: neither side takes the denormal slow path.
+    torch = torch_cpu.configure()
     model = transformers.UMT5EncoderModel(
         transformers.UMT5Config(
             vocab_size=text_cfg.vocab_size, d_model=text_cfg.dim, d_kv=text_cfg.head_dim,
@@ -88,10 +88,9 @@ def bench_text(text_cfg, batch: int, steps: int) -> dict:
 
 
 def bench_clip(clip_cfg, batch: int, steps: int) -> dict:
-    import torch
     import transformers
 
-    torch.set_flush_denormal(True)  # As XLA:CPU does: neither side takes the denormal slow path.
+    torch = torch_cpu.configure()
     model = transformers.CLIPVisionModel(
         transformers.CLIPVisionConfig(
             hidden_size=clip_cfg.width, intermediate_size=clip_cfg.mlp_dim,

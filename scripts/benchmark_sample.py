@@ -22,6 +22,7 @@ import numpy as np
 from absl import app, flags
 
 from configs import tiny
+from scripts import torch_cpu
 from wow_jax import compiler
 from wow_jax.interop import dit_reference
 from wow_jax.models import dit
@@ -125,11 +126,7 @@ def torch_loop(model, x, steps, shift, scale):
 
 def main(argv):
     del argv
-    import torch
-
-    if _THREADS.value:
-        torch.set_num_threads(_THREADS.value)
-    torch.set_flush_denormal(True)  # As XLA:CPU does: neither side takes the denormal slow path.
+    torch = torch_cpu.configure(_THREADS.value)
     cfg = small_dit_config()
     model = dit_reference.random_diffusers_dit(cfg, vector_std=0.1)
     params = dit_reference.flax_params(cfg, dit_reference.state_dict_numpy(model))

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import base
+from scripts import torch_cpu
 from wow_jax import compiler
 from wow_jax.interop import dit_table
 from wow_jax.train import loop
@@ -68,10 +69,9 @@ def bench_jax(cfg, batch_np, steps):
 
 
 def bench_torch(cfg, batch_np, steps):
-    import torch
     from diffusers import WanTransformer3DModel
 
-    torch.set_flush_denormal(True)  # As XLA:CPU does: neither side takes the denormal slow path.
+    torch = torch_cpu.configure()
     torch.manual_seed(0)
     model = WanTransformer3DModel(**dit_table.diffusers_kwargs(cfg.model.dit)).float()
     train = cfg.train

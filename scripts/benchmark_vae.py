@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from scripts import torch_cpu
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # workers run from here
 
 
@@ -130,10 +132,9 @@ def worker_jax(args, workdir: str, frames: int) -> dict:
 
 
 def worker_torch(args, workdir: str, frames: int) -> dict:
-    import torch
     from diffusers import AutoencoderKLWan
 
-    torch.set_flush_denormal(True)  # As XLA:CPU does: neither side takes the denormal slow path.
+    torch = torch_cpu.configure()
     model = AutoencoderKLWan.from_pretrained(workdir).eval()
     z = torch.from_numpy(
         np.moveaxis(np.load(os.path.join(workdir, f"latents_{frames}.npy")), -1, 1)
