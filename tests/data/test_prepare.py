@@ -1,6 +1,10 @@
 """prepare_dataset: config.data.source -> a ready dataset dir (built once, then reused)."""
 
+import ast
 import json
+from pathlib import Path
+
+import pytest
 
 from tests.data.conftest import synthetic_episode, write_dataset
 from tests.data.test_videos import _write_mp4
@@ -43,3 +47,41 @@ def test_tfds_source_computes_missing_stats(tmp_path, tiny_config):
     assert stats.load_stats(path)["count"] == 36
     subset = stats.compute_action_stats(rlds.EpisodeSource(path), False, max_episodes=2)
     assert subset["count"] == 18 and subset["episodes"] == 2
+
+
+def test_sources_are_a_table_and_an_unknown_source_names_them(tiny_config):
+    assert prepare.SOURCES["metaworld"] is metaworld_collect.collect_from_config  # sim registers
+    assert {"tfds", "videos"} <= set(prepare.SOURCES)
+    cfg = tiny_config.data
+    cfg.source = "my_robot"
+    with pytest.raises(ValueError, match=r"'my_robot'.*'metaworld', 'tfds', 'videos'.*register"):
+        prepare.prepare_dataset(cfg, "/unused")
+
+
+def test_tfds_source_without_a_dataset_names_the_key(tiny_config, tmp_path):
+    cfg = tiny_config.data
+    cfg.source = "tfds"
+    with pytest.raises(ValueError, match=r"<workdir>/data\) does not exist.*config.data.path"):
+        prepare.prepare_dataset(cfg, tmp_path)
+    cfg.path = str(tmp_path / "missing")
+    with pytest.raises(ValueError, match="config.data.path=.*missing"):
+        prepare.prepare_dataset(cfg, tmp_path)
+
+
+def test_videos_source_without_video_dir_names_the_key(tiny_config, tmp_path):
+    cfg = tiny_config.data
+    cfg.source = "videos"
+    with pytest.raises(ValueError, match="config.data.video_dir"):
+        prepare.prepare_dataset(cfg, tmp_path)
+
+
+def test_data_never_imports_sim():
+    """wow_jax.data sits below wow_jax.sim: no import of it, nested ones included."""
+    offenders = []
+    for path in sorted(Path(prepare.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith("wow_jax.sim")]
+    assert offenders == []

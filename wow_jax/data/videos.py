@@ -28,6 +28,7 @@ from tqdm import tqdm
 from wow_jax.data import rlds
 
 CAPTION_FILES = ("captions.jsonl", "captions.json")
+DATASET_NAME = "videos"  # Default dataset name: <out_dir>/videos/1.0.0.
 
 
 def read_captions(video_dir: Path) -> dict[str, dict]:
@@ -120,7 +121,7 @@ def video_episodes(video_dir: str | Path, size=None, on_missing: str = "skip", c
 def build_video_dataset(
     video_dir: str | Path,
     out_dir: str | Path,
-    name: str = "videos",
+    name: str = DATASET_NAME,
     size=None,
     on_missing: str = "skip",
     image_format: str = "jpeg",

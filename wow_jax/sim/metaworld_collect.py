@@ -5,7 +5,8 @@ seed, the expert policy's actions (optionally + Gaussian noise, clipped to [-1, 
 `episode_length` steps, the camera frame before every action and after the last one, per-step
 success flags, and the task's language instruction. Episodes are stored in the RLDS ArrayRecord
 format (wow_jax/data/rlds.py) with the action statistics; a rerun with the same settings reuses
-the stored dataset.
+the stored dataset. Importing this module registers the data source 'metaworld'
+(`collect_from_config`) in wow_jax.data.prepare's table.
 
 Rendering is offscreen on the CPU: MUJOCO_GL=egl (Mesa libEGL; set here when unset). Shadows and
 multisampling are turned off in the loaded model (vis.quality.shadowsize = offsamples = 0): on
@@ -26,7 +27,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from wow_jax.data import rlds, stats
+from wow_jax.data import prepare, rlds, stats
 from wow_jax.sim.instructions import TASK_INSTRUCTIONS
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -214,3 +215,6 @@ def collect_from_config(data_cfg, out_dir: str | Path, make_task=None) -> Path:
         camera=data_cfg.camera,
         make_task=make_task,
     )
+
+
+prepare.register_source("metaworld", collect_from_config)

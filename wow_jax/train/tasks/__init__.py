@@ -3,13 +3,12 @@
     build(config, workdir) -> (task, train_iterator, eval_iterator or None)
 
 'world_model' (tasks/world_model.py) and 'vae' (tasks/vae.py) read clips from the Grain
-pipeline of wow_jax.data (Meta-World episodes are collected into <workdir>/data first when
-config.data.source == 'metaworld'); captions are tokenized on the host for the frozen umT5, or
-looked up in the text-embedding cache when config.model.text.embedding_cache is set (then umT5 is
-not part of the train state). The eval stream is the same data in another shuffle order.
+pipeline of wow_jax.data, over the dataset that wow_jax.data.prepare.prepare_dataset makes ready
+for config.data.source (collected / converted into <workdir>/data on first use, with its action
+statistics); captions are tokenized on the host for the frozen umT5, or looked up in the
+text-embedding cache when config.model.text.embedding_cache is set (then umT5 is not part of the
+train state). The eval stream is the same data in another shuffle order.
 """
-
-import os
 
 import numpy as np
 
@@ -48,28 +47,14 @@ class HostBatches:
         self.inner.set_state(state)
 
 
-def data_path(config, workdir: str) -> str:
-    """config.data.path, or <workdir>/data (collected there for source 'metaworld')."""
-    path = config.data.path or os.path.join(workdir, "data")
-    if config.data.source == "metaworld":
-        from wow_jax.sim import metaworld_collect
-
-        path = str(metaworld_collect.collect_from_config(config.data, path))
-    elif not os.path.isdir(path):
-        raise ValueError(
-            f"config.data.path {path!r} does not exist; point it at an RLDS ArrayRecord dataset "
-            "(or use config.data.source='metaworld' to collect one)"
-        )
-    return path
-
-
 def clip_iterator(config, workdir: str, seed_offset: int = 0):
-    """The Grain clip iterator of wow_jax.data (per-process batches, see its docstring)."""
-    from wow_jax.data import pipeline
+    """The Grain clip iterator of wow_jax.data (per-process batches, see its docstring) over
+    prepare.prepare_dataset(config.data, workdir), the one data-preparation path."""
+    from wow_jax.data import pipeline, prepare
 
     data_cfg = config.data.copy_and_resolve_references()
     with data_cfg.unlocked():
-        data_cfg.path = data_path(config, workdir)
+        data_cfg.path = str(prepare.prepare_dataset(data_cfg, workdir))
     return pipeline.create_iterator(data_cfg, seed=data_cfg.shuffle_seed + seed_offset)
 
 
