@@ -2,12 +2,12 @@
 
     python -m scripts.convert_rlds_to_arrayrecord \
         --src=~/tensorflow_datasets/bridge/0.1.0 --dst=/data/rlds/bridge/0.1.0 \
-        [--action_key=action --verify_crc]
+        [--action_key=action --noverify_crc]
 
-Default path: pure Python (wow_jax/data/tfrecord.py), no TensorFlow: every serialized example is
-copied unchanged into ArrayRecord shards and dataset_info.json says `fileFormat: array_record`,
-so `tfds.data_source` / wow_jax's EpisodeSource read it with random access. Then the action
-statistics are computed (--action_key; --noaction_stats to skip).
+Default path: wow_jax/data/tfrecord.py, no TensorFlow: every serialized example is copied
+unchanged (its CRC32C checked) into ArrayRecord shards and dataset_info.json says `fileFormat:
+array_record`, so `tfds.data_source` / wow_jax's EpisodeSource read it with random access. Then
+the action statistics are computed (--action_key; --noaction_stats to skip).
 
 --use_tfds: use TFDS's own converter instead (tensorflow_datasets convert_format), which needs
 TensorFlow: `pip install tensorflow` (an optional extra, not in requirements.txt).
@@ -24,7 +24,7 @@ _DST = flags.DEFINE_string(
     "dst", None, "Output version dir (created, must be empty).", required=True
 )
 _USE_TFDS = flags.DEFINE_bool("use_tfds", False, "Use tfds convert_format (needs TensorFlow).")
-_VERIFY = flags.DEFINE_bool("verify_crc", False, "Check every record's CRC32C (slow, pure Python).")
+_VERIFY = flags.DEFINE_bool("verify_crc", True, "Check every record's CRC32C (google-crc32c).")
 _ACTION_STATS = flags.DEFINE_bool("action_stats", True, "Compute action_stats.json afterwards.")
 _ACTION_KEY = flags.DEFINE_string("action_key", "action", "Dotted step key of the action.")
 
