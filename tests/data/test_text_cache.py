@@ -4,6 +4,7 @@ import copy
 import json
 import pickle
 
+import grain
 import jax
 import numpy as np
 import pytest
@@ -61,7 +62,6 @@ def test_round_trip_equals_direct_encoder_call(encoder, tmp_path):
     batch = reader.lookup_batch(CAPTIONS[:2])
     assert batch.shape == (2, text_cfg.text_len, text_cfg.dim)
     # Grain random access, also from a pickled copy (worker processes).
-    grain = pytest.importorskip("grain")
     dataset = grain.MapDataset.source(pickle.loads(pickle.dumps(reader)))
     assert {dataset[i]["caption"] for i in range(len(dataset))} == set(CAPTIONS) | {""}
 
@@ -109,20 +109,3 @@ def test_script_writes_a_readable_cache(encoder, tmp_path):
     np.testing.assert_allclose(cache.lookup(CAPTIONS[1]).astype(np.float32), want, atol=2e-2)
     config.model.text.embedding_cache = cache.directory
     assert CAPTIONS[0] in text_cache.from_config(config.model.text)
-
-
-def test_caption_encoder_follows_the_config(encoder, tmp_path):
-    text_cfg, params, tokenizer = encoder
-    on_the_fly = text_cache.caption_encoder(text_cfg, params)
-    want = on_the_fly(CAPTIONS[:2])
-    assert want.shape == (2, text_cfg.text_len, text_cfg.dim)
-    encode_fn = text_cache.make_encode_fn(text_encoder.create(text_cfg), params)
-    text_cache.TextEmbeddingCache.write(
-        str(tmp_path), CAPTIONS, tokenizer, encode_fn, batch_size=2, dtype="float32"
-    )
-    cached_cfg = copy.deepcopy(text_cfg)
-    cached_cfg.embedding_cache = str(tmp_path)
-    got = text_cache.caption_encoder(cached_cfg)(CAPTIONS[:2])
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="checkpoint_path"):
-        text_cache.caption_encoder(text_cfg)

@@ -231,28 +231,3 @@ def from_config(text_cfg: ml_collections.ConfigDict) -> TextEmbeddingCache | Non
     if not text_cfg.embedding_cache:
         return None
     return TextEmbeddingCache(text_cfg.embedding_cache, text_cfg)
-
-
-def caption_encoder(
-    text_cfg: ml_collections.ConfigDict, params=None, mesh: jax.sharding.Mesh | None = None
-) -> Callable[[Sequence[str]], np.ndarray]:
-    """captions (B) -> states [B, text_len, dim], the way config.model.text chooses: from the
-    cache when `embedding_cache` is set, else by running umT5 (with `params`, or the weights at
-    `checkpoint_path`). With a mesh, B must split over ('data', 'fsdp')."""
-    cache = from_config(text_cfg)
-    if cache is not None:
-        return cache.lookup_batch
-    from wow_jax.data.tokenizer import Tokenizer
-    from wow_jax.interop import umt5_table
-    from wow_jax.models import text_encoder
-
-    tokenizer = Tokenizer(text_cfg.tokenizer_path, text_cfg.text_len)
-    if params is None:
-        if not text_cfg.checkpoint_path:
-            raise ValueError(
-                "no umT5 weights: set config.model.text.checkpoint_path (or embedding_cache to "
-                "read cached embeddings), or pass params"
-            )
-        params = umt5_table.load_params(text_cfg)
-    encode = make_encode_fn(text_encoder.create(text_cfg), params, mesh)
-    return lambda captions: encode(*tokenizer.encode(list(captions)))
