@@ -31,7 +31,10 @@ def compute_action_stats(source, progress: bool = True, max_episodes: int = 0) -
     ]
     chunks = [c for c in chunks if c.size]
     if not chunks:
-        raise ValueError(f"no actions found in {source.path}; is the dataset empty?")
+        raise ValueError(
+            f"no actions found in {source.path}: the dataset is empty or has no actions (plain "
+            "videos); train without action statistics with config.data.action_norm='none'"
+        )
     dims = {c.shape[-1] for c in chunks}
     if len(dims) != 1:
         raise ValueError(f"episodes of {source.path} have different action sizes {sorted(dims)}")
