@@ -106,11 +106,14 @@ def _under(leaves, prefix: Leaf) -> dict[Leaf, Leaf]:
     return found
 
 
-def subtree_leaves(leaves, key: str = PARAMS, name: str | None = None) -> dict[Leaf, Leaf]:
+def subtree_leaves(
+    leaves, key: str = PARAMS, name: str | None = None, whole: bool = True
+) -> dict[Leaf, Leaf]:
     """{leaf path inside the subtree: stored leaf path} of one params subtree.
 
     The subtree is `<key>/<name>` (a training state or `save_params` tree), else top-level
-    `<name>`, else `<key>` itself (a one-component checkpoint of the importer); `key` may be a
+    `<name>`, else (with `whole`) `<key>` itself, a one-component checkpoint of the importer, whose
+    shapes the caller then checks against the component's; `key` may be a
     path ('ema_params', 'params/dit'). Under an 'ema_params' key, leaves the EMA lacks (frozen
     ones) come from the same place under 'params'.
     Returns {} when nothing matches.
@@ -118,7 +121,8 @@ def subtree_leaves(leaves, key: str = PARAMS, name: str | None = None) -> dict[L
     prefix = _split(key)
     ema = prefix[:1] == (EMA,)
     found = {}
-    for candidate in [prefix + (name,), (name,), prefix] if name else [prefix]:
+    candidates = [prefix + (name,), (name,)] + ([prefix] if whole else []) if name else [prefix]
+    for candidate in candidates:
         found = _under(leaves, candidate)
         if ema and candidate[: len(prefix)] == prefix:
             found = {**_under(leaves, (PARAMS,) + candidate[1:]), **found}
@@ -159,7 +163,8 @@ def restore_subtrees(
 
     targets: {name: tree of ShapeDtypeStruct with .sharding} (e.g. `sharding.abstract_on_mesh`):
       restored onto those shardings and dtypes, shapes checked; a None target restores the stored
-      shapes onto `default_sharding` (default: this host's first device).
+      shapes onto `default_sharding` (default: this host's first device) and is only looked for
+      as `<key>/<name>` or `<name>` (a one-component checkpoint needs a target to check).
     Nothing else is read. Raises ValueError naming what is missing or has the wrong shape.
     """
     item = item_directory(path)
@@ -167,7 +172,7 @@ def restore_subtrees(
     default_sharding = default_sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     args, where = {}, {}
     for name, target in targets.items():
-        located = subtree_leaves(leaves, key, name)
+        located = subtree_leaves(leaves, key, name, whole=target is not None)
         if not located:
             raise ValueError(
                 f"checkpoint {item} has no {name!r} params under {key!r}; it holds "

@@ -195,10 +195,15 @@ def test_checkpoint_layouts(i2v_config, tmp_path):
     writer = ocp.StandardCheckpointer()
     writer.save(str(ocp_dir), {"params": other})
     writer.wait_until_finished()
-    alone = checkpointing.restore_subtrees(tmp_path / "dit_orbax", {"dit": None})
-    jax.tree.map(np.testing.assert_array_equal, alone["dit"], other)
-    # Targets: shapes are checked and arrays land on the target sharding.
     mesh = sharding.make_mesh(i2v_config.mesh)
+    on_mesh = {"dit": jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding.replicated(mesh)), other
+    )}  # fmt: skip
+    alone = checkpointing.restore_subtrees(tmp_path / "dit_orbax", on_mesh)
+    jax.tree.map(np.testing.assert_array_equal, alone["dit"], other)
+    with pytest.raises(ValueError, match="has no 'dit' params"):  # Needs a target to check.
+        checkpointing.restore_subtrees(tmp_path / "dit_orbax", {"dit": None})
+    # Targets: shapes are checked and arrays land on the target sharding.
     target = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding.replicated(mesh)),
         params["vae"],
