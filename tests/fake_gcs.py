@@ -1,0 +1,67 @@
+"""An offline stand-in for Google Cloud Storage: `gs://bucket/key` lives in a local folder.
+
+Both layers Orbax writes through are redirected, nothing else is patched:
+- etils.epath opens gs:// paths with fsspec's 'gcs' filesystem (when TensorFlow is absent):
+  registered here as a local filesystem rooted at `root` that answers in gcsfs's 'bucket/key'
+  form, so epath and Orbax see a bucket;
+- Orbax hands gs:// paths to TensorStore's gcs kvstore (`gcs_utils.get_kvstore_for_gcs`):
+  replaced by TensorStore's file kvstore under `root`; and the bucket's hierarchical-namespace
+  query (a Cloud API call) answers False.
+Code under test keeps passing 'gs://bucket/...' strings; a path turned into a local one
+(e.g. `<cwd>/gs:/bucket/...`) misses the bucket and fails.
+"""
+
+import contextlib
+import os
+
+import fsspec
+from fsspec import registry as fsspec_registry
+from fsspec.implementations.local import LocalFileSystem
+from orbax.checkpoint._src.path import gcs_utils
+
+
+@contextlib.contextmanager
+def fake_gcs(root):
+    """Within the context, gs://<bucket>/<key> is the file `<root>/<bucket>/<key>`."""
+    root = str(root)
+
+    class FakeGCS(LocalFileSystem):
+        protocol = ("gcs", "gs")
+        root_marker = ""
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            path = str(path)
+            for scheme in ("gs://", "gcs://"):
+                if path.startswith(scheme):
+                    return os.path.join(root, path[len(scheme) :]).rstrip("/")
+            return LocalFileSystem._strip_protocol(path)
+
+        def glob(self, path, **kwargs):  # gcsfs answers 'bucket/key', without the protocol
+            return [p[len(root) + 1 :] for p in super().glob(path, **kwargs)]
+
+    def file_kvstore(path: str) -> dict:
+        return {"driver": "file", "path": os.path.join(root, path.removeprefix("gs://"))}
+
+    previous = fsspec_registry._registry.get("gcs")  # noqa: SLF001 (restored on exit)
+    fsspec.register_implementation("gcs", FakeGCS, clobber=True)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_patch(gcs_utils, "get_kvstore_for_gcs", file_kvstore))
+        stack.enter_context(_patch(gcs_utils, "is_hierarchical_namespace_enabled", lambda p: False))
+        try:
+            yield
+        finally:
+            if previous is None:
+                fsspec_registry._registry.pop("gcs", None)  # noqa: SLF001
+            else:
+                fsspec.register_implementation("gcs", previous, clobber=True)
+
+
+@contextlib.contextmanager
+def _patch(module, name, value):
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
