@@ -40,9 +40,8 @@ from orbax.checkpoint.experimental import v1 as ocpv1
 ITEM_NAMES = ("state", "params", "default")  # Item sub-folders of a step, looked in this order.
 PARAMS = "params"  # The TrainState field holding every parameter (EMA gaps are filled from it).
 EMA = "ema_params"  # The TrainState field holding the EMA of the trained parameters.
-Leaf = tuple[
-    str, ...
-]  # A leaf's path in a checkpoint tree, e.g. ('params', 'dit', 'head', 'bias').
+# A leaf's path in a checkpoint tree, e.g. ('params', 'dit', 'head', 'bias').
+Leaf = tuple[str, ...]
 
 
 def as_path(path: "str | epath.PathLike") -> epath.Path:
@@ -191,6 +190,8 @@ def restore_subtrees(
                 sharding=t.sharding, global_shape=t.shape, dtype=t.dtype
             )
         where[name] = {k: located[k] for k in flat_target}
+    if not args:
+        return {}
     out = _restore(item, args)
     return {name: _unflatten({k: out[v] for k, v in flat.items()}) for name, flat in where.items()}
 

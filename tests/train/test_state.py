@@ -5,6 +5,7 @@ import jax
 import optax
 from jax.sharding import NamedSharding
 
+from tests.train import toy
 from wow_jax import sharding
 from wow_jax.train import loop
 from wow_jax.train import optimizer as opt_lib
@@ -61,3 +62,19 @@ def test_optimizer_state_and_ema_are_sharded_like_the_params(tiny_config, tmp_pa
     # EMA: the trained leaves only, each sharded like its parameter.
     assert shardings.ema_params == opt_lib.trainable_subtree(shardings.params, run.mask)
     assert sorted(shardings.ema_params) == ["dit"]
+
+
+def test_config_rules_lay_out_the_whole_state(tmp_path):
+    cfg = toy.config(steps=1, save_every=1)
+    cfg.mesh.fsdp, cfg.mesh.tensor = 4, 2
+    cfg.mesh.rules = (
+        (sharding.EMBED, "tensor"),
+        (sharding.MLP, "fsdp"),
+        (sharding.BATCH, ("data", "fsdp")),
+    )
+    run = loop.prepare(cfg, str(tmp_path), toy.RegressionTask())
+    swapped = jax.sharding.PartitionSpec("tensor", "fsdp")  # The default rules give (fsdp, tensor).
+    assert run.shardings.params["mlp"]["w1"].spec == swapped
+    assert run.shardings.ema_params["mlp"]["w1"].spec == swapped
+    moments = [s for s in jax.tree.leaves(run.shardings.opt_state) if s.spec == swapped]
+    assert len(moments) == 2  # Adam's mu and nu of w1.
