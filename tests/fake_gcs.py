@@ -7,6 +7,8 @@ Both layers Orbax writes through are redirected, nothing else is patched:
 - Orbax hands gs:// paths to TensorStore's gcs kvstore (`gcs_utils.get_kvstore_for_gcs`):
   replaced by TensorStore's file kvstore under `root`; and the bucket's hierarchical-namespace
   query (a Cloud API call) answers False.
+epath caches its fsspec filesystem: the cache is cleared on entry and exit, so each context
+(each root) gets its own.
 Code under test keeps passing 'gs://bucket/...' strings; a path turned into a local one
 (e.g. `<cwd>/gs:/bucket/...`) misses the bucket and fails.
 """
@@ -15,6 +17,7 @@ import contextlib
 import os
 
 import fsspec
+from etils.epath import backend as epath_backend
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import _registry as fsspec_classes
 from orbax.checkpoint._src.path import gcs_utils
@@ -45,7 +48,10 @@ def fake_gcs(root):
 
     previous = fsspec_classes.get("gcs")  # Restored on exit.
     fsspec.register_implementation("gcs", FakeGCS, clobber=True)
+    cached = type(epath_backend.fsspec_backend)._get_filesystem  # epath keeps the instance.
+    cached.cache_clear()
     with contextlib.ExitStack() as stack:
+        stack.callback(cached.cache_clear)
         stack.enter_context(_patch(gcs_utils, "get_kvstore_for_gcs", file_kvstore))
         stack.enter_context(_patch(gcs_utils, "is_hierarchical_namespace_enabled", lambda p: False))
         try:
