@@ -231,6 +231,7 @@ def _mesh() -> ml_collections.ConfigDict:
     c.fsdp = -1  # Parameter/optimizer sharding (-1 = all remaining devices).
     c.tensor = 1  # Tensor (model) parallelism over heads and MLP.
     c.sequence = 1  # Sequence (context) parallelism over video tokens.
+    c.rules = ()  # (logical axis, mesh axes) pairs replacing sharding.LOGICAL_RULES (() = those).
     return c
 
 

@@ -74,7 +74,8 @@ def compile_dit(config: ml_collections.ConfigDict, mesh: Mesh, forward_only: boo
     """Lowers and compiles the DiT step on `mesh`; returns (compiled, seconds)."""
     module = dit.create(config.model.dit)
     abstract = dit.abstract_params(config.model.dit)
-    param_shardings = sharding.variable_shardings(abstract, mesh)
+    rules = sharding.rules(config.mesh)
+    param_shardings = sharding.variable_shardings(abstract, mesh, rules)
     params = jax.tree.map(
         lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
         nn.meta.unbox(abstract),
@@ -82,7 +83,7 @@ def compile_dit(config: ml_collections.ConfigDict, mesh: Mesh, forward_only: boo
     )
     inputs = {
         name: jax.ShapeDtypeStruct(
-            shape, jnp.float32, sharding=sharding.batch_sharding(mesh, len(shape))
+            shape, jnp.float32, sharding=sharding.batch_sharding(mesh, len(shape), rules)
         )
         for name, shape in input_shapes(config).items()
     }
@@ -96,7 +97,7 @@ def compile_dit(config: ml_collections.ConfigDict, mesh: Mesh, forward_only: boo
         sharding.replicated(mesh) if forward_only else (sharding.replicated(mesh), param_shardings)
     )
     start = time.perf_counter()
-    with sharding.activate(mesh):
+    with sharding.activate(mesh, rules):
         compiled = jax.jit(step, out_shardings=out_shardings).lower(params, inputs).compile()
     return compiled, time.perf_counter() - start
 

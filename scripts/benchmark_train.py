@@ -56,7 +56,8 @@ def bench_jax(cfg, batch_np, steps):
     params = loop.nn.unbox(jax.jit(task.init_params)(jax.random.PRNGKey(0)))
     tx = opt_lib.make_optimizer(cfg.train, params)
     mask = opt_lib.trainable_mask(params, "")
-    state = state_lib.create(params, tx, jax.random.PRNGKey(1), 0.0)
+    trainable = jax.tree.map(lambda _: True, params)
+    state = state_lib.create(params, tx, jax.random.PRNGKey(1), 0.0, trainable)
     batch = {k: jnp.asarray(v) for k, v in batch_np.items()}
     step = (
         jax.jit(loop.build_train_step(task, tx, cfg.train, mask), donate_argnums=0)

@@ -102,3 +102,27 @@ def test_indivisible_dimensions_are_replicated():
     shardings = sharding.variable_shardings(abstract, mesh)
     assert shardings["params"]["w_in"].spec == P("fsdp", None)
     assert shardings["params"]["w_out"].spec == P(None, "fsdp")
+
+
+def test_rules_from_config_replace_the_table():
+    cfg = mesh_config(fsdp=4, tensor=2)
+    cfg.rules = ()
+    assert sharding.rules(cfg) == sharding.LOGICAL_RULES  # Empty: the default table.
+    # Swap the roles of fsdp and tensor for the MLP's weights, batch over data only.
+    cfg.rules = ((sharding.EMBED, "tensor"), (sharding.MLP, "fsdp"), (sharding.BATCH, "data"))
+    rules = sharding.rules(cfg)
+    mesh = sharding.make_mesh(cfg)
+    abstract = jax.eval_shape(TinyMLP().init, jax.random.PRNGKey(0), jnp.zeros((2, 4, 8)))
+    shardings = sharding.variable_shardings(abstract, mesh, rules)
+    assert shardings["params"]["w_in"].spec == P("tensor", "fsdp")
+    default = sharding.variable_shardings(abstract, mesh)
+    assert default["params"]["w_in"].spec == P("fsdp", "tensor")
+    assert sharding.batch_sharding(mesh, 3, rules).spec == P("data", None, None)
+    with sharding.activate(mesh, rules):
+        assert nn.get_logical_axis_rules() == rules
+    cfg.rules = (("embed", "model"),)
+    with pytest.raises(ValueError, match="unknown mesh axes \\['model'\\]"):
+        sharding.rules(cfg)
+    cfg.rules = (("embed",),)
+    with pytest.raises(ValueError, match="each rule is \\(logical name, mesh axes\\)"):
+        sharding.rules(cfg)

@@ -3,7 +3,8 @@
 Model code annotates every parameter (`nn.with_logical_partitioning`) and large activation
 (`nn.with_logical_constraint`) with the logical names defined here. `LOGICAL_RULES` maps those
 names onto the mesh axes ('data', 'fsdp', 'tensor', 'sequence'); changing the parallelism is a
-config change (`config.mesh`), never a code change.
+config change (`config.mesh`, whose `rules` may replace the table: `rules(config.mesh)`), never a
+code change. Every function taking `rules` defaults to `LOGICAL_RULES`; no rules are global state.
 
 Flax resolves each array's names left to right and never uses one mesh axis twice in a spec, so
 a parameter `[embed, mlp]` lands on `[fsdp, tensor]` while an activation `[batch, length, embed]`
@@ -37,7 +38,9 @@ WIDTH = "width"
 CHANNELS = "channels"  # Convolution channels (VAE) and small vectors.
 CONV_IN = "conv_in"  # Input channels of a convolution kernel.
 
-LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]  # (logical name, mesh axes) pairs.
+
+LOGICAL_RULES: Rules = (
     (BATCH, ("data", "fsdp")),
     (BATCH, "data"),
     (LENGTH, "sequence"),
@@ -53,6 +56,32 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     (CHANNELS, "fsdp"),
     (CONV_IN, None),
 )
+
+
+def rules(mesh_config: ml_collections.ConfigDict) -> Rules:
+    """`config.mesh.rules` as a tuple of (logical name, mesh axes) pairs; empty = LOGICAL_RULES."""
+    given = tuple(mesh_config.get("rules", ()) or ())
+    if not given:
+        return LOGICAL_RULES
+    pairs = []
+    for rule in given:
+        if len(rule) != 2 or not isinstance(rule[0], str):
+            raise ValueError(
+                f"config.mesh.rules: each rule is (logical name, mesh axes), got {rule!r}; e.g. "
+                "(('embed', 'fsdp'), ('mlp', 'tensor'), ('batch', ('data', 'fsdp')))"
+            )
+        axes = rule[1]
+        axes = tuple(axes) if isinstance(axes, list | tuple) else axes
+        unknown = [
+            a for a in ((axes,) if isinstance(axes, str) else axes or ()) if a not in MESH_AXES
+        ]
+        if unknown:
+            raise ValueError(
+                f"config.mesh.rules: {rule[0]!r} maps to unknown mesh axes {unknown}; "
+                f"use {MESH_AXES}"
+            )
+        pairs.append((rule[0], axes))
+    return tuple(pairs)
 
 
 def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
@@ -96,10 +125,10 @@ def make_mesh(
     return Mesh(device_array, MESH_AXES)
 
 
-def logical_to_sharding(logical_tree, mesh: Mesh):
+def logical_to_sharding(logical_tree, mesh: Mesh, rules: Rules = LOGICAL_RULES):
     """Maps a tree of logical PartitionSpecs (or boxed abstract variables) to NamedShardings."""
     specs = nn.get_partition_spec(logical_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
 def _divisible_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
@@ -116,13 +145,14 @@ def _divisible_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> 
     return PartitionSpec(*dims)
 
 
-def variable_shardings(abstract_variables, mesh: Mesh):
-    """NamedShardings for every leaf of `jax.eval_shape(module.init, ...)` output.
+def variable_shardings(abstract_variables, mesh: Mesh, rules: Rules = LOGICAL_RULES):
+    """NamedShardings for every leaf of a boxed abstract tree (`jax.eval_shape(module.init, ...)`
+    output, or a whole train state created from boxed params: optimizer moments keep the boxes).
 
     Leaves without a logical annotation are replicated, and so is every dimension that its mesh
     axes do not divide evenly.
     """
-    shardings = logical_to_sharding(abstract_variables, mesh)
+    shardings = logical_to_sharding(abstract_variables, mesh, rules)
     leaves = nn.meta.unbox(abstract_variables)
     return jax.tree.map(
         lambda leaf, s: NamedSharding(mesh, _divisible_spec(s.spec, leaf.shape, mesh)),
@@ -131,13 +161,27 @@ def variable_shardings(abstract_variables, mesh: Mesh):
     )
 
 
-def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+def abstract_on_mesh(abstract_variables, mesh: Mesh | None, rules: Rules = LOGICAL_RULES):
+    """The unboxed ShapeDtypeStructs of a boxed abstract tree, each carrying its NamedSharding
+    (what a restore places the arrays on); `mesh=None`: this host's first device."""
+    leaves = nn.meta.unbox(abstract_variables)
+    if mesh is None:
+        single = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: single, leaves)
+    else:
+        shardings = variable_shardings(abstract_variables, mesh, rules)
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), leaves, shardings
+    )
+
+
+def batch_sharding(mesh: Mesh, ndim: int, rules: Rules = LOGICAL_RULES) -> NamedSharding:
     """Sharding of a host batch: leading axis over ('data', 'fsdp'), the rest replicated."""
-    spec = nn.logical_to_mesh_axes((BATCH,) + (None,) * (ndim - 1), LOGICAL_RULES)
+    spec = nn.logical_to_mesh_axes((BATCH,) + (None,) * (ndim - 1), rules)
     return NamedSharding(mesh, spec)
 
 
-def shard_batch(batch, mesh: Mesh):
+def shard_batch(batch, mesh: Mesh, rules: Rules = LOGICAL_RULES):
     """Places a tree of per-process numpy arrays onto the mesh, split along the batch axis.
 
     Each process passes its own slice of the global batch (its data shard); the result is one
@@ -146,7 +190,7 @@ def shard_batch(batch, mesh: Mesh):
 
     def place(x):
         x = np.asarray(x)
-        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+        return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim, rules), x)
 
     return jax.tree.map(place, batch)
 
@@ -155,14 +199,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def axis_rules():
-    """Context manager activating `LOGICAL_RULES` for `nn.with_logical_constraint`."""
-    return nn.logical_axis_rules(LOGICAL_RULES)
+def axis_rules(rules: Rules = LOGICAL_RULES):
+    """Context manager activating `rules` for `nn.with_logical_constraint`."""
+    return nn.logical_axis_rules(rules)
 
 
 @contextlib.contextmanager
-def activate(mesh: Mesh):
+def activate(mesh: Mesh, rules: Rules = LOGICAL_RULES):
     """Context in which model code runs on `mesh`: the logical rules and the mesh both set, so
     `nn.with_logical_constraint` turns into sharding constraints."""
-    with jax.set_mesh(mesh), axis_rules():
+    with jax.set_mesh(mesh), axis_rules(rules):
         yield

@@ -19,8 +19,9 @@ dit_torch = pytest.importorskip("tests.models.dit_torch")  # lands with the DiT 
 
 from diffusers import WanTransformer3DModel  # noqa: E402
 
+from wow_jax import checkpointing  # noqa: E402
 from wow_jax import sharding as shd  # noqa: E402
-from wow_jax.interop import dit_table, exporter, importer, orbax_io, registry  # noqa: E402
+from wow_jax.interop import dit_table, exporter, importer, registry  # noqa: E402
 from wow_jax.models import dit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +39,14 @@ def wan_state(cfg, diffusers_state: dict) -> dict:
     return {r.torch_name: diffusers_state[slot[(r.flax_path, r.layer)]] for r in tables["wan"]}
 
 
+def load_dit(ckpt, cfg, mesh) -> dict:
+    """The imported DiT params restored onto `mesh` through the one checkpoint reader."""
+    target = {"dit": shd.abstract_on_mesh(dit.abstract_params(cfg), mesh)}
+    return checkpointing.restore_subtrees(ckpt, target)["dit"]
+
+
 def jax_forward(cfg, ckpt, mesh, x):
-    params = orbax_io.load_params(ckpt, dit.abstract_params(cfg), mesh)
+    params = load_dit(ckpt, cfg, mesh)
     return np.asarray(jax.jit(dit.create(cfg).apply)({"params": params}, **x))
 
 
@@ -147,7 +154,7 @@ def test_cli_and_main_mode(tiny_config, tmp_path):
 
 def flat_params(ckpt, cfg, mesh) -> dict:
     """{flat path: numpy array} of an imported DiT checkpoint restored onto `mesh`."""
-    params = orbax_io.load_params(ckpt, dit.abstract_params(cfg), mesh)
+    params = load_dit(ckpt, cfg, mesh)
     return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
 
 

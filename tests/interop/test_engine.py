@@ -13,8 +13,9 @@ from jax.sharding import PartitionSpec as P
 from safetensors.numpy import load_file, save_file
 
 from tests.interop import tiny_model
+from wow_jax import checkpointing
 from wow_jax import sharding as shd
-from wow_jax.interop import exporter, formats, importer, mapping, orbax_io
+from wow_jax.interop import exporter, formats, importer, mapping
 
 
 @pytest.fixture
@@ -57,7 +58,8 @@ def test_import_matches_torch_and_exports_back_exactly(tmp_path, mesh, naming):
     report = do_import(tmp_path / "src", tmp_path / "ckpt", mesh, group_bytes=1)
     assert report["naming"] == naming and report["tensors"] == len(state)
 
-    params = orbax_io.load_params(tmp_path / "ckpt", tiny_model.abstract_params(), mesh)
+    target = {"model": shd.abstract_on_mesh(tiny_model.abstract_params(), mesh)}
+    params = checkpointing.restore_subtrees(tmp_path / "ckpt", target)["model"]
     fc1 = params["blocks"]["fc1"]["kernel"]  # [layers, embed, mlp]
     assert fc1.sharding.spec == P(None, "fsdp", "tensor"), fc1.sharding
     assert len(fc1.addressable_shards) == 8 and fc1.addressable_shards[0].data.shape == (3, 2, 32)
@@ -108,7 +110,7 @@ def test_export_selects_ema_params(tmp_path):
     shapes = mapping.flax_shapes_of(nn.meta.unbox(tiny_model.abstract_params()))
     params = mapping.torch_to_flax(flat.__getitem__, tiny_model.rules("wan"), shapes)
     ema = jax.tree.map(lambda x: x + 1.0, params)
-    writer = orbax_io.PartialWriter(tmp_path / "train")
+    writer = checkpointing.PartialWriter(tmp_path / "train")
     boxed_ema = traverse_util.unflatten_dict(
         {(*k, "value"): v for k, v in traverse_util.flatten_dict(ema).items()}
     )  # As a train state with nn.Partitioned boxes is stored.
@@ -210,7 +212,7 @@ def test_interrupted_import_leaves_no_checkpoint(tmp_path, mesh, monkeypatch):
     assert not (tmp_path / "ckpt").exists()
     monkeypatch.setattr(importer, "build_param", real)
     do_import(tmp_path / "m.safetensors", tmp_path / "ckpt", mesh)  # starts over cleanly
-    assert orbax_io.leaf_metadata(tmp_path / "ckpt")
+    assert checkpointing.leaf_metadata(tmp_path / "ckpt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "m.safetensors"]
 
 

@@ -10,8 +10,9 @@ transformers = pytest.importorskip("transformers")
 text_encoder = pytest.importorskip("wow_jax.models.text_encoder")  # lands with issue 5
 
 from tests.models.test_text_encoder import rerandomise  # noqa: E402
+from wow_jax import checkpointing  # noqa: E402
 from wow_jax import sharding as shd  # noqa: E402
-from wow_jax.interop import exporter, importer, orbax_io, registry  # noqa: E402
+from wow_jax.interop import exporter, importer, registry  # noqa: E402
 
 
 def torch_umt5(cfg, seed=0):
@@ -38,7 +39,8 @@ def test_umt5_round_trip(tiny_config, tmp_path):
 
     report = importer.import_checkpoint("text", tmp_path / "hf", tmp_path / "ckpt", cfg, mesh)
     assert report["naming"] == "hf"
-    params = orbax_io.load_params(tmp_path / "ckpt", text_encoder.abstract_params(cfg))
+    target = {"text": shd.abstract_on_mesh(text_encoder.abstract_params(cfg), None)}
+    params = checkpointing.restore_subtrees(tmp_path / "ckpt", target)["text"]
     apply = jax.jit(text_encoder.create(cfg).apply)
     got = apply({"params": params}, ids.astype(np.int32), mask.astype(np.int32))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

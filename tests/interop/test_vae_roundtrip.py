@@ -11,8 +11,9 @@ vae = pytest.importorskip("wow_jax.models.vae")  # lands with the VAE (issue 4)
 
 from diffusers import AutoencoderKLWan  # noqa: E402
 
+from wow_jax import checkpointing  # noqa: E402
 from wow_jax import sharding as shd  # noqa: E402
-from wow_jax.interop import exporter, importer, mapping, orbax_io, registry  # noqa: E402
+from wow_jax.interop import exporter, importer, mapping, registry  # noqa: E402
 
 TOL = 1e-4  # Max abs error against PyTorch at fp32 (as the VAE parity tests).
 
@@ -54,7 +55,8 @@ def test_vae_round_trips(tiny_config, tmp_path):
     torch.save(wan, tmp_path / "release/Wan2.1_VAE.pth")
     report = importer.import_checkpoint("vae", tmp_path / "release", tmp_path / "ckpt", cfg, mesh)
     assert report["naming"] == "wan"
-    params = orbax_io.load_params(tmp_path / "ckpt", vae.abstract_params(cfg))
+    target = {"vae": shd.abstract_on_mesh(vae.abstract_params(cfg), None)}
+    params = checkpointing.restore_subtrees(tmp_path / "ckpt", target)["vae"]
     mean = jax.jit(lambda p, v: vae.encode(p, v, cfg))(params, video)
     np.testing.assert_allclose(mean, want_mean, atol=TOL, rtol=0)
     # The decoder's params equal the in-memory mapping (whose decode parity the VAE tests show).

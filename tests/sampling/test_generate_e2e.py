@@ -21,14 +21,14 @@ pytestmark = pytest.mark.skipif(
 
 
 def tiny_i2v_checkpoint(config, directory):
-    from wow_jax.sampling import checkpoint
+    from wow_jax import checkpointing
     from wow_jax.sampling.models import random_params
 
     params = {}
     for i, name in enumerate(("dit", "vae", "text", "clip")):
         abstract = registry.load_component(name).abstract_params(config.model[name])
         params[name] = random_params(abstract, seed=i)
-    checkpoint.save_params(str(directory / "checkpoints" / "3" / "state"), params)
+    checkpointing.save_params(directory / "checkpoints" / "3" / "state", params)
     return str(directory / "checkpoints")
 
 

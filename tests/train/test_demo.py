@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from wow_jax.train import checkpoint as ckpt_lib  # noqa: E402
+from wow_jax import checkpointing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,7 +42,7 @@ def test_quick_demo_trains_checkpoints_and_imagines(tmp_path):
     records = (tmp_path / "world_model" / "metrics.jsonl").read_text().split("\n")
     evals = [json.loads(r)["step"] for r in records if "eval/loss" in r]
     assert evals == [10, 20]  # held-out eval loss every train.eval_every steps
-    assert ckpt_lib.stored_params(str(tmp_path / "world_model" / "checkpoints")) == [
+    assert checkpointing.subtree_names(tmp_path / "world_model" / "checkpoints") == [
         "clip",
         "dit",
         "text",

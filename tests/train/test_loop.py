@@ -6,11 +6,8 @@ import pytest
 from jax import monitoring
 
 from tests.train import toy
-from wow_jax import sharding
-from wow_jax.train import checkpoint as ckpt_lib
+from wow_jax import checkpointing, sharding
 from wow_jax.train import loop
-from wow_jax.train import optimizer as opt_lib
-from wow_jax.train import state as state_lib
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -63,6 +60,7 @@ def test_overfit_compiles_once_freezes_and_tracks_ema(tmp_path):
     # Frozen: equal to a fresh init (up to the init program's compiler options, ~1 ulp).
     np.testing.assert_allclose(result.state.params["frozen"], fresh["frozen"].unbox(), rtol=1e-6)
     assert not np.allclose(result.state.params["mlp"]["w1"], fresh["mlp"]["w1"].unbox())
+    assert set(result.state.ema_params) == {"mlp"}  # No EMA of the frozen projection.
     ema = result.state.ema_params["mlp"]["w1"]
     assert not np.allclose(ema, result.state.params["mlp"]["w1"])
     assert int(result.state.step) == 30 and int(result.state.bad_total) == 0
@@ -85,23 +83,19 @@ def test_nan_steps_are_skipped_then_halt(tmp_path):
     data = toy.make_data(size=96, poison_batches=(5, 6, 7))
     with pytest.raises(loop.TrainingHalted, match="3 train steps in a row had a NaN/Inf"):
         loop.train(cfg, str(tmp_path / "run"), task=toy.RegressionTask(), train_data=data)
-    manager = ckpt_lib.make_manager(str(tmp_path / "run" / "checkpoints"), cfg.checkpoint)
+    manager = checkpointing.make_manager(tmp_path / "run" / "checkpoints", cfg.checkpoint)
     assert manager.latest_step() == 6  # saved every 2 steps; the halt at step 8 saved nothing
     mesh = sharding.make_mesh(cfg.mesh)
-    params = ckpt_lib.restore_params(str(tmp_path / "run" / "checkpoints"), _abstract_params(mesh))
-    assert ckpt_lib.stored_params(str(tmp_path / "run" / "checkpoints")) == ["frozen", "mlp"]
+    params = checkpointing.restore_subtrees(
+        tmp_path / "run" / "checkpoints", _abstract_params(mesh)
+    )
+    assert checkpointing.subtree_names(tmp_path / "run" / "checkpoints") == ["frozen", "mlp"]
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
 
 
-def _abstract_params(mesh=None):
-    task = toy.RegressionTask()
-    boxed = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
-    from flax import linen as nn
-
-    abstract = nn.unbox(boxed)
-    if mesh is None:
-        return abstract
-    return ckpt_lib.abstract_with_shardings(abstract, sharding.variable_shardings(boxed, mesh))
+def _abstract_params(mesh):
+    boxed = jax.eval_shape(toy.RegressionTask().init_params, jax.random.PRNGKey(0))
+    return sharding.abstract_on_mesh(boxed, mesh)
 
 
 def test_restore_onto_a_different_mesh(tmp_path):
@@ -111,19 +105,8 @@ def test_restore_onto_a_different_mesh(tmp_path):
     assert saved.state.params["mlp"]["w1"].sharding.mesh.shape["fsdp"] == 8
 
     cfg.mesh.fsdp, cfg.mesh.tensor = 2, 4
-    mesh = sharding.make_mesh(cfg.mesh)
-    abstract = _abstract_params(mesh)
-    tx = opt_lib.make_optimizer(cfg.train, abstract)
-    abstract_state = jax.eval_shape(
-        lambda p: state_lib.create(p, tx, jax.random.PRNGKey(0), cfg.train.ema_decay), abstract
-    )
-    shardings = loop.state_shardings(
-        abstract_state, abstract, jax.tree.map(lambda a: a.sharding, abstract), mesh
-    )
-    manager = ckpt_lib.make_manager(str(tmp_path / "checkpoints"), cfg.checkpoint)
-    restored, meta = ckpt_lib.restore(
-        manager, 3, ckpt_lib.abstract_with_shardings(abstract_state, shardings), toy.make_data()
-    )
+    run = loop.prepare(cfg, str(tmp_path), toy.RegressionTask())
+    restored, meta = checkpointing.restore(run.manager, 3, run.abstract_state, toy.make_data())
     assert meta["step"] == 3
     w1 = restored.params["mlp"]["w1"]
     assert w1.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")

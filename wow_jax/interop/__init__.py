@@ -2,6 +2,6 @@
 
 formats (read/write .safetensors/.pth tensor by tensor), mapping (the rule engine), registry
 (component -> model, table, diffusers class), importer (PyTorch -> Orbax on a mesh), exporter
-(Orbax -> safetensors / diffusers folder), orbax_io (partial saves, leaf restores, load_params),
-convert (`mode=convert`). See docs/checkpoints.md.
+(Orbax -> safetensors / diffusers folder), convert (`mode=convert`); Orbax reading and writing
+is wow_jax/checkpointing.py. See docs/checkpoints.md.
 """

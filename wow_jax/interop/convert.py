@@ -14,16 +14,19 @@ import sys
 from pathlib import Path
 
 import ml_collections
+from etils import epath
 
-from wow_jax import sharding
+from wow_jax import checkpointing, sharding
 from wow_jax.interop import exporter, importer, registry
 
 
-def default_target(convert: ml_collections.ConfigDict, workdir: str) -> Path:
+def default_target(convert: ml_collections.ConfigDict, workdir: str) -> "epath.Path | Path":
+    """The Orbax checkpoint written by an import (an epath: a local folder or a URL such as
+    gs://b/x), or the local PyTorch folder written by an export."""
+    if convert.direction == "import":
+        return checkpointing.as_path(convert.target or f"{workdir}/{convert.component}_orbax")
     if convert.target:
         return Path(convert.target)
-    if convert.direction == "import":
-        return Path(workdir) / f"{convert.component}_orbax"
     naming = "diffusers" if convert.naming == "auto" else convert.naming
     return Path(workdir) / f"{convert.component}_{naming}"
 

@@ -23,7 +23,8 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from wow_jax.interop import formats, mapping, orbax_io, registry
+from wow_jax import checkpointing
+from wow_jax.interop import formats, mapping, registry
 from wow_jax.interop.mapping import MappingError, Rule
 
 DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
@@ -48,12 +49,11 @@ def parse_size(size: int | str) -> int:
         raise ValueError(f"max_shard_size must be bytes or like '5GB', got {size!r}") from None
 
 
-def find_params(leaves: Mapping, params_key: str) -> dict[tuple[str, ...], tuple]:
-    """The sub-tree under `params_key` ('params', 'ema_params', 'state/params', ...)."""
-    prefix = tuple(p for p in params_key.split("/") if p)
-    found = {k[len(prefix) :]: v for k, v in leaves.items() if k[: len(prefix)] == prefix}
-    if found and all(k[-1] == "value" for k in found):  # Saved boxed (nn.Partitioned).
-        found = {k[:-1]: v for k, v in found.items()}
+def find_params(leaves: Mapping, params_key: str, name: str | None = None) -> dict[tuple, tuple]:
+    """{leaf path in the params: stored leaf path} of the params under `params_key` ('params',
+    'ema_params', 'params/dit', ...), or of component `name` inside them (a training checkpoint's
+    params/<name>); EMA gaps (frozen leaves) are taken from 'params' (wow_jax.checkpointing)."""
+    found = checkpointing.subtree_leaves(leaves, params_key, name)
     if not found:
         tops = sorted({"/".join(k[:2]) for k in leaves})
         raise ValueError(
@@ -116,25 +116,24 @@ class _LeafCache:
     """Restores Flax params on demand in write order, a batch of up to `batch_bytes` (at least
     one param) per Orbax call, keeping only the current batch in memory."""
 
-    def __init__(self, path, all_leaves: Mapping, prefix, order: list, batch_bytes, boxed=False):
-        self.path, self.all_leaves, self.prefix = path, all_leaves, prefix
+    def __init__(self, path, all_leaves: Mapping, stored: Mapping, order: list, batch_bytes):
+        self.path, self.all_leaves, self.stored = path, all_leaves, stored
         self.order, self.batch_bytes, self.values = order, batch_bytes, {}
-        self.suffix = ("value",) if boxed else ()
 
     def get(self, leaf: tuple[str, ...]) -> np.ndarray:
         if leaf not in self.values:
             self.values = {}  # Free the previous batch first.
             batch, size = [], 0
             for key in self.order[self.order.index(leaf) :]:
-                shape, dtype = self.all_leaves[self.prefix + key + self.suffix]
+                shape, dtype = self.all_leaves[self.stored[key]]
                 nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
                 if batch and size + nbytes > self.batch_bytes:
                     break
                 batch.append(key)
                 size += nbytes
-            full = [self.prefix + key + self.suffix for key in batch]
-            values = orbax_io.read_leaves(self.path, full, self.all_leaves)
-            self.values = {key: values[self.prefix + key + self.suffix] for key in batch}
+            full = [self.stored[key] for key in batch]
+            values = checkpointing.read_leaves(self.path, full, self.all_leaves)
+            self.values = {key: values[self.stored[key]] for key in batch}
         return self.values[leaf]
 
 
@@ -156,6 +155,7 @@ def export_params(
     rules: list[Rule],
     *,
     params_key: str = "params",
+    name: str | None = None,
     dtype: str = "bfloat16",
     max_shard_size: int | str = MAX_SHARD_SIZE,
     weights_name: str = "diffusion_pytorch_model",
@@ -164,7 +164,8 @@ def export_params(
     hint: str = "",
     progress: bool = True,
 ) -> dict:
-    """Writes the params under `params_key` of Orbax checkpoint `source` as PyTorch safetensors.
+    """Writes the params under `params_key` of Orbax checkpoint `source` (component `name`'s
+    when they hold several, as a training checkpoint does) as PyTorch safetensors.
 
     target: output folder: `<weights_name>.safetensors`, or shards `<weights_name>-0000i-of-0000n`
       with `<weights_name>.safetensors.index.json`, plus `config.json` when `config` is given.
@@ -173,13 +174,12 @@ def export_params(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     start = time.time()
-    source, target = Path(source), Path(target)
+    source, target = checkpointing.item_directory(source), Path(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; delete it or pass overwrite=True")
-    all_leaves = orbax_io.leaf_metadata(source)
-    leaves = find_params(all_leaves, params_key)
-    prefix = tuple(p for p in params_key.split("/") if p)
-    boxed = (prefix + next(iter(leaves))) not in all_leaves
+    all_leaves = checkpointing.leaf_metadata(source)
+    stored = find_params(all_leaves, params_key, name)
+    leaves = {k: all_leaves[v] for k, v in stored.items()}
     mapping.check_plan(rules, {k: v[0] for k, v in leaves.items()}, None, hint)
     extra = set(leaves) - {r.flax_path for r in rules}
     if extra:
@@ -189,7 +189,7 @@ def export_params(
         )
     tensors = plan_tensors(rules, leaves, DTYPES[dtype])
     shards = plan_shards(tensors, parse_size(max_shard_size), weights_name)
-    plan = {"source": str(source.resolve()), "params_key": params_key, "shards": shards}
+    plan = {"source": str(source), "params_key": params_key, "shards": shards}
 
     work = target.parent / f".{target.name}.exporting"
     plan_file = work / "plan.json"
@@ -202,7 +202,7 @@ def export_params(
     todo = [s for s in shards if s not in done]
     total = sum(s["bytes"] for s in todo)
     order = list(dict.fromkeys(tuple(t["leaf"]) for s in todo for t in s["tensors"]))
-    cache = _LeafCache(source, all_leaves, prefix, order, READ_BYTES, boxed)
+    cache = _LeafCache(source, all_leaves, stored, order, READ_BYTES)
     with tqdm(total=total, unit="B", unit_scale=True, desc="export", disable=not progress) as bar:
         for shard in todo:
             partial = work / (shard["file"] + ".incomplete")
@@ -276,5 +276,6 @@ def export_checkpoint(
         weights_name=stem,
         config=make_config(model_cfg) if make_config else None,
         hint=importer.config_hint(component, model_cfg),
+        name=component_name,
         **kwargs,
     )

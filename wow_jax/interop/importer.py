@@ -8,11 +8,11 @@ partial save. A param stacked by `nn.scan` ([layers, ...]) is filled layer slice
 Host memory peaks at about one group of params (`group_bytes`) plus one source tensor.
 
 Everything is written under `.<target>.importing/` and renamed to `target` only when complete.
+`target` is an epath path (`checkpointing.as_path`): a local folder or a URL such as gs://b/x.
 """
 
 import math
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +24,8 @@ from flax import linen as nn
 from flax import traverse_util
 from tqdm import tqdm
 
-from wow_jax.interop import formats, mapping, orbax_io, registry
+from wow_jax import checkpointing, sharding
+from wow_jax.interop import formats, mapping, registry
 from wow_jax.interop.mapping import MappingError, Rule
 
 GROUP_BYTES = 512 * 2**20  # Params buffered before each partial save.
@@ -117,7 +118,7 @@ def import_params(
     naming: 'wan', 'diffusers' or 'auto' (detected from the tensor names; a mix is refused).
     dtype: stored param dtype; None keeps each param's dtype from `abstract_params`.
     """
-    target = Path(target)
+    target = checkpointing.as_path(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; delete it or pass overwrite=True")
     if naming == "auto":
@@ -125,8 +126,9 @@ def import_params(
     if naming not in rules_by_naming:
         raise ValueError(f"naming must be 'auto' or one of {list(rules_by_naming)}, got {naming!r}")
     rules = rules_by_naming[naming]
+    placed = traverse_util.flatten_dict(sharding.abstract_on_mesh(abstract_params, mesh))
     unboxed = traverse_util.flatten_dict(nn.meta.unbox(abstract_params))
-    shardings = orbax_io.param_shardings(abstract_params, mesh)
+    shardings = {k: v.sharding for k, v in placed.items()}
     flax_shapes = {k: tuple(v.shape) for k, v in unboxed.items()}
     mapping.check_names(source.names(), rules, hint)
     torch_shapes = {n: source.infos[n].shape for n in source.names()}
@@ -139,10 +141,10 @@ def import_params(
     work = target.parent / f".{target.name}.importing"
     main_process = jax.process_index() == 0
     if main_process and work.exists():
-        shutil.rmtree(work)  # Left over by an interrupted import: start again.
+        work.rmtree()  # Left over by an interrupted import: start again.
     _sync("wow_jax_import_start")
     info = {"naming": naming, "source": [str(f) for f in source.files], **(metadata or {})}
-    writer = orbax_io.PartialWriter(work / "ckpt", custom_metadata={"wow_jax_import": info})
+    writer = checkpointing.PartialWriter(work / "ckpt", custom_metadata={"wow_jax_import": info})
     start, pending, pending_bytes = time.time(), {}, 0
     with tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not progress) as bar:
         for path, leaf in unboxed.items():
@@ -161,9 +163,9 @@ def import_params(
         writer.finalize()
     if main_process:
         if target.exists():
-            shutil.rmtree(target)
-        os.rename(work / "ckpt", target)
-        shutil.rmtree(work)
+            target.rmtree()
+        (work / "ckpt").rename(target)
+        work.rmtree()
     _sync("wow_jax_import_done")
     seconds = time.time() - start
     logging.info(

@@ -31,6 +31,7 @@ class Generator:
     def __init__(self, config: ml_collections.ConfigDict, params: dict, models: Models, mesh):
         guidance.check_guidance(config.sample.guidance)
         self.config, self.models, self.mesh, self.params = config, models, mesh, params
+        self.rules = sharding.rules(config.mesh)
         data, vae = config.data, config.model.vae
         self.variant = config.model.dit.variant
         self.num_frames, self.height, self.width = data.num_frames, data.height, data.width
@@ -89,7 +90,7 @@ class Generator:
 
     def _shard(self, x):
         """Batch-shards x along ('data', 'fsdp') when the batch divides; else replicates."""
-        spec = sharding.batch_sharding(self.mesh, x.ndim)
+        spec = sharding.batch_sharding(self.mesh, x.ndim, self.rules)
         size = int(np.prod([self.mesh.shape[a] for a in ("data", "fsdp")]))
         if x.shape[0] % size:
             spec = NamedSharding(self.mesh, PartitionSpec())
@@ -140,7 +141,7 @@ class Generator:
         """-> (video np.float32 [B, T, H, W, 3] in [-1, 1], timings in seconds)."""
         self._check_inputs(images, prompts, seeds)
         timings, start = {}, time.perf_counter()
-        with sharding.activate(self.mesh):
+        with sharding.activate(self.mesh, self.rules):
             text = jax.block_until_ready(self.encode_text(prompts))
             negative = self.negative_states(len(prompts))
             timings["text_s"] = time.perf_counter() - start

@@ -21,51 +21,58 @@ import ml_collections
 import numpy as np
 import tqdm
 from absl import logging
-from flax import linen as nn
 
+from wow_jax import checkpointing, sharding
 from wow_jax import models as registry
-from wow_jax import sharding
-from wow_jax.sampling import checkpoint, guidance, jobs, media, rollout
+from wow_jax.sampling import guidance, jobs, media, rollout
 from wow_jax.sampling import models as models_lib
 from wow_jax.sampling.generator import Generator
+
+COMPONENTS = ("dit", "vae", "text", "clip")  # Params generation reads (sample.<name>_checkpoint).
 
 
 def param_targets(config: ml_collections.ConfigDict, mesh) -> dict:
     """{component: ShapeDtypeStruct tree with its mesh sharding} for every landed component."""
+    rules = sharding.rules(config.mesh)
     targets = {}
-    for name, (_, section, _) in registry.COMPONENTS.items():
-        module = registry.load_component(name) if name in checkpoint.COMPONENTS else None
-        if module is None:
-            continue
-        abstract = module.abstract_params(config.model[section])
-        shardings = sharding.variable_shardings(abstract, mesh)
-        targets[name] = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            nn.meta.unbox(abstract),
-            shardings,
-        )
+    for name in COMPONENTS:
+        module = registry.load_component(name)
+        if module is not None:
+            section = registry.COMPONENTS[name][1]
+            abstract = module.abstract_params(config.model[section])
+            targets[name] = sharding.abstract_on_mesh(abstract, mesh, rules)
     return targets
 
 
 def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
-    """Params from checkpoint.init_from and/or sample.<component>_checkpoint, onto `mesh`; umT5
-    and CLIP missing there are read from model.{text,clip}.checkpoint_path (PyTorch files)."""
-    sample = config.sample
-    per_component = {name: sample[f"{name}_checkpoint"] for name in checkpoint.COMPONENTS}
-    if not config.checkpoint.init_from and not any(per_component.values()):
+    """Params onto `mesh` through the one checkpoint reader (docs/generation.md, "Checkpoints"):
+    sample.<component>_checkpoint (a converted or trained checkpoint) wins over
+    checkpoint.init_from (a training run, a step or `save_params` output: every component it
+    holds is read); umT5 and CLIP missing there come from model.{text,clip}.checkpoint_path
+    (PyTorch files). sample.params_key picks 'params' or 'ema_params'."""
+    sample, key = config.sample, config.sample.params_key
+    per_component = {n: sample[f"{n}_checkpoint"] for n in COMPONENTS if sample[f"{n}_checkpoint"]}
+    combined = config.checkpoint.init_from
+    if not combined and not per_component:
         raise ValueError(
             "generation needs trained weights: set --config.checkpoint.init_from to an Orbax "
             "checkpoint from training, and/or --config.sample.<dit|vae|text|clip>_checkpoint to "
             "ones from `--config.mode=convert`"
         )
     targets = param_targets(config, mesh)
-    params = checkpoint.load_params(
-        config.checkpoint.init_from,
-        per_component,
-        sample.params_key,
-        targets,
-        sharding.replicated(mesh),
-    )
+    default = sharding.replicated(mesh)
+    params = {}
+    if combined:
+        stored = checkpointing.subtree_names(combined, key)
+        names = {n: targets.get(n) for n in COMPONENTS if n in stored and n not in per_component}
+        if not names and not per_component:
+            raise ValueError(
+                f"checkpoint {combined!r} holds {stored} under {key!r}, none of {list(COMPONENTS)}"
+                " (docs/generation.md, 'Checkpoints')"
+            )
+        params.update(checkpointing.restore_subtrees(combined, names, key, default))
+    for name, path in per_component.items():
+        params.update(checkpointing.restore_subtrees(path, {name: targets.get(name)}, key, default))
     for name, table in (("text", "umt5_table"), ("clip", "clip_table")):
         if name not in params and config.model[name].checkpoint_path:
             loader = importlib.import_module(f"wow_jax.interop.{table}")

@@ -1,9 +1,11 @@
 """The one training loop: `run_train(config, workdir)` (mode 'train').
 
-    mesh  <- config.mesh                       task, data <- tasks.build(config, workdir)
-    state <- restore latest checkpoint, or init (+ checkpoint.init_from / initial_params)
-    step  <- jit(train_step, in/out shardings from the logical rules, donate state), compiled once
-    loop: feed a batch, run the step, log, eval, save; SIGTERM -> save + clean exit
+    task, data <- tasks.build(config, workdir)
+    prepare        mesh + rules (config.mesh), optimizer, and every state leaf's sharding from the
+                   boxed abstract state (params, Adam moments and EMA keep their logical axes)
+    initial_state  restore the latest checkpoint, or init (+ checkpoint.init_from / initial_params)
+    compile_step   jit(train_step, in/out shardings, donate state), compiled once
+    run_loop       feed a batch, run the step, log, eval, save; SIGTERM -> save + clean exit
 
 The train step (`build_train_step`) is pure: loss and grads of `task.loss`, the optax update, the
 EMA, and a NaN/Inf guard that keeps the old state (jnp.where) when the loss or the gradient norm
@@ -13,9 +15,10 @@ fold_in(state.rng, i), so a resumed run repeats the uninterrupted run bit for bi
 """
 
 import dataclasses
-import os
 import signal
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +28,7 @@ import optax
 from absl import logging
 from flax import linen as nn
 
-from wow_jax import compiler, sharding
-from wow_jax.train import checkpoint as ckpt_lib
+from wow_jax import checkpointing, compiler, sharding
 from wow_jax.train import metrics as metrics_lib
 from wow_jax.train import optimizer as opt_lib
 from wow_jax.train import state as state_lib
@@ -64,7 +66,8 @@ def build_train_step(task, tx, train_cfg: ml_collections.ConfigDict, mask):
         ema = state.ema_params
         if ema is not None:
             boundary = (state.step + 1) % accum == 0
-            stepped = opt_lib.update_ema(ema, params, train_cfg.ema_decay, state.step // accum)
+            trained = opt_lib.trainable_subtree(params, mask)
+            stepped = opt_lib.update_ema(ema, trained, train_cfg.ema_decay, state.step // accum)
             ema = jax.tree.map(lambda a, b: jnp.where(boundary, a, b), stepped, ema)
 
         def keep_if_finite(new, old):
@@ -101,30 +104,6 @@ def build_eval_step(task, seed: int):
         return loss
 
     return eval_step
-
-
-def state_shardings(abstract_state, abstract_params, param_shardings, mesh):
-    """Shardings for every TrainState leaf: a leaf whose tree path ends with a parameter's path
-    and has its shape (params, Adam moments, EMA) takes that parameter's sharding; the rest
-    (counters, rng) are replicated."""
-    by_path = {}
-    for (path, leaf), sh in zip(
-        jax.tree_util.tree_leaves_with_path(abstract_params),
-        jax.tree.leaves(param_shardings),
-        strict=True,
-    ):
-        by_path[opt_lib.path_string(path)] = (leaf.shape, sh)
-    replicated = sharding.replicated(mesh)
-
-    def pick(path, leaf):
-        parts = opt_lib.path_string(path).split("/")
-        for start in range(len(parts)):
-            hit = by_path.get("/".join(parts[start:]))
-            if hit is not None and hit[0] == leaf.shape:
-                return hit[1]
-        return replicated
-
-    return jax.tree_util.tree_map_with_path(pick, abstract_state)
 
 
 class _Preemption:
@@ -164,119 +143,160 @@ def _host(tree) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(tree).items()}
 
 
-def train(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    task=None,
-    train_data=None,
-    eval_data=None,
-    initial_params: dict | None = None,
-) -> TrainResult:
-    """Trains `task` (default: built from config.train.task) and returns the final state.
+@dataclasses.dataclass
+class Run:
+    """What init/restore, compilation and the loop share; built once by `prepare`."""
 
-    `initial_params`: {top-level params key: tree} placed into a fresh (not resumed) state, e.g.
-    the VAE trained in an earlier stage; `config.checkpoint.init_from` does the same from disk.
-    """
+    config: ml_collections.ConfigDict
+    workdir: str
+    task: Any
+    mesh: jax.sharding.Mesh
+    rules: sharding.Rules  # config.mesh.rules (default sharding.LOGICAL_RULES).
+    tx: optax.GradientTransformation
+    mask: Any  # Tree of bools like params: True where the leaf is trained.
+    init_rng: jax.Array  # Key of the random parameter init.
+    create: Callable  # params -> fresh TrainState (state.create with this run's optimizer).
+    shardings: state_lib.TrainState  # A NamedSharding per state leaf.
+    abstract_state: state_lib.TrainState  # ShapeDtypeStructs carrying those shardings.
+    manager: Any  # The run's Orbax CheckpointManager (<workdir>/checkpoints).
+    total: int  # Train-step calls of the whole run (steps * grad_accum).
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str, task) -> Run:
+    """The mesh, optimizer and every state leaf's sharding, derived from the boxed abstract state
+    (`state.create` of the boxed abstract params: Adam moments and EMA keep the logical axes)."""
     train_cfg = config.train
-    mesh = sharding.make_mesh(config.mesh)
-    if task is None:
-        from wow_jax.train import tasks
-
-        task, train_data, eval_data = tasks.build(config, workdir)
-    total = train_cfg.steps * train_cfg.grad_accum
+    mesh, rules = sharding.make_mesh(config.mesh), sharding.rules(config.mesh)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-
-    with sharding.activate(mesh):
-        abstract_boxed = jax.eval_shape(task.init_params, init_rng)
-    param_sh = sharding.variable_shardings(abstract_boxed, mesh)
-    abstract_params = nn.unbox(abstract_boxed)
+    with sharding.activate(mesh, rules):
+        boxed_params = jax.eval_shape(task.init_params, init_rng)
+    abstract_params = nn.unbox(boxed_params)
     freeze = opt_lib.resolve_freeze(train_cfg.freeze, task)
     tx = opt_lib.make_optimizer(train_cfg, abstract_params, freeze)
     mask = opt_lib.trainable_mask(abstract_params, freeze)
 
     def create(params):
-        return state_lib.create(params, tx, state_rng, train_cfg.ema_decay)
+        return state_lib.create(params, tx, state_rng, train_cfg.ema_decay, mask)
 
-    abstract_state = jax.eval_shape(create, abstract_params)
-    state_sh = state_shardings(abstract_state, abstract_params, param_sh, mesh)
+    boxed_state = jax.eval_shape(create, boxed_params)
+    directory = checkpointing.as_path(workdir) / "checkpoints"
+    return Run(
+        config=config,
+        workdir=workdir,
+        task=task,
+        mesh=mesh,
+        rules=rules,
+        tx=tx,
+        mask=mask,
+        init_rng=init_rng,
+        create=create,
+        shardings=sharding.variable_shardings(boxed_state, mesh, rules),
+        abstract_state=sharding.abstract_on_mesh(boxed_state, mesh, rules),
+        manager=checkpointing.make_manager(directory, config.checkpoint),
+        total=train_cfg.steps * train_cfg.grad_accum,
+    )
 
-    manager = ckpt_lib.make_manager(os.path.join(workdir, "checkpoints"), config.checkpoint)
-    latest = manager.latest_step()
-    if latest is not None:
-        target = ckpt_lib.abstract_with_shardings(abstract_state, state_sh)
-        state, _ = ckpt_lib.restore(manager, latest, target, train_data)
-        logging.info("resumed from %s step %d", manager.directory, latest)
-    else:
-        given = dict(initial_params or {})
-        if config.checkpoint.init_from:
-            path = ckpt_lib.params_directory(config.checkpoint.init_from)
-            stored = set(ckpt_lib.stored_params(path))
-            wanted = {
-                name: ckpt_lib.abstract_with_shardings(abstract_params[name], param_sh[name])
-                for name in abstract_params
-                if name in stored and name not in given
-            }
-            if not wanted and not given:
-                raise ValueError(
-                    f"config.checkpoint.init_from={config.checkpoint.init_from!r} holds params "
-                    f"{sorted(stored)}, none of this task's {sorted(abstract_params)}"
-                )
-            given.update(ckpt_lib.restore_params(path, wanted))
-        unknown = sorted(set(given) - set(abstract_params))
-        if unknown:
+
+def _given_params(run: Run, initial_params: dict | None) -> dict:
+    """{top-level params key: tree} replacing the random init: `initial_params`, then the
+    subtrees of config.checkpoint.init_from that the task has (restored onto the mesh)."""
+    given = dict(initial_params or {})
+    abstract_params = run.abstract_state.params
+    init_from = run.config.checkpoint.init_from
+    if init_from:
+        stored = set(checkpointing.subtree_names(init_from))
+        wanted = {
+            name: abstract_params[name]
+            for name in abstract_params
+            if name in stored and name not in given
+        }
+        if not wanted and not given:
             raise ValueError(
-                f"initial params {unknown} are not in the task's params {sorted(abstract_params)}"
+                f"config.checkpoint.init_from={init_from!r} holds params {sorted(stored)}, none "
+                f"of this task's {sorted(abstract_params)}"
             )
+        given.update(checkpointing.restore_subtrees(init_from, wanted))
+    unknown = sorted(set(given) - set(abstract_params))
+    if unknown:
+        raise ValueError(
+            f"initial params {unknown} are not in the task's params {sorted(abstract_params)}"
+        )
+    return given
 
-        def init(rng, given):
-            # Subtrees in `given` replace the random init, which XLA then never computes.
-            return create({**nn.unbox(task.init_params(rng)), **given})
 
-        given_sh = {name: param_sh[name] for name in given}
-        given = jax.device_put(given, given_sh)
-        init_fn = jax.jit(init, in_shardings=(None, given_sh), out_shardings=state_sh)
-        with sharding.activate(mesh):
-            state = init_fn.lower(init_rng, given).compile(compiler.init_options())(init_rng, given)
-        if given:
-            logging.info("initial params for %s; the rest initialised randomly", sorted(given))
+def initial_state(run: Run, train_data=None, initial_params: dict | None = None):
+    """The latest checkpoint of the run (with the data position), or a fresh state on the mesh."""
+    latest = run.manager.latest_step()
+    if latest is not None:
+        state, _ = checkpointing.restore(run.manager, latest, run.abstract_state, train_data)
+        logging.info("resumed from %s step %d", run.manager.directory, latest)
+        return state
+    given = _given_params(run, initial_params)
 
-    step = int(jax.device_get(state.step))
-    if step >= total:
-        logging.info("nothing to do: checkpoint step %d >= %d steps", step, total)
-        return TrainResult(state, {}, False)
+    def init(rng, given):
+        # Subtrees in `given` replace the random init, which XLA then never computes.
+        return run.create({**nn.unbox(run.task.init_params(rng)), **given})
 
-    first = next(train_data)
-    skipped = _pop_skipped(train_data)  # Bad episodes skipped in this log interval.
-    ways = mesh.shape["data"] * mesh.shape["fsdp"]
-    global_batch = int(jax.tree.leaves(first)[0].shape[0]) * jax.process_count()
+    given_sh = {name: run.shardings.params[name] for name in given}
+    given = jax.device_put(given, given_sh)
+    init_fn = jax.jit(init, in_shardings=(None, given_sh), out_shardings=run.shardings)
+    with sharding.activate(run.mesh, run.rules):
+        compiled = init_fn.lower(run.init_rng, given).compile(compiler.init_options())
+        state = compiled(run.init_rng, given)
+    if given:
+        logging.info("initial params for %s; the rest initialised randomly", sorted(given))
+    return state
+
+
+def shard_first_batch(run: Run, host_batch) -> dict:
+    """The first batch on the mesh, after checking the global batch divides data*fsdp."""
+    ways = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
+    global_batch = int(jax.tree.leaves(host_batch)[0].shape[0]) * jax.process_count()
     if global_batch % ways:
         raise ValueError(
             f"the global batch ({global_batch}) must be divisible by mesh data*fsdp = {ways}; "
             "change config.data.batch_size or config.mesh"
         )
-    batch = sharding.shard_batch(first, mesh)
-    abstract_batch = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), batch
-    )
+    return sharding.shard_batch(host_batch, run.mesh, run.rules)
+
+
+def compile_step(run: Run, batch):
+    """The train step, jitted with the state and batch shardings (state donated), compiled once."""
     step_jit = jax.jit(
-        build_train_step(task, tx, train_cfg, mask),
-        in_shardings=(state_sh, jax.tree.map(lambda x: x.sharding, batch)),
-        out_shardings=(state_sh, sharding.replicated(mesh)),
+        build_train_step(run.task, run.tx, run.config.train, run.mask),
+        in_shardings=(run.shardings, jax.tree.map(lambda x: x.sharding, batch)),
+        out_shardings=(run.shardings, sharding.replicated(run.mesh)),
         donate_argnums=0,
     )
-    with sharding.activate(mesh):
-        compiled = step_jit.lower(
-            ckpt_lib.abstract_with_shardings(abstract_state, state_sh), abstract_batch
-        ).compile(compiler.program_options())
+    with sharding.activate(run.mesh, run.rules):
+        return step_jit.lower(run.abstract_state, _abstract(batch)).compile(
+            compiler.program_options()
+        )
+
+
+def _abstract(batch):
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), batch
+    )
+
+
+def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -> TrainResult:
+    """Feeds batches to the compiled step from `state` to the last step: logs, evaluates,
+    checkpoints, and on SIGTERM saves and returns early. `batch` is the first (sharded) batch;
+    `skipped` the bad episodes the data pipeline skipped before it (None: not counted)."""
+    config, train_cfg, mesh, manager, total = (
+        run.config, run.config.train, run.mesh, run.manager, run.total
+    )  # fmt: skip
+    step = int(jax.device_get(state.step))
     eval_fn = None
     if eval_data is not None and train_cfg.eval_every > 0:
-        eval_fn = jax.jit(build_eval_step(task, config.seed))
+        eval_fn = jax.jit(build_eval_step(run.task, config.seed))
         eval_start = eval_data.get_state()
-
+    global_batch = int(jax.tree.leaves(batch)[0].shape[0])
     writer = metrics_lib.MetricsWriter(
-        workdir,
+        run.workdir,
         samples_per_step=global_batch,
-        tokens_per_sample=task.tokens_per_sample(abstract_batch),
+        tokens_per_sample=run.task.tokens_per_sample(_abstract(batch)),
         flops_per_step=metrics_lib.compiled_flops(compiled),
         peak_flops=metrics_lib.peak_flops_per_device(train_cfg.peak_flops),
         tensorboard=train_cfg.tensorboard,
@@ -320,14 +340,13 @@ def train(
         eval_data.set_state(eval_start)
         total_loss = 0.0
         for i in range(train_cfg.eval_batches):
-            eval_batch = sharding.shard_batch(next(eval_data), mesh)
-            with sharding.activate(mesh):
-                total_loss += float(eval_fn(params, eval_batch, i))
+            eval_batch = sharding.shard_batch(next(eval_data), mesh, run.rules)
+            total_loss += float(eval_fn(params, eval_batch, i))
         return total_loss / train_cfg.eval_batches
 
     writer.start(step)
     try:
-        with sharding.activate(mesh):
+        with sharding.activate(mesh, run.rules):
             while step < total:
                 state, metrics = compiled(state, batch)
                 step += 1
@@ -344,14 +363,14 @@ def train(
                 if step % config.checkpoint.save_every == 0 or step == total or preempted:
                     consume(*pending)  # the NaN guard sees this step before it is saved
                     pending = None
-                    ckpt_lib.save(
+                    checkpointing.save(
                         manager, step, state, train_data, {"step": step}, eval_loss=eval_loss
                     )
                 if preempted:
                     logging.warning("preempted: saved step %d; exiting cleanly", step)
                     break
                 if step < total:
-                    batch = sharding.shard_batch(next(train_data), mesh)
+                    batch = sharding.shard_batch(next(train_data), mesh, run.rules)
                     if skipped is not None:
                         skipped += _pop_skipped(train_data)
             if pending is not None:
@@ -363,18 +382,39 @@ def train(
     return TrainResult(state, losses, preempted)
 
 
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    task=None,
+    train_data=None,
+    eval_data=None,
+    initial_params: dict | None = None,
+) -> TrainResult:
+    """Trains `task` (default: built from config.train.task) and returns the final state.
+
+    `initial_params`: {top-level params key: tree} placed into a fresh (not resumed) state, e.g.
+    the VAE trained in an earlier stage; `config.checkpoint.init_from` does the same from disk.
+    """
+    if task is None:
+        from wow_jax.train import tasks
+
+        task, train_data, eval_data = tasks.build(config, workdir)
+    run = prepare(config, workdir, task)
+    state = initial_state(run, train_data, initial_params)
+    step = int(jax.device_get(state.step))
+    if step >= run.total:
+        logging.info("nothing to do: checkpoint step %d >= %d steps", step, run.total)
+        run.manager.wait_until_finished()
+        return TrainResult(state, {}, False)
+    first = next(train_data)
+    skipped = _pop_skipped(train_data)  # Bad episodes skipped in this log interval.
+    batch = shard_first_batch(run, first)
+    compiled = compile_step(run, batch)
+    return run_loop(run, state, compiled, batch, train_data, eval_data, skipped)
+
+
 def run_train(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Mode 'train': `python -m wow_jax.main --config=configs/demo.py --workdir=DIR`.
-
-    config.train.demo=True runs the whole demo recipe (wow_jax/train/demo.py)."""
-    if config.train.demo:
-        from wow_jax.sampling import compare
-        from wow_jax.train import demo
-
-        summary = demo.run_demo(config, workdir)
-        print(compare.format_summary(summary["imagined"]))
-        print(f"demo done: {workdir}/demo_summary.json, imagined clips in {workdir}/imagined")
-        return
+    """Mode 'train': `python -m wow_jax.main --config=configs/tiny.py --workdir=DIR`."""
     result = train(config, workdir)
     if result.losses:
         last = max(result.losses)

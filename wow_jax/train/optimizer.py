@@ -6,7 +6,12 @@ freezing by path regex, gradient accumulation (optax.MultiSteps), and the parame
 
 Frozen leaves (path matches `train.freeze`, e.g. '^(vae|text|clip)/') get zero updates through
 `optax.multi_transform` with `optax.set_to_zero`: they keep no optimizer state, take no part in
-the clipping norm, and their gradients are dead code that XLA removes.
+the clipping norm, and their gradients are dead code that XLA removes. The EMA covers the trained
+leaves only (`trainable_subtree`): a frozen leaf's EMA would equal the leaf.
+
+Given boxed params (`nn.Partitioned` with logical axes), `tx.init` keeps the boxes on every
+param-shaped optimizer leaf (Adam moments, accumulated gradients), so the shardings of the whole
+optimizer state follow from its partition specs (train/state.py).
 """
 
 import re
@@ -15,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import traverse_util
 
 TRAINABLE, FROZEN = "trainable", "frozen"
 
@@ -102,6 +108,13 @@ def make_optimizer(
     if train_cfg.grad_accum > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=train_cfg.grad_accum)
     return tx
+
+
+def trainable_subtree(params: dict, mask: dict) -> dict:
+    """The nested-dict params with the frozen leaves (mask False) left out, e.g. {'dit': ...}
+    for the world model; a leaf may be an array or a boxed `nn.Partitioned`."""
+    flat, flat_mask = traverse_util.flatten_dict(params), traverse_util.flatten_dict(mask)
+    return traverse_util.unflatten_dict({k: v for k, v in flat.items() if flat_mask[k]})
 
 
 def update_ema(ema, params, decay: float, step: jax.Array):
