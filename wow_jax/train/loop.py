@@ -364,17 +364,7 @@ def train(
 
 
 def run_train(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Mode 'train': `python -m wow_jax.main --config=configs/demo.py --workdir=DIR`.
-
-    config.train.demo=True runs the whole demo recipe (wow_jax/train/demo.py)."""
-    if config.train.demo:
-        from wow_jax.sampling import compare
-        from wow_jax.train import demo
-
-        summary = demo.run_demo(config, workdir)
-        print(compare.format_summary(summary["imagined"]))
-        print(f"demo done: {workdir}/demo_summary.json, imagined clips in {workdir}/imagined")
-        return
+    """Mode 'train': `python -m wow_jax.main --config=configs/tiny.py --config.mode=train ...`."""
     result = train(config, workdir)
     if result.losses:
         last = max(result.losses)
