@@ -25,6 +25,7 @@ run_demo writes <workdir>/demo_summary.json and prints the held-out PSNR/SSIM ta
 
 import json
 import os
+import time
 
 import jax
 import ml_collections
@@ -332,17 +333,28 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Mode 'demo': runs every stage; returns the summary (also <workdir>/demo_summary.json)."""
     from wow_jax.sampling import compare
 
+    start = time.perf_counter()
+
+    def done(stage: str) -> None:
+        logging.info("demo: stage %s done at %.1f s", stage, time.perf_counter() - start)
+
     clips, heldout = collect(config, workdir)
+    done("collect")
     vae_params, vae_step = train_vae(config, workdir, clips)
+    done("vae")
     encoders = {"vae": vae_params, **frozen_encoders(config)}
     config, cache, held_cache = build_cache(config, workdir, encoders, vae_step, clips, heldout)
+    done("cache")
     params, step = train_world_model(config, workdir, encoders, cache, held_cache)
+    done("world_model")
     wm_cfg = stage_config(config, "world_model", config.train.steps, config.train.learning_rate)
+    imagined = imagine(wm_cfg, workdir, params, step, heldout)
+    done("imagine")
     summary = {
         "vae_final_loss": _final_loss(os.path.join(workdir, "vae")),
         "world_model_final_loss": _final_loss(os.path.join(workdir, "world_model")),
         "checkpoint": os.path.join(workdir, "world_model", "checkpoints"),
-        "imagined": imagine(wm_cfg, workdir, params, step, heldout),
+        "imagined": imagined,
         "latent_stats": os.path.join(workdir, "latent_stats.json"),
         "tokenizer": config.model.text.tokenizer_path,
     }
