@@ -235,7 +235,8 @@ def _normalized(cache: dict, vae_cfg) -> dict:
 
 def build_cache(config, workdir: str, params: dict, vae_step: int, clips: dict, heldout: dict):
     """Stage cache: (config with the demo tokenizer and the measured latent statistics, training
-    cache, held-out cache). Reused when <workdir>/cache holds caches of the same VAE step."""
+    cache, held-out cache). Reused when <workdir>/cache holds caches of as many clips, made
+    with the same VAE step."""
     from wow_jax.data import tokenizer as tokenizer_lib
 
     spm = train_tokenizer(
@@ -253,7 +254,9 @@ def build_cache(config, workdir: str, params: dict, vae_step: int, clips: dict, 
     paths = [os.path.join(workdir, "cache", f"{name}.npz") for name in ("train", "heldout")]
     caches = [_load_npz(path) for path in paths]
     steps = [None if c is None else int(c.pop("vae_step")) for c in caches]
-    if steps == [vae_step, vae_step] and os.path.exists(stats_path):
+    sizes = [None if c is None else len(c["latents"]) for c in caches]
+    reuse = steps == [vae_step] * 2 and sizes == [len(clips["video"]), len(heldout["video"])]
+    if reuse and os.path.exists(stats_path):
         with open(stats_path) as f:
             stats = json.load(f)
         _set_stats(config, stats)
@@ -267,7 +270,8 @@ def build_cache(config, workdir: str, params: dict, vae_step: int, clips: dict, 
     }
     _set_stats(config, stats)
     cache, held_cache = (_normalized(c, config.model.vae) for c in (cache, held_cache))
-    cache["null_text_states"] = np.asarray(text(params["text"], [""]))  # [1, L, D]
+    empty = np.asarray([""])  # [1, L, D] states of the empty prompt, in the cache's batch shape
+    cache["null_text_states"] = _batched(lambda c: text(params["text"], c), empty)
     for path, arrays in zip(paths, (cache, held_cache), strict=True):
         _save_npz(path, {**arrays, "vae_step": np.int64(vae_step)})
     with open(stats_path, "w") as f:
@@ -306,7 +310,8 @@ def train_world_model(config, workdir: str, params: dict, cache: dict, held_cach
 
 def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dict:
     """Stage imagine: per-clip PSNR/SSIM of every held-out clip imagined from its first frame
-    and instruction by the step-`step` world model (reused when metrics.json has that step)."""
+    and instruction by the step-`step` world model (reused when metrics.json has that step and
+    clip count)."""
     from wow_jax import sharding
     from wow_jax.sampling import compare, generator, media, models
 
@@ -315,7 +320,7 @@ def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dic
     if os.path.exists(metrics_path):
         with open(metrics_path) as f:
             stored = json.load(f)
-        if stored.get("world_model_step") == step:
+        if stored["world_model_step"] == step and len(stored["clips"]) == len(heldout["video"]):
             return stored
     mesh = sharding.make_mesh(config.mesh)
     gen = generator.Generator(config, params, models.from_config(config), mesh)
