@@ -177,14 +177,19 @@ def train_tokenizer(texts: list[str], path: str) -> str:
 
 
 def frozen_encoders(config) -> dict:
-    """{'text', 'clip'}: the tiny umT5 and CLIP, randomly initialised from config.seed (frozen)."""
+    """{'text', 'clip'}: the tiny umT5 and CLIP, randomly initialised from config.seed (frozen),
+    as plain (unboxed) arrays."""
+    from flax import linen as nn
+
     from wow_jax.models import clip, text_encoder
 
     text_rng, clip_rng = jax.random.split(jax.random.PRNGKey(config.seed + 7))
-    return {
-        "text": text_encoder.init_params(config.model.text, text_rng),
-        "clip": clip.init_params(config.model.clip, clip_rng),
-    }
+    return nn.meta.unbox(
+        {
+            "text": text_encoder.init_params(config.model.text, text_rng),
+            "clip": clip.init_params(config.model.clip, clip_rng),
+        }
+    )
 
 
 def _batched(fn, array) -> np.ndarray:
