@@ -187,13 +187,18 @@ def _train() -> ml_collections.ConfigDict:
     c.kl_weight = 1e-4  # VAE task: weight of the per-latent-cell KL against the pixel MSE.
     c.peak_flops = 0.0  # Peak FLOP/s per device for MFU (0 = look up the device kind).
     c.tensorboard = True  # Write TensorBoard event files under <workdir>/tensorboard.
-    c.demo = False  # Mode train runs the demo recipe: collect, VAE, latents, world model, imagine.
-    c.demo_vae_steps = 300  # Demo: steps of the VAE stage (train.steps is the world-model stage).
-    c.demo_clips = 64  # Demo: training clips drawn from the collected episodes and cached.
-    c.demo_vae_frames = 5  # Demo: frames (1+4k) of the VAE's training crops (0 = whole clip).
-    c.demo_vae_crop = 32  # Demo: height/width of the VAE's training crops (0 = whole frames).
-    c.demo_vae_lr = 1e-3  # Demo: peak learning rate of the VAE stage.
-    c.demo_heldout = 4  # Demo: held-out clips (other collection seed) imagined after training.
+    return c
+
+
+def _demo() -> ml_collections.ConfigDict:
+    """Mode 'demo' (wow_jax/demo.py); train.steps / learning_rate are its world-model stage."""
+    c = ml_collections.ConfigDict()
+    c.clips = 64  # Training clips drawn from the collected episodes and cached.
+    c.heldout = 4  # Held-out clips (other collection seed) imagined after training.
+    c.vae_steps = 300  # Steps of the VAE stage.
+    c.vae_lr = 1e-3  # Peak learning rate of the VAE stage.
+    c.vae_frames = 5  # Frames (1+4k) of the VAE's training crops (0 = whole clip).
+    c.vae_crop = 32  # Height/width of the VAE's training crops (0 = whole frames).
     return c
 
 
@@ -262,7 +267,9 @@ def _convert() -> ml_collections.ConfigDict:
 def get_config() -> ml_collections.ConfigDict:
     """Returns the locked base config (Wan2.1-1.3B text-to-video sizes, small clips)."""
     config = ml_collections.ConfigDict()
-    config.mode = "describe"  # Job: train, generate, act, refine, evaluate, describe, convert.
+    config.mode = (
+        "describe"  # Job: train, generate, act, refine, evaluate, describe, convert, demo.
+    )
     config.seed = 0  # Seed for parameter init and training randomness.
     config.model = ml_collections.ConfigDict()
     config.model.dit = _dit()
@@ -276,5 +283,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.mesh = _mesh()
     config.checkpoint = _checkpoint()
     config.convert = _convert()
+    config.demo = _demo()
     config.lock()
     return config

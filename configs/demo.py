@@ -1,5 +1,6 @@
-"""The CPU demo: collect Meta-World episodes, train a tiny VAE and image-to-video world model,
-imagine clips for held-out start frames. `configs/demo.py:quick` is the test-sized variant.
+"""The CPU demo (mode 'demo', wow_jax/demo.py): collect Meta-World episodes, train a tiny VAE and
+image-to-video world model, imagine clips for held-out start frames. `configs/demo.py:quick` is
+the test-sized variant.
 """
 
 from configs import base
@@ -7,7 +8,7 @@ from configs import base
 
 def get_config(arg=None):
     config = base.get_config()
-    config.mode = "train"
+    config.mode = "demo"
 
     dit = config.model.dit
     dit.variant, dit.in_channels = "i2v", 36
@@ -31,8 +32,7 @@ def get_config(arg=None):
     config.data.episodes_per_task = 8
     config.train.steps, config.train.warmup_steps = 2000, 100
     config.train.learning_rate = 3e-4
-    config.train.demo, config.train.demo_vae_steps = True, 600
-    config.train.demo_clips, config.train.demo_heldout = 64, 4
+    config.demo.vae_steps, config.demo.clips, config.demo.heldout = 600, 64, 4
     config.train.shift, config.train.timestep_sampling = 3.0, "uniform"
     config.train.log_every, config.train.eval_every, config.train.eval_batches = 50, 500, 2
     config.sample.steps, config.sample.guidance, config.sample.shift = 20, 3.0, 3.0
@@ -44,8 +44,8 @@ def get_config(arg=None):
         config.data.episodes_per_task = 2
         config.data.episode_length = 24
         config.train.steps, config.train.warmup_steps = 20, 2
-        config.train.demo_vae_steps, config.train.demo_clips = 10, 8
-        config.train.demo_heldout, config.train.log_every, config.train.eval_every = 2, 5, 10
+        config.demo.vae_steps, config.demo.clips, config.demo.heldout = 10, 8, 2
+        config.train.log_every, config.train.eval_every = 5, 10
         config.sample.steps = 4
         config.checkpoint.save_every = 10
     elif arg is not None:

@@ -8,7 +8,7 @@ import ml_collections
 
 from wow_jax import sharding
 
-MODES = ("train", "generate", "act", "refine", "evaluate", "describe", "convert")
+MODES = ("train", "generate", "act", "refine", "evaluate", "describe", "convert", "demo")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_no_batch")
 ATTENTION_KERNELS = ("xla", "cudnn", "splash")

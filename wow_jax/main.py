@@ -31,6 +31,7 @@ MODE_RUNNERS = {
     "act": ("wow_jax.sim.act", "run_act", None),
     "refine": ("wow_jax.sophia.refine", "run_refine", None),
     "evaluate": ("wow_jax.sim.evaluate", "run_evaluate", None),
+    "demo": ("wow_jax.demo", "run_demo", None),
 }
 
 

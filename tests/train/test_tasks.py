@@ -13,7 +13,7 @@ vae_lib = pytest.importorskip("wow_jax.models.vae")
 pytest.importorskip("wow_jax.models.text_encoder")
 pytest.importorskip("wow_jax.models.clip")
 
-from wow_jax.train.tasks import conditioning  # noqa: E402
+from wow_jax.sampling import conditioning  # noqa: E402
 from wow_jax.train.tasks.vae import VAETask  # noqa: E402
 from wow_jax.train.tasks.world_model import WorldModelTask  # noqa: E402
 
@@ -89,17 +89,16 @@ def test_i2v_input_layout():
     mask = conditioning.frame_mask(9, 4)
     np.testing.assert_array_equal(mask, [[1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]])
     cond = jnp.ones((2, 3, 2, 2, 16))
-    out = conditioning.condition_channels(cond, 9, 4)
+    out = conditioning.i2v_condition(cond, 9, 4)
     assert out.shape == (2, 3, 2, 2, 20)
     np.testing.assert_array_equal(out[:, 0, ..., :4], 1.0)
     np.testing.assert_array_equal(out[:, 1:, ..., :4], 0.0)
-    sampling = pytest.importorskip("wow_jax.sampling.conditioning")
-    np.testing.assert_array_equal(mask, sampling.frame_mask(9, 4))
-    np.testing.assert_array_equal(out, sampling.i2v_condition(cond, 9, 4))
-    frame = jnp.ones((2, 8, 8, 3))
-    np.testing.assert_array_equal(
-        conditioning.conditioning_video(frame, 5), sampling.conditioning_video(frame, 5)
-    )
+    np.testing.assert_array_equal(out[..., 4:], 1.0)
+    frame = jnp.full((2, 8, 8, 3), 0.5)
+    video = conditioning.conditioning_video(frame, 5)
+    assert video.shape == (2, 5, 8, 8, 3)
+    np.testing.assert_array_equal(video[:, 0], 0.5)
+    np.testing.assert_array_equal(video[:, 1:], 0.0)
 
 
 def test_text_dropout_uses_the_empty_prompt(tiny_config):
@@ -110,7 +109,7 @@ def test_text_dropout_uses_the_empty_prompt(tiny_config):
     batch = {"token_ids": ids, "text_mask": jnp.ones_like(ids)}
     states = task.text_states(params, batch, jnp.array([True, False]))
     null_ids, null_mask = (jnp.asarray(x)[None] for x in task.null_tokens)
-    empty = task.text.apply({"params": params["text"]}, null_ids, null_mask)
+    empty = task.text.module.apply({"params": params["text"]}, null_ids, null_mask)
     np.testing.assert_allclose(states[0], empty[0], atol=1e-6)
     assert not np.allclose(states[1], empty[0])
     assert np.all(np.asarray(states[0, 1:]) == 0)  # only the EOS position is non-zero

@@ -1,4 +1,4 @@
-"""Mode 'train' on a user's own RLDS dataset through the Grain pipeline (config.train.demo=False).
+"""Mode 'train' on a user's own RLDS dataset through the Grain pipeline.
 
 The same entry a user runs (`python -m wow_jax.main --config=configs/tiny.py --config.mode=train
 --config.data.source=tfds --config.data.path=DATA --workdir=DIR`, i.e. `loop.run_train`), on a
@@ -48,7 +48,7 @@ def dataset(tmp_path_factory):
 def _config(tiny_config, dataset, task: str, steps: int):
     cfg = tiny_config
     cfg.mode = "train"
-    cfg.train.task, cfg.train.demo, cfg.train.steps = task, False, steps
+    cfg.train.task, cfg.train.steps = task, steps
     cfg.train.tensorboard, cfg.train.log_every, cfg.checkpoint.save_every = False, 1, 2
     cfg.data.source, cfg.data.path, cfg.data.batch_size = "tfds", str(dataset), 2
     cfg.mesh.fsdp = 2  # 8 simulated devices: data 1 x fsdp 2 x tensor 4.

@@ -8,11 +8,11 @@ functions are normalized (per-channel VAE mean/std), as the DiT sees them.
 import dataclasses
 from collections.abc import Callable
 
-import jax
 import ml_collections
 import numpy as np
 
 from wow_jax import models as registry
+from wow_jax.sampling import conditioning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,32 +42,24 @@ def _require(name: str):
 def from_config(config: ml_collections.ConfigDict) -> Models:
     """Binds the wow_jax Flax components named by `config.model`."""
     dit_cfg, vae_cfg, text_cfg = config.model.dit, config.model.vae, config.model.text
-    dit_lib, vae_lib, text_lib = _require("dit"), _require("vae"), _require("text")
+    dit_lib, vae_lib = _require("dit"), _require("vae")
     dit = dit_lib.create(dit_cfg)
 
     def dit_apply(params, latents, timesteps, text_states, image_tokens):
         return dit.apply({"params": params}, latents, timesteps, text_states, image_tokens)
 
     def encode(params, video):
-        return vae_lib.normalize(vae_lib.encode(params, video, vae_cfg), vae_cfg)
+        return conditioning.encode_video(params, video, vae_cfg)
 
     def decode(params, latents):
         return vae_lib.decode(params, vae_lib.denormalize(latents, vae_cfg), vae_cfg)
-
-    from wow_jax.data import tokenizer as tokenizer_lib
 
     if not text_cfg.tokenizer_path:
         raise ValueError(
             "config.model.text.tokenizer_path is empty; set it to the umT5 sentencepiece model "
             "(spiece.model of google/umt5-xxl)"
         )
-    tokenizer = tokenizer_lib.Tokenizer(text_cfg.tokenizer_path, text_cfg.text_len)
-    text_module = text_lib.create(text_cfg)
-    text_apply = jax.jit(lambda p, ids, mask: text_module.apply({"params": p}, ids, mask))
-
-    def text(params, prompts):
-        ids, mask = tokenizer.encode(list(prompts))
-        return text_apply(params, np.asarray(ids, np.int32), np.asarray(mask))
+    text = conditioning.TextEncoder(text_cfg)
 
     clip = None
     if dit_cfg.variant == "i2v":  # CLIP resizes and normalises the frame itself.

@@ -52,15 +52,3 @@ class VAETask:
         """Pixels per clip (frames x height x width)."""
         t, h, w = batch["video"].shape[1:4]
         return int(t * h * w)
-
-
-def encode_dataset(vae_params, videos, vae_cfg, batch_size: int = 8):
-    """Posterior means [N, t, h, w, z] (raw, not normalised) of videos [N, T, H, W, 3], jitted
-    per batch; used to build latent caches."""
-    from wow_jax.models import vae
-
-    encode = jax.jit(lambda p, v: vae.encode(p, v, vae_cfg, chunked=False))
-    out = [
-        encode(vae_params, videos[i : i + batch_size]) for i in range(0, len(videos), batch_size)
-    ]
-    return jnp.concatenate(out, axis=0)

@@ -22,8 +22,8 @@ import ml_collections
 import numpy as np
 
 from wow_jax import configuration
+from wow_jax.sampling import conditioning
 from wow_jax.train import flow_matching as fm
-from wow_jax.train.tasks import conditioning
 from wow_jax.train.tasks.vae import boxed_init as boxed_vae_init
 
 T5_EOS_ID = 1  # umT5 '</s>': an empty caption tokenizes to [EOS, pad, ...].
@@ -57,7 +57,7 @@ class WorldModelTask:
         self.i2v = self.dit_cfg.variant == "i2v"
         self.libs = {"dit": dit, "vae": vae, "text": text_encoder, "clip": clip}
         self.dit = dit.create(self.dit_cfg)
-        self.text = text_encoder.create(self.text_cfg)
+        self.text = conditioning.TextEncoder(self.text_cfg)
         self.clip = clip.create(self.clip_cfg) if self.i2v else None
         self.null_tokens = null_tokens or empty_prompt_tokens(self.text_cfg.text_len)
         self.null_text_states = null_text_states
@@ -77,7 +77,7 @@ class WorldModelTask:
         init = {
             "dit": lambda: self.libs["dit"].init_params(self.dit_cfg, dit_rng),
             "vae": lambda: boxed_vae_init(self.vae_cfg, vae_rng),
-            "text": lambda: self.text.init(text_rng, ids, ids)["params"],
+            "text": lambda: self.text.module.init(text_rng, ids, ids)["params"],
             "clip": lambda: self.clip.init(clip_rng, jnp.zeros((1, size, size, 3)))["params"],
         }
         return {name: init[name]() for name in self.components}
@@ -92,13 +92,6 @@ class WorldModelTask:
         return jax.lax.stop_gradient(params[name])
 
     # ---------------------------------------------------------------- conditioning pieces
-
-    def encode_video(self, vae_params, video):
-        """video [B, T, H, W, 3] -> normalised posterior mean [B, t, h, w, z]."""
-        vae = self.libs["vae"]
-        return vae.normalize(
-            vae.encode(vae_params, video, self.vae_cfg, chunked=False), self.vae_cfg
-        )
 
     def latents(self, params, batch):
         """(x_0, cond_latents or None), both normalised [B, t, h, w, z]."""
@@ -117,11 +110,12 @@ class WorldModelTask:
             )
         vae_params = self._frozen(params, "vae", "'latents'")
         video = batch["video"]
-        x0 = self.encode_video(vae_params, video)
+        x0 = conditioning.encode_video(vae_params, video, self.vae_cfg, chunked=False)
         cond = None
         if self.i2v:
-            cond_video = conditioning.conditioning_video(video[:, 0], video.shape[1])
-            cond = self.encode_video(vae_params, cond_video)
+            cond = conditioning.conditioning_latents(
+                vae_params, video[:, 0], video.shape[1], self.vae_cfg, chunked=False
+            )
         return x0, cond
 
     def text_states(self, params, batch, drop):
@@ -142,7 +136,7 @@ class WorldModelTask:
         ids = jnp.where(drop[:, None], null_ids, ids)
         mask = jnp.where(drop[:, None], null_mask, mask)
         text_params = self._frozen(params, "text", "'text_states'")
-        return self.text.apply({"params": text_params}, ids, mask)
+        return self.text.states(text_params, ids, mask)
 
     def image_tokens(self, params, batch):
         if not self.i2v:
@@ -156,7 +150,7 @@ class WorldModelTask:
     def model_input(self, x_t, cond, num_frames):
         if not self.i2v:
             return x_t
-        channels = conditioning.condition_channels(cond, num_frames, self.t_stride)
+        channels = conditioning.i2v_condition(cond, num_frames, self.t_stride)
         return jnp.concatenate([x_t, channels.astype(x_t.dtype)], axis=-1)
 
     # ---------------------------------------------------------------- task interface

@@ -1,4 +1,5 @@
-"""End to end: `python -m wow_jax.main --config=configs/demo.py:quick` on one CPU device."""
+"""End to end: mode 'demo' (`python -m wow_jax.main --config=configs/demo.py:quick`) on one CPU
+device, then a second run in the same workdir that reuses every stage's outputs."""
 
 import json
 import os
@@ -12,10 +13,10 @@ pytest.importorskip("metaworld")
 
 from wow_jax import checkpointing  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_quick_demo_trains_checkpoints_and_imagines(tmp_path):
+def _run_demo(workdir) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop
     env.update(JAX_PLATFORMS="cpu", MUJOCO_GL=env.get("MUJOCO_GL", "egl"))
@@ -24,10 +25,23 @@ def test_quick_demo_trains_checkpoints_and_imagines(tmp_path):
         "-m",
         "wow_jax.main",
         "--config=configs/demo.py:quick",
-        f"--workdir={tmp_path}",
+        f"--workdir={workdir}",
     ]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
+    return out
+
+
+def _outputs(workdir) -> dict:
+    """Modification times of every file a stage writes besides its checkpoints."""
+    names = ["clips/train.npz", "clips/heldout.npz", "cache/train.npz", "cache/heldout.npz"]
+    names += ["latent_stats.json", "tokenizer/spiece.model", "imagined/metrics.json"]
+    names += [f"imagined/compare_{i}.gif" for i in range(2)]
+    return {name: os.stat(workdir / name).st_mtime_ns for name in names}
+
+
+def test_quick_demo_trains_checkpoints_imagines_and_resumes(tmp_path):
+    out = _run_demo(tmp_path)
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
 
     for stage, steps in (("vae", 10), ("world_model", 20)):
@@ -57,3 +71,12 @@ def test_quick_demo_trains_checkpoints_and_imagines(tmp_path):
         assert os.path.getsize(clip["gif"]) > 0
         assert np.isfinite(clip["psnr"]) and -1.0 <= clip["ssim"] <= 1.0
     assert "PSNR dB" in out.stdout and f"{imagined['mean_psnr']:.2f}" in out.stdout
+
+    # A second run reuses every stage: no collection, training, encoding or imagining again.
+    written = _outputs(tmp_path)
+    again = _run_demo(tmp_path)
+    assert _outputs(tmp_path) == written
+    assert again.stderr.count("nothing to do: checkpoint step") == 2
+    assert "Meta-World episodes" not in again.stderr
+    assert json.loads((tmp_path / "demo_summary.json").read_text()) == summary
+    assert f"{imagined['mean_psnr']:.2f}" in again.stdout

@@ -1,0 +1,375 @@
+"""Mode 'demo' (`configs/demo.py`): the CPU recipe from simulator episodes to imagined clips.
+
+    python -m wow_jax.main --config=configs/demo.py --workdir=DIR
+
+Stages, each a function that reuses its outputs when they exist (a training stage restores its
+last checkpoint and stops at its step count; delete a stage's outputs to redo it):
+
+  collect   Meta-World episodes into config.data.path or <workdir>/data (training) and
+            <workdir>/heldout (other seeds); config.demo.clips / demo.heldout clips with their
+            mixture captions drawn from the Grain pipeline  -> <workdir>/clips/{train,heldout}.npz
+  vae       the tiny VAE on random crops (demo.vae_frames x demo.vae_crop^2 pixels, demo.vae_steps)
+                                                             -> <workdir>/vae/checkpoints
+  cache     one VAE encode per clip: per-channel latent statistics (-> <workdir>/latent_stats.json)
+            and the normalised latents; conditioning latents of the first frames; a sentencepiece
+            tokenizer trained on the captions (-> <workdir>/tokenizer/spiece.model); caption states
+            of a tiny random umT5 and CLIP tokens of the first frames
+                                                             -> <workdir>/cache/{train,heldout}.npz
+  world     the tiny I2V world model on the cache (train.steps) -> <workdir>/world_model/checkpoints
+            (params {'dit', 'vae', 'text', 'clip'}: a complete generation checkpoint)
+  imagine   every held-out clip imagined from its first frame and instruction
+            -> <workdir>/imagined/compare_<i>.gif (real | imagined), <workdir>/imagined/metrics.json
+
+run_demo writes <workdir>/demo_summary.json and prints the held-out PSNR/SSIM table.
+"""
+
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from wow_jax.sampling import conditioning
+from wow_jax.train import loop
+from wow_jax.train.array_data import ArrayIterator
+from wow_jax.train.tasks.vae import VAETask
+from wow_jax.train.tasks.world_model import WorldModelTask
+
+SPM_VOCAB = 256  # Sentencepiece pieces (+100 sentinels must fit config.model.text.vocab_size).
+HELDOUT_SEED_OFFSET = 1000  # Collection and shuffle seeds of the held-out episodes.
+ENCODE_BATCH = 8  # Clips / captions per encoder call while building the cache.
+
+
+def stage_config(config, task: str, steps: int, lr: float) -> ml_collections.ConfigDict:
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.train.task, cfg.train.steps, cfg.train.learning_rate = task, steps, lr
+        cfg.train.warmup_steps = min(cfg.train.warmup_steps, max(steps // 10, 1))
+    return cfg
+
+
+def _save_npz(path: str, arrays: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_npz(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _final_loss(stage_dir: str) -> float | None:
+    """The last logged train/loss of a training stage (also after a resume that trained nothing)."""
+    path = os.path.join(stage_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+    return losses[-1] if losses else None
+
+
+# ----------------------------------------------------------------------------- collect
+
+
+def draw_clips(config, workdir: str, name: str, seed_offset: int, count: int) -> dict:
+    """{'video' [N, T, H, W, 3] in [-1, 1], 'caption', 'instruction' [N]} of the dataset prepared
+    for config.data (seeds + `seed_offset`); cached in <workdir>/clips/<name>.npz."""
+    from wow_jax.data import pipeline, prepare
+
+    path = os.path.join(workdir, "clips", f"{name}.npz")
+    stored = _load_npz(path)
+    if stored is not None and len(stored["video"]) == count:
+        return stored
+    data_cfg = config.data.copy_and_resolve_references()
+    with data_cfg.unlocked():
+        if seed_offset:
+            data_cfg.collect_seed += seed_offset
+            data_cfg.shuffle_seed += seed_offset
+            data_cfg.episodes_per_task = max(1, data_cfg.episodes_per_task // 4)
+            data_cfg.path = os.path.join(workdir, name)
+        data_cfg.path = str(prepare.prepare_dataset(data_cfg, workdir))
+    iterator = pipeline.create_iterator(data_cfg, process_index=0, process_count=1)
+    videos, captions, instructions = [], [], []
+    while len(videos) < count:
+        batch = next(iterator)
+        videos.extend(np.asarray(batch["video"], np.float32))
+        captions.extend(str(c) for c in batch["caption"])
+        instructions.extend(str(c) for c in batch["instruction"])
+    clips = {
+        "video": np.stack(videos[:count]),
+        "caption": np.asarray(captions[:count]),
+        "instruction": np.asarray(instructions[:count]),
+    }
+    _save_npz(path, clips)
+    return clips
+
+
+def collect(config, workdir: str) -> tuple[dict, dict]:
+    """Stage collect: (training clips, held-out clips)."""
+    clips = draw_clips(config, workdir, "train", 0, config.demo.clips)
+    heldout = draw_clips(config, workdir, "heldout", HELDOUT_SEED_OFFSET, config.demo.heldout)
+    logging.info(
+        "demo: %d training clips, %d held-out clips", len(clips["video"]), len(heldout["video"])
+    )
+    return clips, heldout
+
+
+# ----------------------------------------------------------------------------- vae
+
+
+def vae_crops(videos: np.ndarray, frames: int, size: int, per_clip: int, seed: int) -> np.ndarray:
+    """Random [frames, size, size] crops of [N, T, H, W, 3] clips (size 0 = full frames): the
+    convolutional VAE trains on small crops far faster and still codes whole frames."""
+    n, t, h, w, _ = videos.shape
+    frames = frames or t
+    size_h, size_w = (size, size) if size else (h, w)
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(n):
+        for _ in range(per_clip):
+            t0 = rng.integers(0, t - frames + 1)
+            y0, x0 = rng.integers(0, h - size_h + 1), rng.integers(0, w - size_w + 1)
+            crops.append(videos[i, t0 : t0 + frames, y0 : y0 + size_h, x0 : x0 + size_w])
+    return np.stack(crops)
+
+
+def train_vae(config, workdir: str, clips: dict) -> tuple[dict, int]:
+    """Stage vae: (trained VAE params, their step) in <workdir>/vae."""
+    demo = config.demo
+    cfg = stage_config(config, "vae", demo.vae_steps, demo.vae_lr)
+    crops = vae_crops(clips["video"], demo.vae_frames, demo.vae_crop, 4, config.seed)
+    data = ArrayIterator({"video": crops}, config.data.batch_size, seed=config.seed)
+    run = loop.train(cfg, os.path.join(workdir, "vae"), VAETask(cfg), data)
+    return jax.device_get(run.state.params["vae"]), int(run.state.step)
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def train_tokenizer(texts: list[str], path: str) -> str:
+    """A small umT5-style sentencepiece model (pad 0, eos 1, unk 2) on the demo captions."""
+    import sentencepiece
+
+    model = os.path.join(path, "spiece.model")
+    if os.path.exists(model):
+        return model
+    os.makedirs(path, exist_ok=True)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts * 4),
+        model_prefix=os.path.join(path, "spiece"),
+        vocab_size=SPM_VOCAB,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        model_type="unigram",
+        minloglevel=2,
+    )
+    return model
+
+
+def frozen_encoders(config) -> dict:
+    """{'text', 'clip'}: the tiny umT5 and CLIP, randomly initialised from config.seed (frozen),
+    as plain (unboxed) arrays."""
+    from flax import linen as nn
+
+    from wow_jax.models import clip, text_encoder
+
+    text_rng, clip_rng = jax.random.split(jax.random.PRNGKey(config.seed + 7))
+    return nn.meta.unbox(
+        {
+            "text": text_encoder.init_params(config.model.text, text_rng),
+            "clip": clip.init_params(config.model.clip, clip_rng),
+        }
+    )
+
+
+def _batched(fn, array) -> np.ndarray:
+    """fn over ENCODE_BATCH-row slices of `array`, concatenated on the host. The last slice is
+    padded by repeating its final row, so every call has one shape and compiles once."""
+    outs = []
+    for i in range(0, len(array), ENCODE_BATCH):
+        rows = array[i : i + ENCODE_BATCH]
+        pad = ENCODE_BATCH - len(rows)
+        rows = np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)]) if pad else rows
+        outs.append(np.asarray(fn(rows))[: len(rows) - pad])
+    return np.concatenate(outs, axis=0)
+
+
+def encode_clips(config, params: dict, clips: dict, text: conditioning.TextEncoder) -> dict:
+    """The world-model inputs of `clips`, one encoder pass each: 'latents' and 'cond_latents'
+    (conditioning video of the first frame) as raw VAE means [N, t, h, w, z] (the statistics
+    that normalise them are measured on these), 'text_states' [N, L, D] of the captions,
+    'image_tokens' [N, K, E] of the first frames."""
+    from wow_jax.models import clip
+
+    frames, z = clips["video"].shape[1], config.model.vae.z_dim
+    raw_cfg = config.model.vae.copy_and_resolve_references()
+    raw_cfg.latents_mean, raw_cfg.latents_std = (0.0,) * z, (1.0,) * z
+
+    def encode(video):
+        return conditioning.encode_video(params["vae"], video, raw_cfg, chunked=False)
+
+    clip_module = clip.create(config.model.clip)
+    clip_fn = jax.jit(lambda p, images: clip_module.apply({"params": p}, images))
+    first = clips["video"][:, 0]
+    return {
+        "latents": _batched(encode, clips["video"]),
+        "cond_latents": _batched(
+            lambda f: encode(conditioning.conditioning_video(f, frames)), first
+        ),
+        "text_states": _batched(lambda c: text(params["text"], c), clips["caption"]),
+        "image_tokens": _batched(lambda f: clip_fn(params["clip"], f), first),
+    }
+
+
+def _normalized(cache: dict, vae_cfg) -> dict:
+    from wow_jax.models import vae
+
+    latents = {k: np.asarray(vae.normalize(cache[k], vae_cfg)) for k in ("latents", "cond_latents")}
+    return {**cache, **latents}
+
+
+def build_cache(config, workdir: str, params: dict, vae_step: int, clips: dict, heldout: dict):
+    """Stage cache: (config with the demo tokenizer and the measured latent statistics, training
+    cache, held-out cache). Reused when <workdir>/cache holds caches of as many clips, made
+    with the same VAE step."""
+    from wow_jax.data import tokenizer as tokenizer_lib
+
+    spm = train_tokenizer(
+        list(clips["caption"]) + list(clips["instruction"]), os.path.join(workdir, "tokenizer")
+    )
+    config = config.copy_and_resolve_references()
+    config.model.text.tokenizer_path = spm
+    text = conditioning.TextEncoder(config.model.text)
+    if text.tokenizer.vocab_size + tokenizer_lib.EXTRA_IDS > config.model.text.vocab_size:
+        raise ValueError(
+            f"the demo tokenizer has {text.tokenizer.vocab_size}+{tokenizer_lib.EXTRA_IDS} ids but "
+            f"config.model.text.vocab_size is {config.model.text.vocab_size}; raise it"
+        )
+    stats_path = os.path.join(workdir, "latent_stats.json")
+    paths = [os.path.join(workdir, "cache", f"{name}.npz") for name in ("train", "heldout")]
+    caches = [_load_npz(path) for path in paths]
+    steps = [None if c is None else int(c.pop("vae_step")) for c in caches]
+    sizes = [None if c is None else len(c["latents"]) for c in caches]
+    reuse = steps == [vae_step] * 2 and sizes == [len(clips["video"]), len(heldout["video"])]
+    if reuse and os.path.exists(stats_path):
+        with open(stats_path) as f:
+            stats = json.load(f)
+        _set_stats(config, stats)
+        return config, caches[0], caches[1]
+
+    cache, held_cache = (encode_clips(config, params, c, text) for c in (clips, heldout))
+    axes = tuple(range(cache["latents"].ndim - 1))
+    stats = {
+        "latents_mean": cache["latents"].mean(axis=axes).tolist(),
+        "latents_std": np.maximum(cache["latents"].std(axis=axes), 1e-3).tolist(),
+    }
+    _set_stats(config, stats)
+    cache, held_cache = (_normalized(c, config.model.vae) for c in (cache, held_cache))
+    empty = np.asarray([""])  # [1, L, D] states of the empty prompt, in the cache's batch shape
+    cache["null_text_states"] = _batched(lambda c: text(params["text"], c), empty)
+    for path, arrays in zip(paths, (cache, held_cache), strict=True):
+        _save_npz(path, {**arrays, "vae_step": np.int64(vae_step)})
+    with open(stats_path, "w") as f:
+        json.dump(stats, f, indent=2)
+    return config, cache, held_cache
+
+
+def _set_stats(config, stats: dict) -> None:
+    config.model.vae.latents_mean = tuple(stats["latents_mean"])
+    config.model.vae.latents_std = tuple(stats["latents_std"])
+
+
+# ----------------------------------------------------------------------------- world, imagine
+
+
+def train_world_model(config, workdir: str, params: dict, cache: dict, held_cache: dict):
+    """Stage world: (params of the world-model checkpoint, its step) in <workdir>/world_model;
+    `params` ({'vae', 'text', 'clip'}) are the frozen encoders of a fresh run."""
+    cfg = stage_config(config, "world_model", config.train.steps, config.train.learning_rate)
+    cache = dict(cache)
+    null_states = cache.pop("null_text_states")[0]
+    held_cache = {k: v for k, v in held_cache.items() if k != "null_text_states"}
+    batch = config.data.batch_size
+    task = WorldModelTask(cfg, null_text_states=null_states)
+    eval_data = ArrayIterator(held_cache, min(batch, len(held_cache["latents"])), shuffle=False)
+    run = loop.train(
+        cfg,
+        os.path.join(workdir, "world_model"),
+        task,
+        ArrayIterator(cache, batch, seed=config.seed),
+        eval_data,
+        initial_params=params,
+    )
+    return {k: jax.device_get(v) for k, v in run.state.params.items()}, int(run.state.step)
+
+
+def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dict:
+    """Stage imagine: per-clip PSNR/SSIM of every held-out clip imagined from its first frame
+    and instruction by the step-`step` world model (reused when metrics.json has that step and
+    clip count)."""
+    from wow_jax import sharding
+    from wow_jax.sampling import compare, generator, media, models
+
+    out_dir = os.path.join(workdir, "imagined")
+    metrics_path = os.path.join(out_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            stored = json.load(f)
+        if stored["world_model_step"] == step and len(stored["clips"]) == len(heldout["video"]):
+            return stored
+    mesh = sharding.make_mesh(config.mesh)
+    gen = generator.Generator(config, params, models.from_config(config), mesh)
+    real = [media.to_uint8(video) for video in heldout["video"]]
+    seeds = list(range(len(real)))
+    prompts = [str(p) for p in heldout["instruction"]]
+    summary = compare.imagine_and_compare(gen, real, prompts, seeds, out_dir, config.sample.fps)
+    summary["world_model_step"] = step
+    with open(metrics_path, "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Mode 'demo': runs every stage; returns the summary (also <workdir>/demo_summary.json)."""
+    from wow_jax.sampling import compare
+
+    start = time.perf_counter()
+
+    def done(stage: str) -> None:
+        logging.info("demo: stage %s done at %.1f s", stage, time.perf_counter() - start)
+
+    clips, heldout = collect(config, workdir)
+    done("collect")
+    vae_params, vae_step = train_vae(config, workdir, clips)
+    done("vae")
+    encoders = {"vae": vae_params, **frozen_encoders(config)}
+    config, cache, held_cache = build_cache(config, workdir, encoders, vae_step, clips, heldout)
+    done("cache")
+    params, step = train_world_model(config, workdir, encoders, cache, held_cache)
+    done("world_model")
+    wm_cfg = stage_config(config, "world_model", config.train.steps, config.train.learning_rate)
+    imagined = imagine(wm_cfg, workdir, params, step, heldout)
+    done("imagine")
+    summary = {
+        "vae_final_loss": _final_loss(os.path.join(workdir, "vae")),
+        "world_model_final_loss": _final_loss(os.path.join(workdir, "world_model")),
+        "checkpoint": os.path.join(workdir, "world_model", "checkpoints"),
+        "imagined": imagined,
+        "latent_stats": os.path.join(workdir, "latent_stats.json"),
+        "tokenizer": config.model.text.tokenizer_path,
+    }
+    with open(os.path.join(workdir, "demo_summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    print(compare.format_summary(summary["imagined"]))
+    print(f"demo done: {workdir}/demo_summary.json, imagined clips in {workdir}/imagined")
+    return summary
