@@ -23,7 +23,7 @@ def test_videos_source_with_only_video_dir_converts_and_trains(tiny_config, tmp_
         records.append({"video": f"v{k}.mp4", "caption": "wipe the table", "actions": f"v{k}.npy"})
     (src / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in records))
     cfg = tiny_config
-    cfg.mode, cfg.train.task, cfg.train.demo, cfg.train.steps = "train", "vae", False, 1
+    cfg.mode, cfg.train.task, cfg.train.steps = "train", "vae", 1
     cfg.train.tensorboard, cfg.checkpoint.save_every = False, 1
     cfg.data.source, cfg.data.video_dir, cfg.data.batch_size = "videos", str(src), 2
     cfg.data.action_norm = "mean_std"
