@@ -9,19 +9,16 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import torch
+from diffusers import WanTransformer3DModel
 from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
 from tests import multiprocess
-
-torch = pytest.importorskip("torch")
-dit_torch = pytest.importorskip("tests.models.dit_torch")  # lands with the DiT (issue 3)
-
-from diffusers import WanTransformer3DModel  # noqa: E402
-
-from wow_jax import sharding as shd  # noqa: E402
-from wow_jax.interop import dit_table, exporter, importer, orbax_io, registry  # noqa: E402
-from wow_jax.models import dit  # noqa: E402
+from tests.models import dit_torch
+from wow_jax import sharding as shd
+from wow_jax.interop import dit_table, exporter, importer, orbax_io, registry
+from wow_jax.models import dit
 
 ROOT = Path(__file__).resolve().parents[2]
 

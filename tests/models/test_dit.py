@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import torch
 from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 
@@ -16,9 +17,6 @@ from tests.models import dit_torch
 from wow_jax import describe, sharding
 from wow_jax.interop import dit_table, mapping
 from wow_jax.models import attention, dit
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
 
 OUTPUT_TOL = 1e-5  # max |jax - torch| / max |torch| on the velocity, fp32.
 GRAD_TOL = 1e-4  # same measure per parameter gradient.

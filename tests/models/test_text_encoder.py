@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import transformers
 from flax import linen as nn
 from flax import traverse_util
 
@@ -14,9 +16,6 @@ from wow_jax import sharding
 from wow_jax.data.tokenizer import Tokenizer
 from wow_jax.interop import mapping, umt5_table
 from wow_jax.models import text_encoder
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 PARITY_TEXT_LEN = 40  # Longer than max_distance (16) so the log-spaced buckets are exercised.
 

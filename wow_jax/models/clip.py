@@ -224,15 +224,13 @@ def create(clip_cfg: ml_collections.ConfigDict) -> CLIPVision:
     )
 
 
-def abstract_params(clip_cfg: ml_collections.ConfigDict):
-    """The boxed 'params' tree as ShapeDtypeStructs (nothing allocated)."""
-    size = clip_cfg.image_size
-    images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    return jax.eval_shape(create(clip_cfg).init, jax.random.key(0), images)["params"]
-
-
 def init_params(clip_cfg: ml_collections.ConfigDict, rng: jax.Array):
-    """Random (unboxed) parameters, e.g. for tests and the tiny demo."""
+    """Random 'params', boxed with logical axis names (traceable; `nn.meta.unbox` for arrays)."""
     size = clip_cfg.image_size
     images = jnp.zeros((1, size, size, 3), jnp.float32)
-    return nn.meta.unbox(jax.jit(create(clip_cfg).init)(rng, images)["params"])
+    return jax.jit(create(clip_cfg).init)(rng, images)["params"]
+
+
+def abstract_params(clip_cfg: ml_collections.ConfigDict):
+    """The boxed 'params' tree as ShapeDtypeStructs (nothing allocated)."""
+    return jax.eval_shape(lambda rng: init_params(clip_cfg, rng), jax.random.key(0))

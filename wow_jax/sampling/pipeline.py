@@ -31,13 +31,10 @@ from wow_jax.sampling.generator import Generator
 
 
 def param_targets(config: ml_collections.ConfigDict, mesh) -> dict:
-    """{component: ShapeDtypeStruct tree with its mesh sharding} for every landed component."""
+    """{component: ShapeDtypeStruct tree with its mesh sharding} for every model component."""
     targets = {}
-    for name, (_, section, _) in registry.COMPONENTS.items():
-        module = registry.load_component(name) if name in checkpoint.COMPONENTS else None
-        if module is None:
-            continue
-        abstract = module.abstract_params(config.model[section])
+    for name in registry.COMPONENT_NAMES:
+        abstract = registry.load(name).abstract_params(registry.model_config(config, name))
         shardings = sharding.variable_shardings(abstract, mesh)
         targets[name] = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

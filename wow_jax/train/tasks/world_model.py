@@ -21,10 +21,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from wow_jax import configuration
+from wow_jax import configuration, models
 from wow_jax.train import flow_matching as fm
 from wow_jax.train.tasks import conditioning
-from wow_jax.train.tasks.vae import boxed_init as boxed_vae_init
 
 T5_EOS_ID = 1  # umT5 '</s>': an empty caption tokenizes to [EOS, pad, ...].
 
@@ -71,16 +70,11 @@ class WorldModelTask:
         """Boxed params of `components` ({'dit', 'vae', 'text'(, 'clip' for i2v)} by default):
         random init; the loop replaces frozen ones with trained weights (checkpoint.init_from
         or `initial_params`). Drop components a cached batch never needs to save memory."""
-        dit_rng, vae_rng, text_rng, clip_rng = jax.random.split(rng, 4)
-        ids = jnp.zeros((1, 1), jnp.int32)
-        size = self.clip_cfg.image_size
-        init = {
-            "dit": lambda: self.libs["dit"].init_params(self.dit_cfg, dit_rng),
-            "vae": lambda: boxed_vae_init(self.vae_cfg, vae_rng),
-            "text": lambda: self.text.init(text_rng, ids, ids)["params"],
-            "clip": lambda: self.clip.init(clip_rng, jnp.zeros((1, size, size, 3)))["params"],
+        rngs = dict(zip(("dit", "vae", "text", "clip"), jax.random.split(rng, 4), strict=True))
+        return {
+            name: models.load(name).init_params(models.model_config(self.config, name), rngs[name])
+            for name in self.components
         }
-        return {name: init[name]() for name in self.components}
 
     def _frozen(self, params, name: str, needed_for: str):
         if name not in params:
