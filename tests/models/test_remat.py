@@ -50,10 +50,11 @@ def test_named_policy_saves_exactly_its_tensors(tiny_config, policy, capsys):
     assert {name: saved.count(name) for name in set(saved)} == want
 
 
-def test_every_policy_gives_the_gradients_of_no_remat(tiny_config):
+def test_named_policies_give_the_gradients_of_no_remat(tiny_config):
+    """(The generic policies are checked against diffusers in test_dit.py.)"""
     _, params, loss = _setup(tiny_config, "none", scan_layers=True)
     want = jax.jit(jax.grad(loss))(params)
-    for policy in sorted(dit.REMAT_POLICIES):
+    for policy in sorted(set(NAMED) - {"full"}):
         _, _, loss = _setup(tiny_config, policy, scan_layers=True)
         got = jax.jit(jax.grad(loss))(params)
         for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):

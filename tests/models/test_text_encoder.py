@@ -153,7 +153,7 @@ def test_sharded_call_equals_single_device(tiny_config, parity_setup):
     text_cfg = tiny_config.model.text
     ids, mask = ids[:8, : text_cfg.text_len], mask[:8, : text_cfg.text_len]
     module = text_encoder.create(text_cfg)
-    params = text_encoder.init_params(text_cfg, jax.random.key(1))
+    params = nn.meta.unbox(text_encoder.init_params(text_cfg, jax.random.key(1)))
     want = jax.jit(module.apply)({"params": params}, ids, mask)
     mesh = sharding.make_mesh(_mesh_cfg(fsdp=4, tensor=2))
     shardings = sharding.variable_shardings(text_encoder.abstract_params(text_cfg), mesh)
