@@ -389,7 +389,8 @@ def test_cpu_convolution_as_2d_taps_equals_the_3d_convolution(kernel_shape):
 
 
 def test_cpu_kernels_on_and_off_give_the_same_encode_and_decode(cfg):
-    """config.model.vae.cpu_kernels (2D taps) changes how the convolutions run, not the result."""
+    """config.model.vae.cpu_kernels (2D taps) changes how the convolutions run, not the result
+    (up to float32 summation order)."""
     small = cfg.copy_and_resolve_references()
     small.base_dim, small.dim_mult, small.temporal_downsample = 4, (1, 2), (True,)
     params = nn.meta.unbox(vae.init_params(small, jax.random.key(0)))
@@ -397,8 +398,8 @@ def test_cpu_kernels_on_and_off_give_the_same_encode_and_decode(cfg):
     outputs = {}
     for enabled in (False, True):
         small.cpu_kernels = enabled
-        mean = vae.encode(params, video, small)
-        outputs[enabled] = mean, vae.decode(params, mean, small)
+        mean = vae.encode(params, video, small, chunked=False)
+        outputs[enabled] = mean, vae.decode(params, mean, small, chunked=False)
     for off, on in zip(outputs[False], outputs[True], strict=True):
         scale = float(jnp.max(jnp.abs(off)))
-        assert float(jnp.max(jnp.abs(on - off))) <= 1e-6 * max(scale, 1.0)
+        assert float(jnp.max(jnp.abs(on - off))) <= 1e-5 * scale

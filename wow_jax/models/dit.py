@@ -38,6 +38,7 @@ from einops import rearrange
 from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
+from wow_jax import compiler
 from wow_jax.models import attention as attention_lib
 from wow_jax.models import layers
 from wow_jax.sharding import BATCH, CONV_IN, EMBED, HEADS, KV, LAYERS, LENGTH, MLP
@@ -481,7 +482,7 @@ def dummy_inputs(dit_cfg: ml_collections.ConfigDict, batch: int = 1) -> dict:
 
 def init_params(dit_cfg: ml_collections.ConfigDict, rng: jax.Array):
     """Random parameters (boxed with logical axis names; `nn.meta.unbox` for plain arrays)."""
-    return jax.jit(create(dit_cfg).init)(rng, **dummy_inputs(dit_cfg))["params"]
+    return compiler.jit_init(create(dit_cfg).init)(rng, **dummy_inputs(dit_cfg))["params"]
 
 
 def abstract_params(dit_cfg: ml_collections.ConfigDict):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
+from wow_jax import compiler
 from wow_jax.sharding import BATCH, EMBED, HEADS, KV, LAYERS, LENGTH, MLP, VOCAB
 
 NORM_EPS = 1e-6  # T5LayerNorm epsilon in both Wan and transformers.
@@ -203,4 +204,4 @@ def abstract_params(text_cfg: ml_collections.ConfigDict):
 def init_params(text_cfg: ml_collections.ConfigDict, rng: jax.Array):
     """Random 'params', boxed with logical axis names (traceable; `nn.meta.unbox` for arrays)."""
     ids = jnp.zeros((1, 1), jnp.int32)
-    return jax.jit(create(text_cfg).init)(rng, ids, ids)["params"]
+    return compiler.jit_init(create(text_cfg).init)(rng, ids, ids)["params"]

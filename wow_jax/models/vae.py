@@ -28,6 +28,7 @@ import numpy as np
 from einops import rearrange
 from flax import linen as nn
 
+from wow_jax import compiler
 from wow_jax.models import vae_blocks
 from wow_jax.models.vae_blocks import CACHE, CausalConv3d, Decoder, Encoder
 
@@ -127,7 +128,7 @@ def _dummy_video(vae_cfg) -> jax.ShapeDtypeStruct:
 def init_params(vae_cfg: ml_collections.ConfigDict, rng: jax.Array):
     """Random 'params' of `create(vae_cfg)`, boxed with logical axis names (traceable)."""
     video = jnp.zeros(_dummy_video(vae_cfg).shape, jnp.float32)
-    return jax.jit(create(vae_cfg).init)(rng, video)["params"]
+    return compiler.jit_init(create(vae_cfg).init)(rng, video)["params"]
 
 
 def abstract_params(vae_cfg: ml_collections.ConfigDict):
