@@ -271,7 +271,7 @@ def _convert() -> ml_collections.ConfigDict:
 def get_config() -> ml_collections.ConfigDict:
     """Returns the locked base config (Wan2.1-1.3B text-to-video sizes, small clips)."""
     config = ml_collections.ConfigDict()
-    config.mode = "describe"  # Job: describe, train, generate, convert (main.MODE_RUNNERS).
+    config.mode = "describe"  # describe, train, generate, convert: configuration.MODE_RUNNERS.
     config.seed = 0  # Seed for parameter init and training randomness.
     config.model = ml_collections.ConfigDict()
     # CPU-only kernels (docs/cpu.md): 'auto' (on when the programs compile for CPU), 'on', 'off';
