@@ -144,7 +144,7 @@ def test_cudnn_kernel_refuses_cpu_with_a_clear_error():
         attention.dot_product_attention(q, q, q, "flash")
 
 
-EXPECTED_PARAMS = {  # Counted by diffusers on the meta device (issue #3).
+EXPECTED_PARAMS = {  # Counted by diffusers on the meta device.
     "wan1_3b_t2v": 1_418_996_800,
     "wow14b_i2v": 16_394_878_784,
     "wan14b_t2v": 14_288_491_584,

@@ -16,7 +16,10 @@ with `cfg = config.model.<name>`:
 and its PyTorch name table is the module named by the entry's `table` in `wow_jax/interop/`,
 exposing `NAMINGS` and `rules(cfg, naming)` (the file layout of its releases is
 `wow_jax.interop.registry.LAYOUTS[name]`). A new model is one module following the contract
-plus one entry here; describe, checkpoint restore, conversion and training find it by name.
+plus one entry here; describe, checkpoint restore, conversion and training find it by name:
+a checkpoint's params are {name: tree} for names in COMPONENT_NAMES, and the restore target of
+one is `load(name).abstract_params(model_config(config, name))` placed on the mesh through its
+logical axes (`sharding.variable_shardings`).
 """
 
 import dataclasses
