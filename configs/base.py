@@ -47,11 +47,20 @@ def _dit() -> ml_collections.ConfigDict:
     c.param_dtype = "float32"  # Dtype parameters are stored in.
     c.dtype = "float32"  # Compute dtype ('bfloat16' on TPU/GPU for speed).
     c.scan_layers = True  # nn.scan over blocks (stacked params with a 'layers' axis).
-    # Rematerialisation: 'none', 'full', 'dots_saveable', 'dots_no_batch' (keeps the projection
-    # outputs, recomputes attention and elementwise ops: with scanned blocks, less memory than
-    # 'none' and on CPU 1.4x faster, as nn.scan stacks every saved intermediate per layer).
+    # Rematerialisation of each block in the backward pass; what the forward pass keeps:
+    #   'none'                 everything (no remat; most memory)
+    #   'full'                 nothing: the whole block is recomputed (least memory)
+    #   'dots_saveable'        every matmul output
+    #   'dots_no_batch'        matmul outputs without batch dims: the projections, not attention
+    #                          (with scanned blocks less memory than 'none' and on CPU 1.4x faster,
+    #                          as nn.scan stacks every saved intermediate per layer)
+    #   'save_attention_out'   the self-/cross-attention outputs after `o` (named tensors)
+    #   'save_ffn_in'          the feed-forward input
+    #   'save_attention_out_ffn_in'  both of the above
+    #   'save_qkv_attention_out'     self-attention q/k/v and the attention outputs
     c.remat_policy = "dots_no_batch"
     c.attention = "xla"  # Attention kernel: 'xla', 'cudnn' (GPU flash), 'splash' (TPU Pallas).
+    c.cpu_kernels = False  # CPU fusion barriers + attention backward; set from model.cpu_kernels.
     return c
 
 
@@ -70,6 +79,7 @@ def _vae() -> ml_collections.ConfigDict:
     c.tile_overlap = 32  # Overlap in pixels blended between tiles.
     c.param_dtype = "float32"  # Dtype parameters are stored in.
     c.dtype = "float32"  # Compute dtype.
+    c.cpu_kernels = False  # 3D convs as 2D convs per temporal tap; set from model.cpu_kernels.
     return c
 
 
@@ -267,11 +277,12 @@ def _convert() -> ml_collections.ConfigDict:
 def get_config() -> ml_collections.ConfigDict:
     """Returns the locked base config (Wan2.1-1.3B text-to-video sizes, small clips)."""
     config = ml_collections.ConfigDict()
-    config.mode = (
-        "describe"  # Job: train, generate, act, refine, evaluate, describe, convert, demo.
-    )
+    config.mode = "describe"  # describe, train, generate, convert or demo (MODE_RUNNERS).
     config.seed = 0  # Seed for parameter init and training randomness.
     config.model = ml_collections.ConfigDict()
+    # CPU-only kernels (docs/cpu.md): 'auto' (on when the programs compile for CPU), 'on', 'off';
+    # configuration.resolve_kernels writes the choice into model.dit/vae.cpu_kernels.
+    config.model.cpu_kernels = "auto"
     config.model.dit = _dit()
     config.model.vae = _vae()
     config.model.text = _text()

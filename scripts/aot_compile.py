@@ -128,6 +128,7 @@ def aot_report(config: ml_collections.ConfigDict, topology: str, forward_only: b
     """Compiles the DiT step of `config` for `topology`; returns the JSON-able report."""
     mesh = topology_mesh(config, topology)
     configuration.validate(config, mesh.devices.size)
+    configuration.resolve_kernels(config, "tpu")  # The compile target, not this host's CPU.
     compiled, seconds = compile_dit(config, mesh, forward_only)
     return {
         "topology": topology,

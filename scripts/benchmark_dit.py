@@ -33,7 +33,7 @@ from absl import app, flags, logging
 
 from configs import base
 from scripts import torch_cpu
-from wow_jax import compiler
+from wow_jax import compiler, configuration
 from wow_jax.interop import dit_reference
 from wow_jax.models import dit
 
@@ -51,7 +51,9 @@ _TORCH_THREADS = flags.DEFINE_integer(
 
 
 def small_config() -> ml_collections.ConfigDict:
-    cfg = ml_collections.ConfigDict(base.get_config().model.dit.to_dict())
+    config = base.get_config()
+    configuration.resolve_kernels(config, jax.default_backend())  # As main does.
+    cfg = ml_collections.ConfigDict(config.model.dit.to_dict())
     cfg.variant = _VARIANT.value
     cfg.in_channels = 16 if cfg.variant == "t2v" else 36
     cfg.dim, cfg.num_heads, cfg.num_layers = _DIM.value, max(1, _DIM.value // 64), _LAYERS.value

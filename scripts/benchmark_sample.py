@@ -23,7 +23,7 @@ from absl import app, flags
 
 from configs import tiny
 from scripts import torch_cpu
-from wow_jax import compiler
+from wow_jax import compiler, configuration
 from wow_jax.interop import dit_reference
 from wow_jax.models import dit
 from wow_jax.sampling import guidance, unipc
@@ -42,7 +42,9 @@ IMAGE_TOKENS = 257  # CLIP ViT-H/14 at 224 px.
 
 
 def small_dit_config():
-    cfg = tiny.get_config().model.dit
+    config = tiny.get_config()
+    configuration.resolve_kernels(config, jax.default_backend())  # As main does.
+    cfg = config.model.dit
     cfg.variant, cfg.in_channels = "i2v", 36
     cfg.dim, cfg.ffn_dim, cfg.num_heads, cfg.num_layers = 256, 1024, 4, 4
     cfg.freq_dim, cfg.text_dim, cfg.image_dim = 256, 256, 256

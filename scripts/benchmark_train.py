@@ -19,7 +19,7 @@ import numpy as np
 
 from configs import base
 from scripts import torch_cpu
-from wow_jax import compiler
+from wow_jax import compiler, configuration
 from wow_jax.interop import dit_table
 from wow_jax.train import loop
 from wow_jax.train import optimizer as opt_lib
@@ -32,6 +32,7 @@ BATCH, LATENT, TEXT_LEN = 2, (3, 16, 16, 16), 32  # latent [t, h, w, z]; 3*8*8 =
 
 def make_config():
     cfg = base.get_config()
+    configuration.resolve_kernels(cfg, jax.default_backend())  # As main does.
     dit = cfg.model.dit
     for key, value in SIZES.items():
         dit[key] = value

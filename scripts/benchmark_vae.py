@@ -109,10 +109,13 @@ def worker_jax(args, workdir: str, frames: int) -> dict:
     from safetensors import safe_open
 
     from configs import base
+    from wow_jax import configuration
     from wow_jax.interop import mapping, vae_table
     from wow_jax.models import vae
 
-    cfg = base.get_config().model.vae
+    config = base.get_config()
+    configuration.resolve_kernels(config, jax.default_backend())  # As main does.
+    cfg = config.model.vae
     kw = model_kwargs(args)
     cfg.base_dim, cfg.dim_mult, cfg.num_res_blocks = (
         kw["base_dim"],

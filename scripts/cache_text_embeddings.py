@@ -62,7 +62,7 @@ def load_params(text_cfg, seed: int):
     """umT5 params from config.model.text.checkpoint_path, or random ones when it is empty."""
     if not text_cfg.checkpoint_path:
         logging.warning("config.model.text.checkpoint_path is empty: RANDOM umT5 weights.")
-        return text_encoder.init_params(text_cfg, jax.random.key(seed))
+        return nn.meta.unbox(text_encoder.init_params(text_cfg, jax.random.key(seed)))
     return umt5_table.load_params(text_cfg)
 
 

@@ -1,5 +1,6 @@
 """Config files load, validate, and refuse bad input with an error naming the key."""
 
+import importlib
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import pytest
 
 from configs import base, demo, tiny, wan1_3b, wow14b
 from wow_jax import configuration
+from wow_jax.models import dit
 
 
 @pytest.mark.parametrize("module", [base, tiny, demo, wan1_3b, wow14b])
@@ -35,6 +37,10 @@ def test_config_is_locked_against_typos():
         ("model.dit.attention", "flash", r"config.model.dit.attention must be one of"),
         ("sample.guidance", 0.5, r"config.sample.guidance must be >= 1"),
         ("mode", "dance", r"config.mode must be one of"),
+        ("mode", "act", r"config.mode must be one of \['describe', 'train', 'generate', 'convert"),
+        ("model.cpu_kernels", "yes", r"config.model.cpu_kernels must be one of \['auto', 'on'"),
+        ("model.dit.remat_policy", "some", r"config.model.dit.remat_policy must be one of"),
+        ("convert.component", "idm", r"config.convert.component must be one of"),
     ],
 )
 def test_bad_values_name_the_key(tiny_config, key, value, message):
@@ -45,6 +51,18 @@ def test_bad_values_name_the_key(tiny_config, key, value, message):
     node[name] = value
     with pytest.raises(ValueError, match=message):
         configuration.validate(tiny_config, num_devices=8)
+
+
+@pytest.mark.parametrize("policy", sorted(dit.REMAT_POLICIES))
+def test_every_remat_policy_of_the_dit_validates(tiny_config, policy):
+    tiny_config.model.dit.remat_policy = policy
+    configuration.validate(tiny_config, num_devices=8)
+
+
+def test_every_mode_in_the_table_has_its_runner():
+    for mode, (module_name, function_name) in configuration.MODE_RUNNERS.items():
+        runner = getattr(importlib.import_module(module_name), function_name)
+        assert runner.__name__ == f"run_{mode}"
 
 
 def test_mesh_product_must_match_devices(tiny_config):
@@ -75,6 +93,7 @@ def last_line(result):
         ("--config.mesh.fsdp=3", "config.mesh: data*fsdp*tensor*sequence"),
         ("--config.data.height=40", "config.data.height must be a multiple of 16"),
         ("--config.data.height=abc", "config.data.height"),
+        ("--config.mode=act", "config.mode must be one of ['describe', 'train', 'generate'"),
     ],
 )
 def test_cli_bad_input_exits_with_one_line(flag, message):

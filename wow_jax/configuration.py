@@ -1,4 +1,5 @@
-"""Start-up validation of a wow_jax config: every problem is one ValueError naming the key and fix.
+"""Start-up validation of a wow_jax config (every problem is one ValueError naming the key and
+fix), the table of modes, and the resolution of backend-dependent choices for a compile target.
 
 Unknown keys and wrong types are already refused by the locked ConfigDict (configs/base.py) and by
 ml_collections' flag parsing; this module checks the relations between keys.
@@ -6,11 +7,19 @@ ml_collections' flag parsing; this module checks the relations between keys.
 
 import ml_collections
 
-from wow_jax import sharding
+from wow_jax import models, sharding
+from wow_jax.models import dit
 
-MODES = ("train", "generate", "act", "refine", "evaluate", "describe", "convert", "demo")
+# config.mode -> (module, function `run_<mode>(config, workdir)`); wow_jax.main dispatches on it.
+MODE_RUNNERS = {
+    "describe": ("wow_jax.describe", "run_describe"),
+    "train": ("wow_jax.train.loop", "run_train"),
+    "generate": ("wow_jax.sampling.pipeline", "run_generate"),
+    "convert": ("wow_jax.interop.convert", "run_convert"),
+    "demo": ("wow_jax.demo", "run_demo"),
+}
 DTYPES = ("float32", "bfloat16", "float16")
-REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_no_batch")
+CPU_KERNELS = ("auto", "on", "off")
 ATTENTION_KERNELS = ("xla", "cudnn", "splash")
 DIT_VARIANTS = ("t2v", "i2v")
 SOLVERS = ("unipc", "euler")
@@ -18,9 +27,7 @@ IMAGE_MISMATCH = ("resize", "error")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
-DATA_SOURCES = ("metaworld", "tfds", "videos")
 CONVERT_DIRECTIONS = ("import", "export")
-CONVERT_COMPONENTS = ("dit", "vae", "text", "clip")
 CONVERT_NAMINGS = ("auto", "wan", "diffusers", "hf")
 CONVERT_DTYPES = ("bfloat16", "float32")
 TEXT_NAMINGS = ("wan", "hf")  # Checkpoint layouts the umT5 and CLIP importers read.
@@ -43,15 +50,27 @@ def _choice(key: str, value, choices) -> None:
         raise ValueError(f"config.{key} must be one of {list(choices)}, got {value!r}")
 
 
+def resolve_kernels(config: ml_collections.ConfigDict, backend: str) -> None:
+    """Writes config.model.cpu_kernels ('auto' | 'on' | 'off'), resolved for the backend the
+    programs are compiled for ('cpu', 'gpu', 'tpu'), into model.dit/vae.cpu_kernels: 'auto' is on
+    exactly for 'cpu'. Called once where programs are built (main, AOT compilation, benchmarks);
+    the models read only the resolved booleans (docs/cpu.md)."""
+    choice = config.model.cpu_kernels
+    _choice("model.cpu_kernels", choice, CPU_KERNELS)
+    enabled = choice == "on" or (choice == "auto" and backend == "cpu")
+    config.model.dit.cpu_kernels = enabled
+    config.model.vae.cpu_kernels = enabled
+
+
 def _check_choices(config: ml_collections.ConfigDict) -> None:
-    _choice("mode", config.mode, MODES)
-    for name in ("dit", "vae", "text", "clip"):
+    _choice("mode", config.mode, tuple(MODE_RUNNERS))
+    _choice("model.cpu_kernels", config.model.cpu_kernels, CPU_KERNELS)
+    for name in models.COMPONENT_NAMES:
         _choice(f"model.{name}.param_dtype", config.model[name].param_dtype, DTYPES)
         _choice(f"model.{name}.dtype", config.model[name].dtype, DTYPES)
     _choice("model.dit.variant", config.model.dit.variant, DIT_VARIANTS)
-    _choice("model.dit.remat_policy", config.model.dit.remat_policy, REMAT_POLICIES)
+    _choice("model.dit.remat_policy", config.model.dit.remat_policy, tuple(dit.REMAT_POLICIES))
     _choice("model.dit.attention", config.model.dit.attention, ATTENTION_KERNELS)
-    _choice("data.source", config.data.source, DATA_SOURCES)
     _choice("train.task", config.train.task, TRAIN_TASKS)
     _choice("train.schedule", config.train.schedule, SCHEDULES)
     _choice("train.timestep_sampling", config.train.timestep_sampling, TIMESTEP_SAMPLING)
@@ -200,7 +219,7 @@ def _check_sample(config: ml_collections.ConfigDict) -> None:
 def _check_convert(config: ml_collections.ConfigDict) -> None:
     convert = config.convert
     _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
-    _choice("convert.component", convert.component, CONVERT_COMPONENTS)
+    _choice("convert.component", convert.component, models.COMPONENT_NAMES)
     _choice("convert.naming", convert.naming, CONVERT_NAMINGS)
     _choice("convert.dtype", convert.dtype, CONVERT_DTYPES)
     if config.mode == "convert" and not convert.source:
@@ -225,15 +244,6 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
             "config.data.caption_robot_probs must be 3 probabilities (robot model name, "
             f"'the end-effector', 'the robot') summing to 1, got {probs}"
         )
-    if data.source == "metaworld":
-        from wow_jax.sim.instructions import TASK_INSTRUCTIONS
-
-        unknown = [t for t in data.tasks if t not in TASK_INSTRUCTIONS]
-        if unknown:
-            raise ValueError(
-                f"config.data.tasks has unknown Meta-World tasks {unknown}; use v3 names such as "
-                f"'reach-v3' (all: {sorted(TASK_INSTRUCTIONS)})"
-            )
     for key in ("frame_stride", "episodes_per_task", "episode_length"):
         if data[key] < 1:
             raise ValueError(f"config.data.{key} must be >= 1, got {data[key]}")

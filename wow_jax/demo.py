@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+import wow_jax.sim  # noqa: F401 (registers the 'metaworld' data source the demo collects)
 from wow_jax.sampling import conditioning
 from wow_jax.train import loop
 from wow_jax.train.array_data import ArrayIterator

@@ -27,19 +27,15 @@ def _gib(n: int) -> str:
 
 
 def run_describe(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Prints and returns {component: summary} for every component that exists so far."""
+    """Prints and returns {component: summary} for every component of the model registry."""
     del workdir
     mesh = sharding.make_mesh(config.mesh)
     axes = ", ".join(f"{n}={s}" for n, s in mesh.shape.items())
     print(f"mesh: {axes} over {mesh.devices.size} {jax.devices()[0].platform} device(s)")
     summaries = {}
-    for name, (module_name, section, issue) in models.COMPONENTS.items():
-        module = models.load_component(name)
-        if module is None:
-            where = f"issue #{issue}" if issue else "a later issue"
-            print(f"{name:>5}: not built yet ({module_name}, {where})")
-            continue
-        summary = component_summary(module.abstract_params(config.model[section]), mesh)
+    for name in models.COMPONENT_NAMES:
+        abstract = models.load(name).abstract_params(models.model_config(config, name))
+        summary = component_summary(abstract, mesh)
         summaries[name] = summary
         print(
             f"{name:>5}: {summary['params']:,} params, {_gib(summary['bytes'])}, "

@@ -1,7 +1,8 @@
 """Entry point: `python -m wow_jax.main --config=configs/<name>.py --workdir=DIR [--config.k=v]`.
 
-Parses flags, validates the config and dispatches `config.mode` to `run_<mode>(config, workdir)` in
-the module that owns it. Holds no other logic.
+Parses flags, validates the config, resolves its backend-dependent choices for the backend JAX
+runs on (`configuration.resolve_kernels`) and dispatches `config.mode` to `run_<mode>(config,
+workdir)` in the module that owns it (`configuration.MODE_RUNNERS`). Holds no other logic.
 """
 
 import importlib
@@ -12,6 +13,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import wow_jax.sim  # noqa: F401 (registers the simulators' data sources, e.g. 'metaworld')
 from wow_jax import configuration
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -22,32 +24,11 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Directory for data, checkpoints and outputs.")
 
-# mode -> (module, function, issue that builds it).
-MODE_RUNNERS = {
-    "describe": ("wow_jax.describe", "run_describe", 2),
-    "train": ("wow_jax.train.loop", "run_train", 8),
-    "generate": ("wow_jax.sampling.pipeline", "run_generate", 9),
-    "convert": ("wow_jax.interop.convert", "run_convert", 6),
-    "act": ("wow_jax.sim.act", "run_act", None),
-    "refine": ("wow_jax.sophia.refine", "run_refine", None),
-    "evaluate": ("wow_jax.sim.evaluate", "run_evaluate", None),
-    "demo": ("wow_jax.demo", "run_demo", None),
-}
-
 
 def resolve_runner(mode: str):
-    """Returns `run_<mode>`, or raises NotImplementedError saying which piece has not landed."""
-    module_name, function_name, issue = MODE_RUNNERS[mode]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name is None or not module_name.startswith(error.name):
-            raise
-        where = f"issue #{issue}" if issue else "a later issue"
-        raise NotImplementedError(
-            f"mode {mode!r} is not available yet: {module_name} ({where}) has not landed"
-        ) from None
-    return getattr(module, function_name)
+    """`run_<mode>` of a mode in configuration.MODE_RUNNERS (validate has checked the mode)."""
+    module_name, function_name = configuration.MODE_RUNNERS[mode]
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 def _override_key(argv: list[str], error: Exception) -> str | None:
@@ -101,9 +82,10 @@ def main(argv):
     distributed.initialize_from_env()
     try:
         configuration.validate(config, jax.device_count())
-        runner = resolve_runner(config.mode)
-    except (ValueError, NotImplementedError) as error:
+    except ValueError as error:
         sys.exit(f"wow_jax: {error}")
+    configuration.resolve_kernels(config, jax.default_backend())
+    runner = resolve_runner(config.mode)
     logging.info("mode=%s workdir=%s devices=%d", config.mode, _WORKDIR.value, jax.device_count())
     runner(config, _WORKDIR.value)
 

@@ -79,9 +79,10 @@ def hf_reference(spm_path, captions, text_len, byte_fallback=False):
     transformers converts a bare spiece.model to a fast tokenizer without byte fallback, while
     umT5's tokenizer is expected to use it (huggingface/tokenizers#1217 added Unigram byte
     fallback for umT5), so for such a vocabulary the flag is switched back on."""
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
     import pathlib
+
+    import tokenizers
+    import transformers
 
     hf = transformers.T5TokenizerFast.from_pretrained(str(pathlib.Path(spm_path).parent))
     if byte_fallback:

@@ -4,15 +4,14 @@ the streamed Orbax params equal the table's in-memory import, whose parity the C
 import jax
 import numpy as np
 import pytest
+import torch
+import transformers
 from flax import linen as nn
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-clip = pytest.importorskip("wow_jax.models.clip")  # lands with issue 5
-
-from wow_jax import checkpointing  # noqa: E402
-from wow_jax import sharding as shd  # noqa: E402
-from wow_jax.interop import clip_table, exporter, importer, mapping  # noqa: E402
+from wow_jax import checkpointing
+from wow_jax import sharding as shd
+from wow_jax.interop import clip_table, exporter, importer, mapping
+from wow_jax.models import clip
 
 
 def test_clip_import_both_namings(tiny_config, tmp_path):

@@ -9,20 +9,17 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import torch
+from diffusers import WanTransformer3DModel
 from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
 from tests import multiprocess
-
-torch = pytest.importorskip("torch")
-dit_torch = pytest.importorskip("tests.models.dit_torch")  # lands with the DiT (issue 3)
-
-from diffusers import WanTransformer3DModel  # noqa: E402
-
-from wow_jax import checkpointing  # noqa: E402
-from wow_jax import sharding as shd  # noqa: E402
-from wow_jax.interop import dit_table, exporter, importer, registry  # noqa: E402
-from wow_jax.models import dit  # noqa: E402
+from tests.models import dit_torch
+from wow_jax import checkpointing
+from wow_jax import sharding as shd
+from wow_jax.interop import convert, dit_table, exporter, importer, registry
+from wow_jax.models import dit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,22 +118,19 @@ def test_wrong_config_is_one_clear_error(tiny_config, tmp_path, mesh):
     assert not (tmp_path / "ckpt").exists()
 
 
-def test_cli_and_main_mode(tiny_config, tmp_path):
+def test_convert_mode_imports_exports_and_refuses_to_overwrite(tiny_config, tmp_path):
     cfg = dit_torch.dit_config(tiny_config.model.dit, "t2v")
     dit_torch.torch_model(cfg).save_pretrained(tmp_path / "hf")
-    from scripts import convert_checkpoint  # noqa: PLC0415
-
-    common = ["--config", "configs/tiny.py", "--no-progress"]
-    convert_checkpoint.main(
-        ["import", "--source", str(tmp_path / "hf"), "--target", str(tmp_path / "ck"), *common]
-    )
-    out = ["--target", str(tmp_path / "out"), "--dtype", "float32"]
-    report = convert_checkpoint.main(["export", "--source", str(tmp_path / "ck"), *out, *common])
+    config = tiny_config
+    config.mode, c = "convert", config.convert
+    c.source, c.target = str(tmp_path / "hf"), str(tmp_path / "ck")
+    convert.convert(config, workdir=str(tmp_path), progress=False)
+    c.direction, c.source, c.target, c.dtype = "export", c.target, str(tmp_path / "out"), "float32"
+    report = convert.convert(config, workdir=str(tmp_path), progress=False)
     assert report["shards"] == ["diffusion_pytorch_model.safetensors"]
-    with pytest.raises(SystemExit, match="already exists"):
-        convert_checkpoint.main(
-            ["import", "--source", str(tmp_path / "hf"), "--target", str(tmp_path / "ck"), *common]
-        )
+    c.direction, c.source, c.target = "import", str(tmp_path / "hf"), str(tmp_path / "ck")
+    with pytest.raises(FileExistsError, match="already exists"):
+        convert.convert(config, workdir=str(tmp_path), progress=False)
 
     truncated = tmp_path / "bad.safetensors"
     data = (tmp_path / "hf/diffusion_pytorch_model.safetensors").read_bytes()
@@ -158,26 +152,19 @@ def flat_params(ckpt, cfg, mesh) -> dict:
     return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
 
 
-@pytest.mark.parametrize("entry", ["cli", "main"])
-def test_two_process_import_matches_single_process(tiny_config, tmp_path, entry):
-    """2 processes x 4 CPU devices import one checkpoint laid out over all 8 devices (the CLI on
-    the default mesh, fsdp 8; main's convert mode on fsdp 4 x tensor 2); restored here it equals
-    a single-process import and the torch weights exactly."""
+def test_two_process_import_matches_single_process(tiny_config, tmp_path):
+    """2 processes x 4 CPU devices import one checkpoint laid out over all 8 devices (main's
+    convert mode on fsdp 4 x tensor 2); restored here it equals a single-process import and the
+    torch weights exactly."""
     cfg = dit_torch.dit_config(tiny_config.model.dit, "t2v")
     model = dit_torch.torch_model(cfg)
     source, target = tmp_path / "hf", tmp_path / "ck"
     model.save_pretrained(source, max_shard_size="40KB")
-    if entry == "cli":
-        cmd = ["scripts.convert_checkpoint", "import", "--config=configs/tiny.py", "--no-progress",
-               f"--source={source}", f"--target={target}"]  # fmt: skip
-        mesh_shape = [1, 8, 1, 1]  # configs/tiny.py: fsdp = -1, all devices.
-    else:
-        cmd = ["wow_jax.main", "--config=configs/tiny.py", "--config.mode=convert",
-               "--config.mesh.fsdp=4", "--config.mesh.tensor=2", f"--workdir={tmp_path / 'wd'}",
-               f"--config.convert.source={source}",
-               f"--config.convert.target={target}"]  # fmt: skip
-        tiny_config.mesh.fsdp, tiny_config.mesh.tensor = 4, 2
-        mesh_shape = [1, 4, 2, 1]
+    cmd = ["wow_jax.main", "--config=configs/tiny.py", "--config.mode=convert",
+           "--config.mesh.fsdp=4", "--config.mesh.tensor=2", f"--workdir={tmp_path / 'wd'}",
+           f"--config.convert.source={source}", f"--config.convert.target={target}"]  # fmt: skip
+    tiny_config.mesh.fsdp, tiny_config.mesh.tensor = 4, 2
+    mesh_shape = [1, 4, 2, 1]
     outputs = multiprocess.run_processes(
         [sys.executable, "-m", *cmd], processes=2, devices=4, timeout=120, cwd=ROOT
     )

@@ -48,7 +48,6 @@ def _wan_state_from_diffusers(cfg, diffusers_state):
 
 @pytest.mark.parametrize("variant", ["t2v", "i2v"])
 def test_wan_and_diffusers_names_fill_the_same_flax_tree(tiny_config, variant):
-    pytest.importorskip("torch")
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
     cfg = _config(tiny_config, variant, scan_layers=True)

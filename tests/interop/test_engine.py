@@ -7,6 +7,7 @@ import jax
 import ml_dtypes
 import numpy as np
 import pytest
+import torch
 from flax import linen as nn
 from flax import traverse_util
 from jax.sharding import PartitionSpec as P
@@ -82,7 +83,6 @@ def test_import_matches_torch_and_exports_back_exactly(tmp_path, mesh, naming):
 
 
 def test_pth_source_and_bf16_export_with_shards(tmp_path, mesh):
-    torch = pytest.importorskip("torch")
     state = tiny_model.random_state_dict("wan")
     bf16 = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in state.items()}
     torch.save(bf16, tmp_path / "model.pth")
@@ -175,7 +175,6 @@ def test_truncated_file_and_broken_index(tmp_path, mesh):
     with pytest.raises(formats.CheckpointFormatError, match="truncated"):
         formats.open_source(tmp_path / "model.safetensors")
 
-    torch = pytest.importorskip("torch")
     torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "m.pth")
     (tmp_path / "m.pth").write_bytes((tmp_path / "m.pth").read_bytes()[:3000])
     with pytest.raises(formats.CheckpointFormatError, match="m.pth: cannot read.*truncated"):

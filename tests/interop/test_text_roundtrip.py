@@ -2,17 +2,15 @@
 
 import jax
 import numpy as np
-import pytest
+import torch
+import transformers
 from safetensors.numpy import load_file
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-text_encoder = pytest.importorskip("wow_jax.models.text_encoder")  # lands with issue 5
-
-from tests.models.test_text_encoder import rerandomise  # noqa: E402
-from wow_jax import checkpointing  # noqa: E402
-from wow_jax import sharding as shd  # noqa: E402
-from wow_jax.interop import exporter, importer, registry  # noqa: E402
+from tests.models.test_text_encoder import rerandomise
+from wow_jax import checkpointing
+from wow_jax import sharding as shd
+from wow_jax.interop import exporter, importer, registry
+from wow_jax.models import text_encoder
 
 
 def torch_umt5(cfg, seed=0):

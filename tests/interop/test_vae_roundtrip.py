@@ -3,17 +3,14 @@ folder and Wan-native .pth in, diffusers folder and Wan names out."""
 
 import jax
 import numpy as np
-import pytest
+import torch
+from diffusers import AutoencoderKLWan
 from safetensors.numpy import load_file
 
-torch = pytest.importorskip("torch")
-vae = pytest.importorskip("wow_jax.models.vae")  # lands with the VAE (issue 4)
-
-from diffusers import AutoencoderKLWan  # noqa: E402
-
-from wow_jax import checkpointing  # noqa: E402
-from wow_jax import sharding as shd  # noqa: E402
-from wow_jax.interop import exporter, importer, mapping, registry  # noqa: E402
+from wow_jax import checkpointing
+from wow_jax import sharding as shd
+from wow_jax.interop import exporter, importer, mapping, registry
+from wow_jax.models import vae
 
 TOL = 1e-4  # Max abs error against PyTorch at fp32 (as the VAE parity tests).
 

@@ -4,15 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import transformers
 from flax import linen as nn
 from flax import traverse_util
 
 from wow_jax import sharding
 from wow_jax.interop import clip_table, mapping
 from wow_jax.models import clip
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 
 def hf_model(clip_cfg, seed=0):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import torch
 from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 
@@ -16,9 +17,6 @@ from tests.models import dit_torch
 from wow_jax import describe, sharding
 from wow_jax.interop import dit_table, mapping
 from wow_jax.models import attention, dit
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
 
 OUTPUT_TOL = 1e-5  # max |jax - torch| / max |torch| on the velocity, fp32.
 GRAD_TOL = 1e-4  # same measure per parameter gradient.
@@ -146,7 +144,7 @@ def test_cudnn_kernel_refuses_cpu_with_a_clear_error():
         attention.dot_product_attention(q, q, q, "flash")
 
 
-EXPECTED_PARAMS = {  # Counted by diffusers on the meta device (issue #3).
+EXPECTED_PARAMS = {  # Counted by diffusers on the meta device.
     "wan1_3b_t2v": 1_418_996_800,
     "wow14b_i2v": 16_394_878_784,
     "wan14b_t2v": 14_288_491_584,

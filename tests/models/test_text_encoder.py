@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import transformers
 from flax import linen as nn
 from flax import traverse_util
 
@@ -14,9 +16,6 @@ from wow_jax import sharding
 from wow_jax.data.tokenizer import Tokenizer
 from wow_jax.interop import mapping, umt5_table
 from wow_jax.models import text_encoder
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 PARITY_TEXT_LEN = 40  # Longer than max_distance (16) so the log-spaced buckets are exercised.
 
@@ -154,7 +153,7 @@ def test_sharded_call_equals_single_device(tiny_config, parity_setup):
     text_cfg = tiny_config.model.text
     ids, mask = ids[:8, : text_cfg.text_len], mask[:8, : text_cfg.text_len]
     module = text_encoder.create(text_cfg)
-    params = text_encoder.init_params(text_cfg, jax.random.key(1))
+    params = nn.meta.unbox(text_encoder.init_params(text_cfg, jax.random.key(1)))
     want = jax.jit(module.apply)({"params": params}, ids, mask)
     mesh = sharding.make_mesh(_mesh_cfg(fsdp=4, tensor=2))
     shardings = sharding.variable_shardings(text_encoder.abstract_params(text_cfg), mesh)

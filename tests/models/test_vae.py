@@ -185,7 +185,7 @@ def test_tiling_overlap_blending_approaches_untiled(cfg):
     receptive field spans several tiles."""
     small = cfg.copy_and_resolve_references()
     small.base_dim, small.dim_mult, small.temporal_downsample = 4, (1, 2), (True,)
-    params = vae.init(small, jax.random.key(0))
+    params = nn.meta.unbox(vae.init_params(small, jax.random.key(0)))
     yy, xx = np.mgrid[0:24, 0:32] / 16
     video = np.stack([xx, yy, xx * yy], -1)[None, None].repeat(3, 1).astype(np.float32) - 0.5
     mean = vae.encode(params, video, small)
@@ -212,7 +212,7 @@ def test_tiled_close_to_untiled(cfg):
     """Tiling is an approximation (each tile sees zero padding where the frame continues); with
     Wan's init (attention output projection zero) and a 24 px overlap on 48 px tiles of a 64 px
     frame it stays close to the untiled result."""
-    params = nn.meta.unbox(vae.init(cfg, jax.random.key(0)))
+    params = nn.meta.unbox(vae.init_params(cfg, jax.random.key(0)))
     for part in ("encoder", "decoder"):
         proj = params[part]["mid_attn"]["proj"]
         proj["kernel"] = jnp.zeros_like(proj["kernel"])
@@ -295,7 +295,7 @@ def psnr(a, b):
 
 def test_training_improves_round_trip_psnr(cfg):
     video = jnp.asarray(moving_disc_clip())
-    params = nn.meta.unbox(vae.init(cfg, jax.random.key(0)))
+    params = nn.meta.unbox(vae.init_params(cfg, jax.random.key(0)))
 
     @jax.jit
     def round_trip(p):
@@ -331,7 +331,7 @@ def test_training_improves_round_trip_psnr(cfg):
 def test_bfloat16_compute_close_to_float32(cfg):
     small = cfg.copy_and_resolve_references()
     small.base_dim, small.dim_mult, small.temporal_downsample = 4, (1, 2), (True,)
-    params = nn.meta.unbox(vae.init(small, jax.random.key(0)))
+    params = nn.meta.unbox(vae.init_params(small, jax.random.key(0)))
     video = clip(3, 8, 8)
     half = small.copy_and_resolve_references()
     half.dtype = "bfloat16"
@@ -371,8 +371,8 @@ def test_chunks_run_as_one_scanned_step(cfg):
 
 @pytest.mark.parametrize("kernel_shape", [(3, 3, 3, 5, 7), (3, 1, 1, 4, 4), (1, 3, 3, 3, 8)])
 def test_cpu_convolution_as_2d_taps_equals_the_3d_convolution(kernel_shape):
-    """CausalConv3d runs as 2D convolutions per temporal tap on CPU and as one 3D convolution on
-    other backends: both must give the same numbers."""
+    """CausalConv3d runs as 2D convolutions per temporal tap with cpu_kernels and as one 3D
+    convolution without: both must give the same numbers."""
     from wow_jax.models import vae_blocks
 
     rng = np.random.default_rng(0)
@@ -386,3 +386,20 @@ def test_cpu_convolution_as_2d_taps_equals_the_3d_convolution(kernel_shape):
     got = vae_blocks._conv3d_as_2d_taps(x, kernel, spatial)
     assert got.shape == want.shape == (2, 6 - kt + 1, 9, 10, kernel_shape[-1])
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_kernels_on_and_off_give_the_same_encode_and_decode(cfg):
+    """config.model.vae.cpu_kernels (2D taps) changes how the convolutions run, not the result
+    (up to float32 summation order)."""
+    small = cfg.copy_and_resolve_references()
+    small.base_dim, small.dim_mult, small.temporal_downsample = 4, (1, 2), (True,)
+    params = nn.meta.unbox(vae.init_params(small, jax.random.key(0)))
+    video = clip(5, 8, 8)
+    outputs = {}
+    for enabled in (False, True):
+        small.cpu_kernels = enabled
+        mean = vae.encode(params, video, small, chunked=False)
+        outputs[enabled] = mean, vae.decode(params, mean, small, chunked=False)
+    for off, on in zip(outputs[False], outputs[True], strict=True):
+        scale = float(jnp.max(jnp.abs(off)))
+        assert float(jnp.max(jnp.abs(on - off))) <= 1e-5 * scale

@@ -14,11 +14,6 @@ import pytest
 from tests import multiprocess
 from wow_jax import models as registry
 
-pytestmark = pytest.mark.skipif(
-    any(registry.load_component(n) is None for n in ("dit", "vae", "text", "clip")),
-    reason="needs the DiT, VAE, umT5 and CLIP modules",
-)
-
 
 def tiny_i2v_checkpoint(config, directory):
     from wow_jax import checkpointing
@@ -26,7 +21,7 @@ def tiny_i2v_checkpoint(config, directory):
 
     params = {}
     for i, name in enumerate(("dit", "vae", "text", "clip")):
-        abstract = registry.load_component(name).abstract_params(config.model[name])
+        abstract = registry.load(name).abstract_params(config.model[name])
         params[name] = random_params(abstract, seed=i)
     checkpointing.save_params(directory / "checkpoints" / "3" / "state", params)
     return str(directory / "checkpoints")
@@ -149,7 +144,7 @@ def test_real_models_on_8_devices_equal_1_device(tiny_config, tmp_path):
     c.model.text.tokenizer_path, c.sample.steps = train_spm(tmp_path), 2
     names = ("dit", "vae", "text", "clip")
     params = {
-        n: models_lib.random_params(registry.load_component(n).abstract_params(c.model[n]), i)
+        n: models_lib.random_params(registry.load(n).abstract_params(c.model[n]), i)
         for i, n in enumerate(names)
     }
     image = np.random.default_rng(0).uniform(-1, 1, (1, c.data.height, c.data.width, 3))

@@ -3,19 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
+from wow_jax.sampling import conditioning
 from wow_jax.train import loop
 from wow_jax.train.array_data import ArrayIterator
-
-dit_lib = pytest.importorskip("wow_jax.models.dit")
-vae_lib = pytest.importorskip("wow_jax.models.vae")
-pytest.importorskip("wow_jax.models.text_encoder")
-pytest.importorskip("wow_jax.models.clip")
-
-from wow_jax.sampling import conditioning  # noqa: E402
-from wow_jax.train.tasks.vae import VAETask  # noqa: E402
-from wow_jax.train.tasks.world_model import WorldModelTask  # noqa: E402
+from wow_jax.train.tasks.vae import VAETask
+from wow_jax.train.tasks.world_model import WorldModelTask
 
 
 def _videos(n, frames, size, seed=0):

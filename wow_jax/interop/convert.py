@@ -35,7 +35,7 @@ def convert(config: ml_collections.ConfigDict, workdir: str, progress: bool = Tr
     """Runs the conversion `config.convert` describes; returns the report dict."""
     c = config.convert
     component = registry.get(c.component)
-    model_cfg = config.model[component.section]
+    model_cfg = config.model[component.name]
     target = default_target(c, workdir)
     if c.direction == "import":
         mesh = sharding.make_mesh(config.mesh)

@@ -212,7 +212,7 @@ def config_hint(component: registry.Component, model_cfg) -> str:
     keys = ", ".join(f"{k}={v}" for k, v in model_cfg.items() if not isinstance(v, str | float))
     return (
         f"Likely cause: the checkpoint is another model size or variant than "
-        f"config.model.{component.section} describes ({keys[:300]}); use the matching config "
+        f"config.model.{component.name} describes ({keys[:300]}); use the matching config "
         "(e.g. configs/wan1_3b.py for Wan2.1-1.3B, configs/wow14b.py for WoW-1-Wan-14B / "
         "Wan2.1-I2V-14B) or the file of the right component"
     )

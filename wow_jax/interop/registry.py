@@ -1,9 +1,9 @@
-"""Which model, name table and PyTorch file layout belong to each convertible component.
+"""The PyTorch side of each model component of `wow_jax.models.COMPONENTS` (the one registry).
 
-A `Component` ties together the Flax module (`abstract_params(model_cfg)`), the name table
-(`rules(model_cfg, naming)` in `wow_jax/interop/<model>_table.py`) and the PyTorch side: the
-diffusers class with its sub-folder and `config.json`, and the file names of the Wan-native release.
-Adding a component is adding one entry to `COMPONENTS`.
+The registry entry names the Flax model module (`abstract_params(model_cfg)`) and the name table
+(`rules(model_cfg, naming)` in `wow_jax/interop/<model>_table.py`); `LAYOUTS` adds, per component
+name, the file layout of its releases: the diffusers class with its sub-folder and `config.json`,
+and the file names of the Wan-native release. A component without a layout is not convertible.
 """
 
 import dataclasses
@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import ml_collections
 
+from wow_jax import models
 from wow_jax.interop import mapping
 
 NAMINGS = ("wan", "diffusers")  # Namings of the DiT/VAE tables; the encoders use ("wan", "hf").
@@ -111,10 +112,9 @@ def _text_diffusers_config(c: ml_collections.ConfigDict) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Component:
-    name: str  # Key in COMPONENTS and in config.model.<section>.
-    section: str  # config.model section holding its hyper-parameters.
-    model_module: str  # Flax module exposing abstract_params(model_cfg) and create(model_cfg).
-    table_module: str  # Name table exposing rules(model_cfg, naming).
+    """A model component's PyTorch checkpoint layout on disk."""
+
+    name: str  # Key in wow_jax.models.COMPONENTS (model module, name table, config section).
     diffusers_class: str  # Class whose from_pretrained loads the exported diffusers folder.
     diffusers_subfolder: str  # Sub-folder of a diffusers pipeline repo holding it.
     diffusers_weights: str  # Weight file stem in a diffusers folder.
@@ -124,12 +124,10 @@ class Component:
     wan_config: Callable | None  # model_cfg -> config.json dict of the Wan release (if any).
 
 
-COMPONENTS = {
+# Component name (wow_jax.models.COMPONENTS) -> its PyTorch layout.
+LAYOUTS = {
     "dit": Component(
         "dit",
-        "dit",
-        "wow_jax.models.dit",
-        "wow_jax.interop.dit_table",
         "WanTransformer3DModel",
         "transformer",
         "diffusion_pytorch_model",
@@ -140,9 +138,6 @@ COMPONENTS = {
     ),
     "vae": Component(
         "vae",
-        "vae",
-        "wow_jax.models.vae",
-        "wow_jax.interop.vae_table",
         "AutoencoderKLWan",
         "vae",
         "diffusion_pytorch_model",
@@ -153,9 +148,6 @@ COMPONENTS = {
     ),
     "text": Component(
         "text",
-        "text",
-        "wow_jax.models.text_encoder",
-        "wow_jax.interop.umt5_table",
         "UMT5EncoderModel",
         "text_encoder",
         "model",
@@ -166,9 +158,6 @@ COMPONENTS = {
     ),
     "clip": Component(
         "clip",
-        "clip",
-        "wow_jax.models.clip",
-        "wow_jax.interop.clip_table",
         "CLIPVisionModel",
         "image_encoder",
         "model",
@@ -181,24 +170,16 @@ COMPONENTS = {
 
 
 def get(name: str) -> Component:
-    if name not in COMPONENTS:
-        raise ValueError(f"unknown component {name!r}; expected one of {list(COMPONENTS)}")
-    return COMPONENTS[name]
-
-
-def _import(module_name: str, what: str):
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name == module_name:
-            raise NotImplementedError(
-                f"{what} {module_name} has not landed yet; this component cannot be converted"
-            ) from None
-        raise
+    """The PyTorch layout of model component `name` (ValueError if it has none)."""
+    models.get(name)
+    if name not in LAYOUTS:
+        raise ValueError(f"component {name!r} has no PyTorch layout; convertible: {list(LAYOUTS)}")
+    return LAYOUTS[name]
 
 
 def table(component: Component):
-    return _import(component.table_module, "name table")
+    """The component's name table module (NAMINGS, rules, ...)."""
+    return importlib.import_module(models.get(component.name).table)
 
 
 _CACHE: dict[tuple, object] = {}  # (what, component, naming, config json) -> rules / params.
@@ -250,5 +231,5 @@ def source_view(component: Component, source, model_cfg):
 def abstract_params(component: Component, model_cfg):
     """Boxed abstract 'params' tree of the component's Flax model (no allocation)."""
     key = ("abstract", component.name, "", model_cfg.to_json_best_effort(sort_keys=True))
-    model = _import(component.model_module, "model")
+    model = models.load(component.name)
     return _cached(key, lambda: model.abstract_params(model_cfg))

@@ -1,29 +1,62 @@
-"""Flax model components. Each module listed in `COMPONENTS` exposes
+"""Flax model components, all following one contract, and the one registry of them.
 
-    abstract_params(config) -> tree of jax.ShapeDtypeStruct (boxed with logical axis names)
+The contract. Every model module named in `COMPONENTS` (`wow_jax/models/<module>.py`) exposes,
+with `cfg = config.model.<name>`:
 
-built with `jax.eval_shape`, so `describe` and the sharding code can size a model without
-allocating it.
+    create(cfg) -> flax.linen.Module
+        The module; its `apply({'params': params}, ...)` is the model (shapes in its docstring).
+    init_params(cfg, rng) -> params
+        Random 'params', every leaf boxed with its logical axis names (`nn.Partitioned`, names
+        from `wow_jax.sharding`); traceable (jit, eval_shape), so the training loop initialises
+        it sharded. `nn.meta.unbox(params)` gives plain arrays; `apply` accepts either.
+    abstract_params(cfg) -> params
+        `jax.eval_shape` of init_params: the same boxed tree of jax.ShapeDtypeStruct, nothing
+        allocated (describe, shardings, checkpoint restore, name tables).
+
+and its PyTorch name table is the module named by the entry's `table` in `wow_jax/interop/`,
+exposing `NAMINGS` and `rules(cfg, naming)` (the file layout of its releases is
+`wow_jax.interop.registry.LAYOUTS[name]`). A new model is one module following the contract
+plus one entry here; describe, checkpoint restore, conversion and training find it by name:
+a checkpoint's params are {name: tree} for names in COMPONENT_NAMES, and the restore target of
+one is `load(name).abstract_params(model_config(config, name))` placed on the mesh through its
+logical axes (`sharding.variable_shardings`).
 """
 
+import dataclasses
 import importlib
+from types import ModuleType
 
-# component name -> (module, config.model section, issue that builds it)
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    name: str  # Key in COMPONENTS, in a checkpoint's params tree and in config.model.<name>.
+    module: str  # Model module following the contract above.
+    table: str  # PyTorch <-> Flax name table (wow_jax/interop/<model>_table.py).
+
+
 COMPONENTS = {
-    "dit": ("wow_jax.models.dit", "dit", 3),
-    "vae": ("wow_jax.models.vae", "vae", 4),
-    "text": ("wow_jax.models.text_encoder", "text", 5),
-    "clip": ("wow_jax.models.clip", "clip", 5),
-    "idm": ("wow_jax.models.idm", "idm", None),
+    "dit": Component("dit", "wow_jax.models.dit", "wow_jax.interop.dit_table"),
+    "vae": Component("vae", "wow_jax.models.vae", "wow_jax.interop.vae_table"),
+    "text": Component("text", "wow_jax.models.text_encoder", "wow_jax.interop.umt5_table"),
+    "clip": Component("clip", "wow_jax.models.clip", "wow_jax.interop.clip_table"),
 }
+COMPONENT_NAMES = tuple(COMPONENTS)
 
 
-def load_component(name: str):
-    """Imports a component's module, or returns None when it has not landed yet."""
-    module_name = COMPONENTS[name][0]
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name == module_name:
-            return None
-        raise
+def get(name: str) -> Component:
+    """The registry entry of component `name`."""
+    if name not in COMPONENTS:
+        raise ValueError(f"unknown model component {name!r}; expected one of {COMPONENT_NAMES}")
+    return COMPONENTS[name]
+
+
+def load(name: str) -> ModuleType:
+    """The model module of component `name` (create / init_params / abstract_params)."""
+    return importlib.import_module(get(name).module)
+
+
+def model_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """config.model.<name>: the hyper-parameters `load(name)`'s functions take."""
+    return config.model[get(name).name]

@@ -11,6 +11,10 @@
 
 All take q: [B, Lq, N, D], k, v: [B, Lk, N, D] and return [B, Lq, N, D] in q.dtype, with the
 softmax scale 1/sqrt(D) (torch scaled_dot_product_attention).
+
+'xla' with `cpu_kernels=True` (config.model.cpu_kernels resolved for a CPU compile target) uses
+a hand-written backward pass that XLA:CPU runs faster than autodiff; otherwise it is the plain
+formula with no custom_vjp, so forward-mode autodiff (jax.jvp, jax.linearize) passes through.
 """
 
 import functools
@@ -35,15 +39,21 @@ def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array) -> None:
         )
 
 
-@jax.custom_vjp
-def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, cpu_kernels: bool) -> jax.Array:
     """Plain attention: logits and softmax in float32, matmuls in the input dtype.
 
     The queries are scaled before the logits matmul (a [Lq, D] multiply instead of [Lq, Lk]);
-    the backward pass is written out (softmax gradient from the saved probabilities), which
-    XLA:CPU runs faster than the autodiff of the same formula. Heads go in front ([B, N, L, D])
-    for the batched matmuls.
+    heads go in front ([B, N, L, D]) for the batched matmuls. With `cpu_kernels` the backward
+    pass is written out (softmax gradient from the saved probabilities), which XLA:CPU runs
+    faster than the autodiff of the same formula.
     """
+    if cpu_kernels:
+        return _cpu_attention(q, k, v)
+    return _xla_attention_fwd(q, k, v)[0]
+
+
+@jax.custom_vjp
+def _cpu_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     return _xla_attention_fwd(q, k, v)[0]
 
 
@@ -73,7 +83,7 @@ def _xla_attention_bwd(res, grad):
     )
 
 
-xla_attention.defvjp(_xla_attention_fwd, _xla_attention_bwd)
+_cpu_attention.defvjp(_xla_attention_fwd, _xla_attention_bwd)
 
 
 def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
@@ -163,12 +173,18 @@ def splash_attention(
 
 
 def dot_product_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, kernel: str = "xla", interpret: bool = False
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    kernel: str = "xla",
+    interpret: bool = False,
+    cpu_kernels: bool = False,
 ) -> jax.Array:
-    """q: [B, Lq, N, D], k, v: [B, Lk, N, D] -> [B, Lq, N, D] with the chosen `kernel`."""
+    """q: [B, Lq, N, D], k, v: [B, Lk, N, D] -> [B, Lq, N, D] with the chosen `kernel`
+    (`cpu_kernels`: the 'xla' kernel's CPU backward pass)."""
     _check_shapes(q, k, v)
     if kernel == "xla":
-        return xla_attention(q, k, v)
+        return xla_attention(q, k, v, cpu_kernels)
     if kernel == "cudnn":
         return cudnn_attention(q, k, v)
     if kernel == "splash":

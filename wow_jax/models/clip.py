@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
+from wow_jax import compiler
 from wow_jax.sharding import BATCH, CONV_IN, EMBED, HEADS, KV, LAYERS, LENGTH, MLP
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP pixel mean (RGB, [0, 1] scale).
@@ -224,15 +225,13 @@ def create(clip_cfg: ml_collections.ConfigDict) -> CLIPVision:
     )
 
 
-def abstract_params(clip_cfg: ml_collections.ConfigDict):
-    """The boxed 'params' tree as ShapeDtypeStructs (nothing allocated)."""
-    size = clip_cfg.image_size
-    images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    return jax.eval_shape(create(clip_cfg).init, jax.random.key(0), images)["params"]
-
-
 def init_params(clip_cfg: ml_collections.ConfigDict, rng: jax.Array):
-    """Random (unboxed) parameters, e.g. for tests and the tiny demo."""
+    """Random 'params', boxed with logical axis names (traceable; `nn.meta.unbox` for arrays)."""
     size = clip_cfg.image_size
     images = jnp.zeros((1, size, size, 3), jnp.float32)
-    return nn.meta.unbox(jax.jit(create(clip_cfg).init)(rng, images)["params"])
+    return compiler.jit_init(create(clip_cfg).init)(rng, images)["params"]
+
+
+def abstract_params(clip_cfg: ml_collections.ConfigDict):
+    """The boxed 'params' tree as ShapeDtypeStructs (nothing allocated)."""
+    return jax.eval_shape(lambda rng: init_params(clip_cfg, rng), jax.random.key(0))

@@ -20,9 +20,13 @@ modulated head projects back to patches. The residual stream stays float32; matm
 `config.dtype`.
 
 Scale: the blocks are one `nn.scan` (params stacked along a leading 'layers' axis) wrapped in
-`nn.remat` with the policy from the config; every parameter and large activation carries logical
-axis names (`wow_jax.sharding`), video tokens on LENGTH (the 'sequence' mesh axis: context
-parallelism over long videos).
+`nn.remat` with the policy from the config (`REMAT_POLICIES`: generic ones, or named ones that
+keep the block's tensors tagged with `checkpoint_name`: QKV, ATTENTION_OUT, FFN_IN); every
+parameter and large activation carries logical axis names (`wow_jax.sharding`), video tokens on
+LENGTH (the 'sequence' mesh axis: context parallelism over long videos). `cpu_kernels` (resolved
+from config.model.cpu_kernels for the compile target) adds the XLA:CPU fusion barriers and
+attention backward pass (docs/cpu.md); off, the DiT is plain XLA with no custom_vjp, so
+jax.jvp / jax.linearize pass through it.
 """
 
 import dataclasses
@@ -32,7 +36,9 @@ import jax.numpy as jnp
 import ml_collections
 from einops import rearrange
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
 
+from wow_jax import compiler
 from wow_jax.models import attention as attention_lib
 from wow_jax.models import layers
 from wow_jax.sharding import BATCH, CONV_IN, EMBED, HEADS, KV, LAYERS, LENGTH, MLP
@@ -40,11 +46,21 @@ from wow_jax.sharding import BATCH, CONV_IN, EMBED, HEADS, KV, LAYERS, LENGTH, M
 MODULATION_VECTORS = 6  # shift, scale, gate of self-attention; shift, scale, gate of the FFN.
 HEAD_MODULATION_VECTORS = 2  # shift, scale of the output head.
 IMAGE_NORM_EPS = 1e-5  # Epsilon of the image-embedding LayerNorms (torch default).
+# Names of the block tensors a named remat policy can keep (jax.ad_checkpoint.checkpoint_name).
+QKV = "qkv"  # Self-attention queries, keys, values after projection and q/k norm [B, L, dim].
+ATTENTION_OUT = "attention_out"  # Self- and cross-attention outputs after `o` [B, L, dim].
+FFN_IN = "ffn_in"  # The modulated, normalised input of the feed-forward [B, L, dim].
+_save = jax.checkpoint_policies.save_only_these_names
+# config.model.dit.remat_policy -> jax.checkpoint policy (None: no rematerialisation).
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_attention_out": _save(ATTENTION_OUT),
+    "save_ffn_in": _save(FFN_IN),
+    "save_attention_out_ffn_in": _save(ATTENTION_OUT, FFN_IN),
+    "save_qkv_attention_out": _save(QKV, ATTENTION_OUT),
 }
 
 
@@ -72,6 +88,7 @@ class DiTSpec:
     scan_layers: bool
     remat_policy: str
     attention: str
+    cpu_kernels: bool
 
     @classmethod
     def from_config(cls, cfg: ml_collections.ConfigDict) -> "DiTSpec":
@@ -120,6 +137,12 @@ def _split_heads(x: jax.Array, num_heads: int, length_axis: str | None) -> jax.A
     return nn.with_logical_constraint(heads, (BATCH, length_axis, HEADS, KV))
 
 
+def _attention(spec: DiTSpec, q, k, v) -> jax.Array:
+    return attention_lib.dot_product_attention(
+        q, k, v, spec.attention, cpu_kernels=spec.cpu_kernels
+    )
+
+
 def _gather_tokens(x: jax.Array) -> jax.Array:
     """Keys/values of self-attention: all video tokens on every device of a 'sequence' group."""
     return nn.with_logical_constraint(x, (BATCH, None, HEADS, KV))
@@ -136,12 +159,14 @@ class SelfAttention(nn.Module):
         q, k, v = (_dense(s, s.dim, (EMBED, HEADS), name)(x) for name in ("q", "k", "v"))
         if s.qk_norm:
             q, k = _rms(s, "norm_q")(q), _rms(s, "norm_k")(k)
+        q, k, v = (checkpoint_name(t, QKV) for t in (q, k, v))
         q, k, v = (_split_heads(t, s.num_heads, LENGTH) for t in (q, k, v))
         q, k = layers.apply_rope(q, cos, sin), layers.apply_rope(k, cos, sin)
         k, v = _gather_tokens(k), _gather_tokens(v)
-        out = attention_lib.dot_product_attention(q, k, v, s.attention)
+        out = _attention(s, q, k, v)
         out = nn.with_logical_constraint(out, (BATCH, LENGTH, HEADS, KV))
-        return _dense(s, s.dim, (HEADS, EMBED), "o")(rearrange(out, "b l n d -> b l (n d)"))
+        out = _dense(s, s.dim, (HEADS, EMBED), "o")(rearrange(out, "b l n d -> b l (n d)"))
+        return checkpoint_name(out, ATTENTION_OUT)
 
 
 class CrossAttention(nn.Module):
@@ -160,16 +185,17 @@ class CrossAttention(nn.Module):
             q, k = _rms(s, "norm_q")(q), _rms(s, "norm_k")(k)
         q = _split_heads(q, s.num_heads, LENGTH)
         k, v = (_split_heads(t, s.num_heads, None) for t in (k, v))
-        out = attention_lib.dot_product_attention(q, k, v, s.attention)
+        out = _attention(s, q, k, v)
         if s.has_image:
             k_img = _dense(s, s.dim, (EMBED, HEADS), "k_img")(image_context)
             v_img = _dense(s, s.dim, (EMBED, HEADS), "v_img")(image_context)
             if s.qk_norm:
                 k_img = _rms(s, "norm_k_img")(k_img)
             k_img, v_img = (_split_heads(t, s.num_heads, None) for t in (k_img, v_img))
-            out = out + attention_lib.dot_product_attention(q, k_img, v_img, s.attention)
+            out = out + _attention(s, q, k_img, v_img)
         out = nn.with_logical_constraint(out, (BATCH, LENGTH, HEADS, KV))
-        return _dense(s, s.dim, (HEADS, EMBED), "o")(rearrange(out, "b l n d -> b l (n d)"))
+        out = _dense(s, s.dim, (HEADS, EMBED), "o")(rearrange(out, "b l n d -> b l (n d)"))
+        return checkpoint_name(out, ATTENTION_OUT)
 
 
 class MLPBlock(nn.Module):
@@ -191,6 +217,12 @@ class MLPBlock(nn.Module):
             h = nn.gelu(h, approximate=self.approximate_gelu)
         h = nn.with_logical_constraint(h, self.hidden_axes)
         return _dense(self.spec, self.out, self.axes[::-1], "fc2")(h)
+
+
+def _residual(x: jax.Array, spec: DiTSpec) -> jax.Array:
+    """The residual stream [B, L, dim] after an addition: sharded, and with cpu_kernels fenced."""
+    x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
+    return layers.fusion_barrier(x, spec.cpu_kernels)
 
 
 class Block(nn.Module):
@@ -217,7 +249,7 @@ class Block(nn.Module):
 
         h = (norm(x) * (1 + scale) + shift).astype(dtype)
         x = x + SelfAttention(s, name="self_attn")(h, cos, sin).astype(jnp.float32) * gate
-        x = layers.fusion_barrier(nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)))
+        x = _residual(x, s)
 
         if s.cross_attn_norm:
             cross_norm = layers.LayerNorm(
@@ -227,12 +259,12 @@ class Block(nn.Module):
         else:
             h = x
         x = x + CrossAttention(s, name="cross_attn")(h.astype(dtype), context, image_context)
-        x = layers.fusion_barrier(nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)))
+        x = _residual(x, s)
 
-        h = (norm(x) * (1 + ffn_scale) + ffn_shift).astype(dtype)
+        h = checkpoint_name((norm(x) * (1 + ffn_scale) + ffn_shift).astype(dtype), FFN_IN)
         ffn = MLPBlock(s, s.ffn_dim, s.dim, True, (EMBED, MLP), (BATCH, LENGTH, MLP), name="ffn")
         x = x + ffn(h).astype(jnp.float32) * ffn_gate
-        return layers.fusion_barrier(nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))), None
+        return _residual(x, s), None
 
 
 class PatchEmbedding(nn.Module):
@@ -450,7 +482,7 @@ def dummy_inputs(dit_cfg: ml_collections.ConfigDict, batch: int = 1) -> dict:
 
 def init_params(dit_cfg: ml_collections.ConfigDict, rng: jax.Array):
     """Random parameters (boxed with logical axis names; `nn.meta.unbox` for plain arrays)."""
-    return jax.jit(create(dit_cfg).init)(rng, **dummy_inputs(dit_cfg))["params"]
+    return compiler.jit_init(create(dit_cfg).init)(rng, **dummy_inputs(dit_cfg))["params"]
 
 
 def abstract_params(dit_cfg: ml_collections.ConfigDict):

@@ -107,7 +107,7 @@ class LayerNorm(nn.Module):
         return y
 
 
-def _cpu_fusion_barrier(x: jax.Array) -> jax.Array:
+def _while_barrier(x: jax.Array) -> jax.Array:
     """x, passed through a while loop whose condition is always false (v != v and v == v) but not
     provably so to XLA, which therefore has to compute x into a buffer first."""
     first = x[(0,) * x.ndim]  # A static slice: under a mesh only one shard's element moves.
@@ -116,29 +116,35 @@ def _cpu_fusion_barrier(x: jax.Array) -> jax.Array:
 
 
 @jax.custom_vjp
-def fusion_barrier(x: jax.Array) -> jax.Array:
-    """Identity that makes XLA:CPU compute `x` once, and in the backward pass its gradient once.
+def _cpu_fusion_barrier(x: jax.Array) -> jax.Array:
+    return _while_barrier(x)
+
+
+def _cpu_fusion_barrier_fwd(x):
+    return _while_barrier(x), None
+
+
+def _cpu_fusion_barrier_bwd(_, grad):
+    return (_while_barrier(grad),)
+
+
+_cpu_fusion_barrier.defvjp(_cpu_fusion_barrier_fwd, _cpu_fusion_barrier_bwd)
+
+
+def fusion_barrier(x: jax.Array, cpu_kernels: bool) -> jax.Array:
+    """Identity; with `cpu_kernels` it makes XLA:CPU compute `x` once, and in the backward pass
+    its gradient once.
 
     XLA:CPU fuses cheap elementwise producers into every consumer and drops
     `lax.optimization_barrier`; on the DiT's residual stream that recomputes the whole chain of
     residual additions (and, in the backward pass, the accumulated gradient of every later block)
     inside each consumer. Placed after each residual addition, it cuts the small benchmark DiT's
-    forward+backward on one CPU core from 196 to 158 ms (scripts/benchmark_dit.py; docs/dit.md).
-    Other backends fuse well on their own: there it is the plain identity (decided when tracing,
-    by `jax.default_backend()`). x: any array -> the same array.
+    forward+backward on one CPU core from 196 to 158 ms (scripts/benchmark_dit.py; docs/cpu.md).
+    Other backends fuse well on their own: with `cpu_kernels=False` (resolved from
+    config.model.cpu_kernels for the compile target) it is the plain identity, with no custom_vjp,
+    so forward-mode autodiff (jax.jvp, jax.linearize) passes through. x: any array -> the same.
     """
-    return _cpu_fusion_barrier(x) if jax.default_backend() == "cpu" else x
-
-
-def _fusion_barrier_fwd(x):
-    return fusion_barrier(x), None
-
-
-def _fusion_barrier_bwd(_, grad):
-    return (fusion_barrier(grad),)
-
-
-fusion_barrier.defvjp(_fusion_barrier_fwd, _fusion_barrier_bwd)
+    return _cpu_fusion_barrier(x) if cpu_kernels else x
 
 
 def timestep_embedding(timesteps: jax.Array, dim: int) -> jax.Array:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
+from wow_jax import compiler
 from wow_jax.sharding import BATCH, EMBED, HEADS, KV, LAYERS, LENGTH, MLP, VOCAB
 
 NORM_EPS = 1e-6  # T5LayerNorm epsilon in both Wan and transformers.
@@ -197,12 +198,10 @@ def create(text_cfg: ml_collections.ConfigDict) -> UMT5Encoder:
 
 def abstract_params(text_cfg: ml_collections.ConfigDict):
     """The boxed 'params' tree as ShapeDtypeStructs (nothing allocated)."""
-    ids = jnp.zeros((1, 1), jnp.int32)
-    variables = jax.eval_shape(create(text_cfg).init, jax.random.key(0), ids, ids)
-    return variables["params"]
+    return jax.eval_shape(lambda rng: init_params(text_cfg, rng), jax.random.key(0))
 
 
 def init_params(text_cfg: ml_collections.ConfigDict, rng: jax.Array):
-    """Random (unboxed) parameters, e.g. for tests and the tiny demo."""
+    """Random 'params', boxed with logical axis names (traceable; `nn.meta.unbox` for arrays)."""
     ids = jnp.zeros((1, 1), jnp.int32)
-    return nn.meta.unbox(jax.jit(create(text_cfg).init)(rng, ids, ids)["params"])
+    return compiler.jit_init(create(text_cfg).init)(rng, ids, ids)["params"]

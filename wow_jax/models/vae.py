@@ -5,7 +5,9 @@ Video [B, T, H, W, 3] in [-1, 1], T = 1 + 4k  --encode-->  latents [B, 1 + k, H/
 first frame is encoded alone, then chunks of 4 frames; decoding emits 1 frame for the first latent
 frame and 4 for each later one.
 
-Public pure functions (params = the 'params' collection of `create(vae_cfg)`):
+Model contract (wow_jax/models/__init__.py): create(vae_cfg), init_params(vae_cfg, rng) (Wan's
+init: LeCun-normal kernels, zero biases, unit RMS gammas, zero attention output projection;
+boxed), abstract_params(vae_cfg). Public pure functions (params = the 'params' collection):
   encode(params, video, vae_cfg) -> posterior mean [B, t, h, w, z]
   encode_distribution(params, video, vae_cfg) -> (mean, logvar) [B, t, h, w, z] each
   decode(params, latents, vae_cfg) -> video [B, T, H, W, 3], clamped to [-1, 1]
@@ -25,8 +27,8 @@ import ml_collections
 import numpy as np
 from einops import rearrange
 from flax import linen as nn
-from flax import traverse_util
 
+from wow_jax import compiler
 from wow_jax.models import vae_blocks
 from wow_jax.models.vae_blocks import CACHE, CausalConv3d, Decoder, Encoder
 
@@ -45,9 +47,10 @@ class WanVAE(nn.Module):
     temporal_downsample: tuple[bool, ...]
     dtype: str = "float32"
     param_dtype: str = "float32"
+    conv_taps: bool = False  # CPU kernel: 3D convolutions as 2D ones per temporal tap.
 
     def setup(self):
-        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype, conv_taps=self.conv_taps)
         self.encoder = Encoder(
             self.base_dim,
             2 * self.z_dim,
@@ -106,6 +109,7 @@ def create(vae_cfg: ml_collections.ConfigDict) -> WanVAE:
         temporal_downsample=tuple(bool(t) for t in vae_cfg.temporal_downsample),
         dtype=_dtype(vae_cfg.dtype),
         param_dtype=_dtype(vae_cfg.param_dtype),
+        conv_taps=bool(vae_cfg.cpu_kernels),
     )
 
 
@@ -121,38 +125,15 @@ def _dummy_video(vae_cfg) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct((1, 1 + t, s, s, PIXEL_CHANNELS), jnp.float32)
 
 
-def init(vae_cfg: ml_collections.ConfigDict, rng: jax.Array):
-    """Random params of `create(vae_cfg)` (unboxed): LeCun-normal conv kernels (untruncated),
-    zero biases, unit RMS gammas, and a zero attention output projection as in Wan's init.
-
-    Draws one normal vector for all kernels (compiling one RNG op per parameter is slow on CPU).
-    """
-    flat = traverse_util.flatten_dict(nn.meta.unbox(abstract_params(vae_cfg)))
-    kernels = {p: leaf for p, leaf in flat.items() if p[-1] == "kernel"}
-    total = sum(int(np.prod(leaf.shape)) for leaf in kernels.values())
-    noise = np.asarray(jax.random.normal(rng, (total,), jnp.float32))
-    out, offset = {}, 0
-    for path, leaf in sorted(flat.items()):
-        if path[-1] == "kernel":
-            size = int(np.prod(leaf.shape))
-            fan_in = int(np.prod(leaf.shape[:-1]))
-            value = noise[offset : offset + size].reshape(leaf.shape) / np.sqrt(fan_in)
-            offset += size
-            if path[-3:-1] == ("mid_attn", "proj"):
-                value = np.zeros(leaf.shape, np.float32)
-        elif path[-1] == "gamma":
-            value = np.ones(leaf.shape, np.float32)
-        else:
-            value = np.zeros(leaf.shape, np.float32)
-        out[path] = jnp.asarray(value, leaf.dtype)
-    return traverse_util.unflatten_dict(out)
+def init_params(vae_cfg: ml_collections.ConfigDict, rng: jax.Array):
+    """Random 'params' of `create(vae_cfg)`, boxed with logical axis names (traceable)."""
+    video = jnp.zeros(_dummy_video(vae_cfg).shape, jnp.float32)
+    return compiler.jit_init(create(vae_cfg).init)(rng, video)["params"]
 
 
 def abstract_params(vae_cfg: ml_collections.ConfigDict):
     """Tree of ShapeDtypeStruct of the 'params' collection, boxed with logical axis names."""
-    module = create(vae_cfg)
-    variables = jax.eval_shape(module.init, jax.random.key(0), _dummy_video(vae_cfg))
-    return variables["params"]
+    return jax.eval_shape(lambda rng: init_params(vae_cfg, rng), jax.random.key(0))
 
 
 # ----------------------------------------------------------------------------- validation

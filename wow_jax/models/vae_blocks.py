@@ -11,6 +11,10 @@ an explicit Flax variable collection here, 'cache':
   `vae.encode` / `vae.decode` carry that collection through `jax.lax.scan`, one chunk per step.
 
 Both paths compute the same function of the clip; chunking only bounds memory.
+
+`conv_taps` (config.model.vae.cpu_kernels, resolved for the compile target) computes each causal
+3D convolution as a sum of 2D convolutions over its temporal taps, which XLA:CPU runs 2-5x faster
+than its 3D convolution (docs/cpu.md); off, it is XLA's native 3D convolution.
 """
 
 import math
@@ -106,6 +110,7 @@ class CausalConv3d(nn.Module):
     kernel: tuple[int, int, int] = (3, 3, 3)
     dtype: str = "float32"
     param_dtype: str = "float32"
+    conv_taps: bool = False  # The 3D convolution as 2D convolutions per temporal tap (CPU).
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -132,7 +137,7 @@ class CausalConv3d(nn.Module):
         )
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         spatial = ((kh // 2, kh // 2), (kw // 2, kw // 2))
-        if jax.default_backend() == "cpu":
+        if self.conv_taps:
             y = _conv3d_as_2d_taps(x, kernel, spatial)
         else:
             y = jax.lax.conv_general_dilated(
@@ -172,17 +177,19 @@ class ResidualBlock(nn.Module):
     features: int
     dtype: str = "float32"
     param_dtype: str = "float32"
+    conv_taps: bool = False  # See CausalConv3d.
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        cv = dict(conv_taps=self.conv_taps, **dt)
         h = x
         if x.shape[-1] != self.features:
-            h = CausalConv3d(self.features, (1, 1, 1), name="conv_shortcut", **dt)(x)
+            h = CausalConv3d(self.features, (1, 1, 1), name="conv_shortcut", **cv)(x)
         y = jax.nn.silu(RMSNorm(name="norm1", **dt)(x))
-        y = CausalConv3d(self.features, name="conv1", **dt)(y)
+        y = CausalConv3d(self.features, name="conv1", **cv)(y)
         y = jax.nn.silu(RMSNorm(name="norm2", **dt)(y))
-        y = CausalConv3d(self.features, name="conv2", **dt)(y)
+        y = CausalConv3d(self.features, name="conv2", **cv)(y)
         return constrain(y + h)
 
 
@@ -306,26 +313,28 @@ class Encoder(nn.Module):
     temporal_downsample: tuple[bool, ...]
     dtype: str = "float32"
     param_dtype: str = "float32"
+    conv_taps: bool = False  # See CausalConv3d.
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        cv = dict(conv_taps=self.conv_taps, **dt)
         dims = [self.base_dim * m for m in (1,) + tuple(self.dim_mult)]
-        x = CausalConv3d(dims[0], name="conv_in", **dt)(x)
+        x = CausalConv3d(dims[0], name="conv_in", **cv)(x)
         index = 0
         for stage, out_dim in enumerate(dims[1:]):
             for _ in range(self.num_res_blocks):
-                x = ResidualBlock(out_dim, name=f"down_blocks_{index}", **dt)(x)
+                x = ResidualBlock(out_dim, name=f"down_blocks_{index}", **cv)(x)
                 index += 1
             if stage != len(self.dim_mult) - 1:
                 mode = "downsample3d" if self.temporal_downsample[stage] else "downsample2d"
                 x = Resample(mode, name=f"down_blocks_{index}", **dt)(x)
                 index += 1
-        x = ResidualBlock(dims[-1], name="mid_res_0", **dt)(x)
+        x = ResidualBlock(dims[-1], name="mid_res_0", **cv)(x)
         x = AttentionBlock(name="mid_attn", **dt)(x)
-        x = ResidualBlock(dims[-1], name="mid_res_1", **dt)(x)
+        x = ResidualBlock(dims[-1], name="mid_res_1", **cv)(x)
         x = jax.nn.silu(RMSNorm(name="norm_out", **dt)(x))
-        return CausalConv3d(self.out_dim, name="conv_out", **dt)(x)
+        return CausalConv3d(self.out_dim, name="conv_out", **cv)(x)
 
 
 class Decoder(nn.Module):
@@ -341,24 +350,26 @@ class Decoder(nn.Module):
     temporal_upsample: tuple[bool, ...]
     dtype: str = "float32"
     param_dtype: str = "float32"
+    conv_taps: bool = False  # See CausalConv3d.
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        cv = dict(conv_taps=self.conv_taps, **dt)
         mult = tuple(self.dim_mult)
         dims = [self.base_dim * m for m in (mult[-1],) + mult[::-1]]
-        x = CausalConv3d(dims[0], name="conv_in", **dt)(z)
-        x = ResidualBlock(dims[0], name="mid_res_0", **dt)(x)
+        x = CausalConv3d(dims[0], name="conv_in", **cv)(z)
+        x = ResidualBlock(dims[0], name="mid_res_0", **cv)(x)
         x = AttentionBlock(name="mid_attn", **dt)(x)
-        x = ResidualBlock(dims[0], name="mid_res_1", **dt)(x)
+        x = ResidualBlock(dims[0], name="mid_res_1", **cv)(x)
         for stage, out_dim in enumerate(dims[1:]):
             for j in range(self.num_res_blocks + 1):
-                x = ResidualBlock(out_dim, name=f"up_blocks_{stage}_res_{j}", **dt)(x)
+                x = ResidualBlock(out_dim, name=f"up_blocks_{stage}_res_{j}", **cv)(x)
             if stage != len(mult) - 1:
                 mode = "upsample3d" if self.temporal_upsample[stage] else "upsample2d"
                 x = Resample(mode, name=f"up_blocks_{stage}_upsample", **dt)(x)
         x = jax.nn.silu(RMSNorm(name="norm_out", **dt)(x))
-        return CausalConv3d(PIXEL_CHANNELS, name="conv_out", **dt)(x)
+        return CausalConv3d(PIXEL_CHANNELS, name="conv_out", **cv)(x)
 
 
 def spatial_ramp(size: int, overlap: int, lead: bool, trail: bool) -> np.ndarray:

@@ -30,19 +30,10 @@ class Models:
     clip: Callable | None = None
 
 
-def _require(name: str):
-    module = registry.load_component(name)
-    if module is None:
-        raise NotImplementedError(
-            f"generation needs {registry.COMPONENTS[name][0]}, which has not landed yet"
-        )
-    return module
-
-
 def from_config(config: ml_collections.ConfigDict) -> Models:
     """Binds the wow_jax Flax components named by `config.model`."""
     dit_cfg, vae_cfg, text_cfg = config.model.dit, config.model.vae, config.model.text
-    dit_lib, vae_lib = _require("dit"), _require("vae")
+    dit_lib, vae_lib = registry.load("dit"), registry.load("vae")
     dit = dit_lib.create(dit_cfg)
 
     def dit_apply(params, latents, timesteps, text_states, image_tokens):
@@ -63,7 +54,7 @@ def from_config(config: ml_collections.ConfigDict) -> Models:
 
     clip = None
     if dit_cfg.variant == "i2v":  # CLIP resizes and normalises the frame itself.
-        clip_module = _require("clip").create(config.model.clip)
+        clip_module = registry.load("clip").create(config.model.clip)
         clip = lambda params, images: clip_module.apply({"params": params}, images)
 
     return Models(dit=dit_apply, encode=encode, decode=decode, text=text, clip=clip)

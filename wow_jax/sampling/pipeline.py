@@ -28,20 +28,16 @@ from wow_jax.sampling import guidance, jobs, media, rollout
 from wow_jax.sampling import models as models_lib
 from wow_jax.sampling.generator import Generator
 
-COMPONENTS = ("dit", "vae", "text", "clip")  # Params generation reads (sample.<name>_checkpoint).
-
 
 def param_targets(config: ml_collections.ConfigDict, mesh) -> dict:
-    """{component: ShapeDtypeStruct tree with its mesh sharding} for every landed component."""
+    """{component: ShapeDtypeStruct tree with its mesh sharding} for every model component."""
     rules = sharding.rules(config.mesh)
-    targets = {}
-    for name in COMPONENTS:
-        module = registry.load_component(name)
-        if module is not None:
-            section = registry.COMPONENTS[name][1]
-            abstract = module.abstract_params(config.model[section])
-            targets[name] = sharding.abstract_on_mesh(abstract, mesh, rules)
-    return targets
+    return {
+        name: sharding.abstract_on_mesh(
+            registry.load(name).abstract_params(registry.model_config(config, name)), mesh, rules
+        )
+        for name in registry.COMPONENT_NAMES
+    }
 
 
 def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
@@ -51,7 +47,9 @@ def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
     holds is read); umT5 and CLIP missing there come from model.{text,clip}.checkpoint_path
     (PyTorch files). sample.params_key picks 'params' or 'ema_params'."""
     sample, key = config.sample, config.sample.params_key
-    per_component = {n: sample[f"{n}_checkpoint"] for n in COMPONENTS if sample[f"{n}_checkpoint"]}
+    per_component = {
+        n: sample[f"{n}_checkpoint"] for n in registry.COMPONENT_NAMES if sample[f"{n}_checkpoint"]
+    }
     combined = config.checkpoint.init_from
     if not combined and not per_component:
         raise ValueError(
@@ -64,18 +62,22 @@ def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
     params = {}
     if combined:
         stored = checkpointing.subtree_names(combined, key)
-        names = {n: targets.get(n) for n in COMPONENTS if n in stored and n not in per_component}
+        names = {
+            n: targets.get(n)
+            for n in registry.COMPONENT_NAMES
+            if n in stored and n not in per_component
+        }
         if not names and not per_component:
             raise ValueError(
-                f"checkpoint {combined!r} holds {stored} under {key!r}, none of {list(COMPONENTS)}"
-                " (docs/generation.md, 'Checkpoints')"
+                f"checkpoint {combined!r} holds {stored} under {key!r}, none of "
+                f"{list(registry.COMPONENT_NAMES)} (docs/generation.md, 'Checkpoints')"
             )
         params.update(checkpointing.restore_subtrees(combined, names, key, default))
     for name, path in per_component.items():
         params.update(checkpointing.restore_subtrees(path, {name: targets.get(name)}, key, default))
-    for name, table in (("text", "umt5_table"), ("clip", "clip_table")):
+    for name in ("text", "clip"):  # The encoders may come as PyTorch files (checkpoint_path).
         if name not in params and config.model[name].checkpoint_path:
-            loader = importlib.import_module(f"wow_jax.interop.{table}")
+            loader = importlib.import_module(registry.get(name).table)
             host = loader.load_params(config.model[name])
             params[name] = jax.device_put(host, jax.tree.map(lambda t: t.sharding, targets[name]))
     return params

@@ -204,6 +204,12 @@ def collect(
 
 def collect_from_config(data_cfg, out_dir: str | Path, make_task=None) -> Path:
     """`collect` with the config.data keys (tasks, episodes_per_task, episode_length, ...)."""
+    unknown = [t for t in data_cfg.tasks if t not in TASK_INSTRUCTIONS]
+    if unknown:
+        raise ValueError(
+            f"config.data.tasks has unknown Meta-World tasks {unknown}; use v3 names such as "
+            f"'reach-v3' (all: {sorted(TASK_INSTRUCTIONS)})"
+        )
     return collect(
         out_dir,
         data_cfg.tasks,

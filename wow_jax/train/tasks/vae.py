@@ -7,19 +7,8 @@ config.train.kl_weight * KL(q(z|video) || N(0, I)) averaged over latent cells.
 demo's small simulator clips and keeps the objective a pure function.)
 """
 
-import jax
 import jax.numpy as jnp
 import ml_collections
-
-
-def boxed_init(vae_cfg: ml_collections.ConfigDict, rng: jax.Array):
-    """The VAE module's own Flax init: traceable (jit/eval_shape) and boxed with logical axis
-    names, as the loop needs (`vae.init` builds unboxed host arrays instead)."""
-    from wow_jax.models import vae
-
-    t, s = vae.strides(vae_cfg)
-    video = jnp.zeros((1, 1 + t, s, s, 3), jnp.float32)
-    return vae.create(vae_cfg).init(rng, video)["params"]
 
 
 class VAETask:
@@ -34,7 +23,7 @@ class VAETask:
         self.kl_weight = config.train.kl_weight
 
     def init_params(self, rng):
-        return {"vae": boxed_init(self.vae_cfg, rng)}
+        return {"vae": self.lib.init_params(self.vae_cfg, rng)}
 
     def loss(self, params, batch, rng):
         video = batch["video"]

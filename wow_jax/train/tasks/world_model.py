@@ -21,10 +21,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from wow_jax import configuration
+from wow_jax import configuration, models
 from wow_jax.sampling import conditioning
 from wow_jax.train import flow_matching as fm
-from wow_jax.train.tasks.vae import boxed_init as boxed_vae_init
 
 T5_EOS_ID = 1  # umT5 '</s>': an empty caption tokenizes to [EOS, pad, ...].
 
@@ -48,14 +47,13 @@ class WorldModelTask:
         null_text_states: np.ndarray | None = None,
         components: tuple[str, ...] = ("dit", "vae", "text", "clip"),
     ):
-        from wow_jax.models import clip, dit, text_encoder, vae
+        from wow_jax.models import clip, dit
 
         self.config = config
         self.train_cfg = config.train
         self.dit_cfg, self.vae_cfg = config.model.dit, config.model.vae
         self.text_cfg, self.clip_cfg = config.model.text, config.model.clip
         self.i2v = self.dit_cfg.variant == "i2v"
-        self.libs = {"dit": dit, "vae": vae, "text": text_encoder, "clip": clip}
         self.dit = dit.create(self.dit_cfg)
         self.text = conditioning.TextEncoder(self.text_cfg)
         self.clip = clip.create(self.clip_cfg) if self.i2v else None
@@ -71,16 +69,11 @@ class WorldModelTask:
         """Boxed params of `components` ({'dit', 'vae', 'text'(, 'clip' for i2v)} by default):
         random init; the loop replaces frozen ones with trained weights (checkpoint.init_from
         or `initial_params`). Drop components a cached batch never needs to save memory."""
-        dit_rng, vae_rng, text_rng, clip_rng = jax.random.split(rng, 4)
-        ids = jnp.zeros((1, 1), jnp.int32)
-        size = self.clip_cfg.image_size
-        init = {
-            "dit": lambda: self.libs["dit"].init_params(self.dit_cfg, dit_rng),
-            "vae": lambda: boxed_vae_init(self.vae_cfg, vae_rng),
-            "text": lambda: self.text.module.init(text_rng, ids, ids)["params"],
-            "clip": lambda: self.clip.init(clip_rng, jnp.zeros((1, size, size, 3)))["params"],
+        rngs = dict(zip(("dit", "vae", "text", "clip"), jax.random.split(rng, 4), strict=True))
+        return {
+            name: models.load(name).init_params(models.model_config(self.config, name), rngs[name])
+            for name in self.components
         }
-        return {name: init[name]() for name in self.components}
 
     def _frozen(self, params, name: str, needed_for: str):
         if name not in params:
