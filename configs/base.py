@@ -120,14 +120,6 @@ def _clip() -> ml_collections.ConfigDict:
     return c
 
 
-def _idm() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.action_dim = 4  # Action vector width (Meta-World: xyz delta + gripper).
-    c.width = 64  # Convolutional trunk width.
-    c.depth = 4  # Strided conv stages.
-    return c
-
-
 def _data() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.source = (
@@ -168,7 +160,7 @@ def _data() -> ml_collections.ConfigDict:
 
 def _train() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.task = "world_model"  # What is trained: 'world_model' (DiT), 'vae', 'idm'.
+    c.task = "world_model"  # What is trained: 'world_model' (DiT) or 'vae'.
     c.steps = 1000  # Optimizer steps.
     c.learning_rate = 1e-4  # Peak learning rate.
     c.warmup_steps = 100  # Linear warmup steps.
@@ -287,7 +279,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.vae = _vae()
     config.model.text = _text()
     config.model.clip = _clip()
-    config.model.idm = _idm()
     config.data = _data()
     config.train = _train()
     config.sample = _sample()

@@ -24,8 +24,6 @@ def get_config(arg=None):
     clip.image_size, clip.patch_size, clip.width = 28, 14, 32
     clip.num_layers, clip.num_heads, clip.mlp_dim = 3, 2, 64
 
-    config.model.idm.width, config.model.idm.depth = 8, 2
-
     config.data.num_frames, config.data.height, config.data.width = 5, 32, 32
     config.train.steps, config.train.warmup_steps, config.train.log_every = 4, 1, 1
     config.sample.steps = 4

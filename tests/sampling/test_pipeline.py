@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.sampling import fakes
-from wow_jax import checkpointing, sharding
+from wow_jax import checkpointing, models, sharding
 from wow_jax.sampling import conditioning, guidance, pipeline
 from wow_jax.sampling.generator import Generator
 
@@ -186,7 +186,8 @@ def test_checkpoint_layouts(i2v_config, tmp_path):
     root = tmp_path / "train_ckpt"
     checkpointing.save_params(root / "100" / "state", params)
     checkpointing.save_params(root / "20" / "state", fakes.fake_params(i2v_config, seed=1))
-    restored = checkpointing.restore_subtrees(root, dict.fromkeys(pipeline.COMPONENTS))  # Newest.
+    # The newest step of the manager root is read.
+    restored = checkpointing.restore_subtrees(root, dict.fromkeys(models.COMPONENT_NAMES))
     assert set(restored) == {"dit", "vae", "text", "clip"}
     jax.tree.map(np.testing.assert_array_equal, restored, params)
     # Importer layout: one component under state/{'params': ...}, overriding the combined one.

@@ -58,15 +58,10 @@ def clip_iterator(config, workdir: str, seed_offset: int = 0):
     return pipeline.create_iterator(data_cfg, seed=data_cfg.shuffle_seed + seed_offset)
 
 
-def caption_tokenizer(config):
-    from wow_jax.data import tokenizer
-
-    return tokenizer.Tokenizer(config.model.text.tokenizer_path, config.model.text.text_len)
-
-
-def world_model_batches(config, inner, tokenizer=None, text_cache=None):
+def world_model_batches(config, inner, text=None, text_cache=None):
     """Keeps video / first_frame and adds the mixture captions as token_ids / text_mask (online
-    umT5) or as text_states looked up in the text-embedding cache."""
+    umT5; `text` is the task's conditioning.TextEncoder) or as text_states looked up in the
+    text-embedding cache."""
 
     def fn(batch):
         captions = [str(c) for c in batch["caption"]]
@@ -77,7 +72,7 @@ def world_model_batches(config, inner, tokenizer=None, text_cache=None):
         if text_cache is not None:
             out["text_states"] = np.asarray(text_cache.lookup_batch(captions), np.float32)
         else:
-            out["token_ids"], out["text_mask"] = tokenizer.encode(captions)
+            out["token_ids"], out["text_mask"] = text.tokenize(captions)
         return out
 
     return HostBatches(inner, fn)
@@ -97,17 +92,16 @@ def build(config, workdir: str):
 
         cache = text_cache_lib.from_config(config.model.text)
         if cache is not None:  # umT5 never runs: keep it out of the state
-            tokenizer = None
+            text = None
             null = np.asarray(cache.lookup(""), np.float32)
             task = WorldModelTask(config, null_text_states=null, components=("dit", "vae", "clip"))
-        else:
-            tokenizer = caption_tokenizer(config)
-            ids, mask = tokenizer.encode([""])
-            task = WorldModelTask(config, null_tokens=(ids[0], mask[0]))
+        else:  # captions tokenized on the host, umT5 run in the train step
+            task = WorldModelTask(config)
+            text = task.text
 
         def make(offset):
             inner = clip_iterator(config, workdir, offset)
-            return world_model_batches(config, inner, tokenizer, cache)
+            return world_model_batches(config, inner, text, cache)
 
     elif name == "vae":
         from wow_jax.train.tasks.vae import VAETask
@@ -118,7 +112,5 @@ def build(config, workdir: str):
             return video_batches(clip_iterator(config, workdir, offset))
 
     else:
-        raise NotImplementedError(
-            f"config.train.task={name!r} has no training task yet; use 'world_model' or 'vae'"
-        )
+        raise ValueError(f"config.train.task must be 'world_model' or 'vae', got {name!r}")
     return task, make(0), (make(1000) if eval_wanted else None)

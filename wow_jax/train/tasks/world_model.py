@@ -57,6 +57,9 @@ class WorldModelTask:
         self.dit = dit.create(self.dit_cfg)
         self.text = conditioning.TextEncoder(self.text_cfg)
         self.clip = clip.create(self.clip_cfg) if self.i2v else None
+        if null_tokens is None and self.text.tokenizer is not None:
+            ids, mask = self.text.tokenize([""])
+            null_tokens = ids[0], mask[0]
         self.null_tokens = null_tokens or empty_prompt_tokens(self.text_cfg.text_len)
         self.null_text_states = null_text_states
         if "dit" not in components:
