@@ -12,6 +12,7 @@ import pytest
 from flax import traverse_util
 
 from tests.fake_gcs import fake_gcs
+from tests.train.test_tasks import cached_batch
 from wow_jax import checkpointing, sharding
 from wow_jax.interop import exporter, importer
 from wow_jax.models import dit as dit_lib
@@ -22,19 +23,6 @@ from wow_jax.train.array_data import ArrayIterator
 from wow_jax.train.tasks.world_model import WorldModelTask
 
 URL = "gs://bucket/run/checkpoints"  # Where the fake bucket holds the run's checkpoints.
-
-
-def _cached_batch(cfg, n=4, seed=0) -> dict:
-    """A latent/text/image cache as the demo writes it (normalised latents [n, t, h, w, z])."""
-    rng = np.random.default_rng(seed)
-    t, h, z = (cfg.data.num_frames - 1) // 4 + 1, cfg.data.height // 8, cfg.model.vae.z_dim
-    smooth = np.cumsum(rng.normal(size=(n, t, h, h, z)), axis=1) / 2
-    return {
-        "latents": smooth.astype(np.float32),
-        "cond_latents": np.repeat(smooth[:, :1], t, axis=1).astype(np.float32),
-        "text_states": rng.normal(size=(n, 6, cfg.model.text.dim)).astype(np.float32),
-        "image_tokens": rng.normal(size=(n, 5, cfg.model.clip.width)).astype(np.float32),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +40,7 @@ def run(tmp_path_factory):
     null = np.zeros((6, cfg.model.text.dim), np.float32)
     task = WorldModelTask(cfg, null_text_states=null, components=("dit", "vae", "clip"))
     result = loop.train(
-        cfg, str(workdir), task=task, train_data=ArrayIterator(_cached_batch(cfg), 4)
+        cfg, str(workdir), task=task, train_data=ArrayIterator(cached_batch(cfg), 4)
     )
     assert sorted(result.state.ema_params) == ["dit"]  # No EMA of the frozen VAE and CLIP.
     return cfg, workdir, jax.device_get(result.state)

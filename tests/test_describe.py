@@ -39,3 +39,11 @@ def test_describe_wow14b_runs_on_cpu():
     assert result.returncode == 0, result.stderr
     assert "mesh: data=1, fsdp=1" in result.stdout
     assert f"dit: {WOW14B_PARAMS['dit']:,} params" in result.stdout
+
+
+def test_describe_places_params_by_the_config_rules():
+    config = wow14b.get_config()
+    config.mesh.rules = (("embed", None),)  # Replaces the table: nothing maps to fsdp.
+    summaries = describe.run_describe(config, workdir="unused")
+    for summary in summaries.values():
+        assert summary["bytes_per_device"] == summary["bytes"]

@@ -9,9 +9,12 @@ from flax import linen as nn
 from wow_jax import models, sharding
 
 
-def component_summary(abstract_params, mesh: jax.sharding.Mesh) -> dict:
-    """Counts parameters and bytes, in total and on the most loaded device of `mesh`."""
-    shardings = sharding.variable_shardings(abstract_params, mesh)
+def component_summary(
+    abstract_params, mesh: jax.sharding.Mesh, rules: sharding.Rules = sharding.LOGICAL_RULES
+) -> dict:
+    """Counts parameters and bytes, in total and on the most loaded device of `mesh` (params
+    placed by the logical-axis `rules`)."""
+    shardings = sharding.variable_shardings(abstract_params, mesh, rules)
     leaves = jax.tree.leaves(nn.meta.unbox(abstract_params))
     count = sum(int(np.prod(leaf.shape)) for leaf in leaves)
     total_bytes = sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in leaves)
@@ -29,13 +32,13 @@ def _gib(n: int) -> str:
 def run_describe(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Prints and returns {component: summary} for every component of the model registry."""
     del workdir
-    mesh = sharding.make_mesh(config.mesh)
+    mesh, rules = sharding.make_mesh(config.mesh), sharding.rules(config.mesh)
     axes = ", ".join(f"{n}={s}" for n, s in mesh.shape.items())
     print(f"mesh: {axes} over {mesh.devices.size} {jax.devices()[0].platform} device(s)")
     summaries = {}
     for name in models.COMPONENT_NAMES:
         abstract = models.load(name).abstract_params(models.model_config(config, name))
-        summary = component_summary(abstract, mesh)
+        summary = component_summary(abstract, mesh, rules)
         summaries[name] = summary
         print(
             f"{name:>5}: {summary['params']:,} params, {_gib(summary['bytes'])}, "

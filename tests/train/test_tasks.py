@@ -47,7 +47,7 @@ def _init(task, rng):
     return loop.nn.unbox(jax.jit(task.init_params)(rng))
 
 
-def _cached_batch(cfg, n=4, seed=0):
+def cached_batch(cfg, n=4, seed=0) -> dict:
     """A latent/text/image cache as the demo writes it (normalised latents [n, t, h, w, z])."""
     rng = np.random.default_rng(seed)
     t = (cfg.data.num_frames - 1) // 4 + 1
@@ -64,7 +64,7 @@ def _cached_batch(cfg, n=4, seed=0):
 
 def test_world_model_i2v_overfits_and_keeps_frozen_params(tiny_config, tmp_path):
     cfg = _i2v_config(tiny_config)
-    data = _cached_batch(cfg)
+    data = cached_batch(cfg)
     null = np.zeros((6, cfg.model.text.dim), np.float32)
     task = WorldModelTask(cfg, null_text_states=null, components=("dit", "clip"))
     result = loop.train(cfg, str(tmp_path), task=task, train_data=ArrayIterator(data, 4))
