@@ -41,6 +41,10 @@ def test_config_is_locked_against_typos():
         ("model.cpu_kernels", "yes", r"config.model.cpu_kernels must be one of \['auto', 'on'"),
         ("model.dit.remat_policy", "some", r"config.model.dit.remat_policy must be one of"),
         ("convert.component", "idm", r"config.convert.component must be one of"),
+        ("checkpoint.keep", 0, r"config.checkpoint.keep must be >= 1 .*delete every one"),
+        ("checkpoint.keep", -1, r"config.checkpoint.keep must be >= 1"),
+        ("checkpoint.keep_best", -1, r"config.checkpoint.keep_best must be >= 0"),
+        ("checkpoint.save_every", 0, r"config.checkpoint.save_every must be >= 1"),
     ],
 )
 def test_bad_values_name_the_key(tiny_config, key, value, message):

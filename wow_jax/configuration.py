@@ -205,6 +205,18 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
         )
     if config.train.grad_accum < 1:
         raise ValueError(f"config.train.grad_accum must be >= 1, got {config.train.grad_accum}")
+    ckpt = config.checkpoint
+    if ckpt.keep < 1:
+        raise ValueError(
+            f"config.checkpoint.keep must be >= 1 (the most recent checkpoints kept; 0 would "
+            f"delete every one, including the one a resume needs), got {ckpt.keep}"
+        )
+    if ckpt.keep_best < 0:
+        raise ValueError(
+            f"config.checkpoint.keep_best must be >= 0 (0 = off), got {ckpt.keep_best}"
+        )
+    if ckpt.save_every < 1:
+        raise ValueError(f"config.checkpoint.save_every must be >= 1, got {ckpt.save_every}")
 
 
 def _check_sample(config: ml_collections.ConfigDict) -> None:
