@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags
-from flax import linen as nn
 from jax.sharding import Mesh
 from ml_collections import config_flags
 
@@ -75,12 +74,8 @@ def compile_dit(config: ml_collections.ConfigDict, mesh: Mesh, forward_only: boo
     module = dit.create(config.model.dit)
     abstract = dit.abstract_params(config.model.dit)
     rules = sharding.rules(config.mesh)
-    param_shardings = sharding.variable_shardings(abstract, mesh, rules)
-    params = jax.tree.map(
-        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-        nn.meta.unbox(abstract),
-        param_shardings,
-    )
+    params = sharding.abstract_on_mesh(abstract, mesh, rules)
+    param_shardings = jax.tree.map(lambda leaf: leaf.sharding, params)
     inputs = {
         name: jax.ShapeDtypeStruct(
             shape, jnp.float32, sharding=sharding.batch_sharding(mesh, len(shape), rules)

@@ -156,10 +156,14 @@ class Run:
     mask: Any  # Tree of bools like params: True where the leaf is trained.
     init_rng: jax.Array  # Key of the random parameter init.
     create: Callable  # params -> fresh TrainState (state.create with this run's optimizer).
-    shardings: state_lib.TrainState  # A NamedSharding per state leaf.
-    abstract_state: state_lib.TrainState  # ShapeDtypeStructs carrying those shardings.
+    abstract_state: state_lib.TrainState  # ShapeDtypeStructs carrying each leaf's sharding.
     manager: Any  # The run's Orbax CheckpointManager (<workdir>/checkpoints).
     total: int  # Train-step calls of the whole run (steps * grad_accum).
+
+    @property
+    def shardings(self) -> state_lib.TrainState:
+        """A NamedSharding per state leaf (those of `abstract_state`)."""
+        return jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str, task) -> Run:
@@ -190,7 +194,6 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, task) -> Run:
         mask=mask,
         init_rng=init_rng,
         create=create,
-        shardings=sharding.variable_shardings(boxed_state, mesh, rules),
         abstract_state=sharding.abstract_on_mesh(boxed_state, mesh, rules),
         manager=checkpointing.make_manager(directory, config.checkpoint),
         total=train_cfg.steps * train_cfg.grad_accum,
