@@ -225,7 +225,10 @@ def encode_clips(config, params: dict, clips: dict, text: conditioning.TextEncod
     return {
         "latents": _batched(encode, clips["video"]),
         "cond_latents": _batched(
-            lambda f: encode(conditioning.conditioning_video(f, frames)), first
+            lambda f: conditioning.conditioning_latents(
+                params["vae"], f, frames, raw_cfg, chunked=False
+            ),
+            first,
         ),
         "text_states": _batched(lambda c: text(params["text"], c), clips["caption"]),
         "image_tokens": _batched(lambda f: clip_fn(params["clip"], f), first),
