@@ -138,8 +138,8 @@ def _data() -> ml_collections.ConfigDict:
     c.crop = "center"  # Fit to height x width: 'center' / 'random' crop after resize, 'resize'.
     c.action_reduce = "first"  # Action per frame pair when stride > 1: 'first', 'mean', 'sum'.
     c.action_norm = "mean_std"  # Action normalisation (action_stats.json): mean_std, q99, none.
-    c.on_bad_episode = "skip"  # Corrupt/short/uncaptioned episodes: 'skip' (counted) or 'raise'.
-    c.batch_size = 2  # Global batch size.
+    c.on_bad_episode = "skip"  # Bad episodes / videos: 'skip' (warned, counted) or 'raise'.
+    c.batch_size = 2  # Global batch size; train/demo: divisible by processes and mesh data*fsdp.
     c.shuffle_seed = 0  # Seed of the episode shuffle.
     c.worker_count = 0  # Grain worker processes (0 = in-process).
     c.prefetch_buffer = 2  # Batches read ahead per worker process and by the read threads.
@@ -161,28 +161,28 @@ def _data() -> ml_collections.ConfigDict:
 def _train() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = "world_model"  # What is trained: 'world_model' (DiT) or 'vae'.
-    c.steps = 1000  # Optimizer steps.
-    c.learning_rate = 1e-4  # Peak learning rate.
-    c.warmup_steps = 100  # Linear warmup steps.
+    c.steps = 1000  # Optimizer steps (>= 1).
+    c.learning_rate = 1e-4  # Peak learning rate (> 0).
+    c.warmup_steps = 100  # Linear warmup steps (0 <= warmup_steps <= steps).
     c.schedule = "cosine"  # 'cosine' or 'constant' after warmup.
     c.weight_decay = 0.01  # AdamW weight decay.
-    c.clip_norm = 1.0  # Global gradient norm clip.
+    c.clip_norm = 1.0  # Global gradient norm clip (> 0).
     c.grad_accum = 1  # Micro-batches accumulated per update (optax.MultiSteps).
-    c.ema_decay = 0.0  # EMA of params (0 = off).
+    c.ema_decay = 0.0  # EMA of params, in [0, 1) (0 = off).
     c.timestep_sampling = "logit_normal"  # 'uniform' or 'logit_normal'.
     c.shift = 5.0  # Flow-matching sigma shift.
     c.text_dropout = 0.1  # Probability of replacing the caption by the empty prompt (for CFG).
-    c.max_bad_steps = 5  # Consecutive NaN/Inf steps before the run halts.
-    c.log_every = 10  # Steps between console/TensorBoard logs.
+    c.max_bad_steps = 5  # Consecutive NaN/Inf steps before the run halts (>= 1).
+    c.log_every = 10  # Steps between console/TensorBoard logs (>= 1).
     c.eval_every = 0  # Steps between eval-loss passes (0 = off).
     c.eval_batches = 2  # Batches averaged per eval-loss pass.
     c.logit_mean = 0.0  # Mean of the logit-normal timestep density.
     c.logit_std = 1.0  # Std of the logit-normal timestep density.
     c.loss_weighting = "none"  # Per-sample loss weight: 'none', 'sigma_sqrt', 'cosmap' (SD3).
     c.final_lr_ratio = 0.0  # Cosine schedule ends at learning_rate * final_lr_ratio.
-    c.adam_b1 = 0.9  # AdamW beta1.
-    c.adam_b2 = 0.999  # AdamW beta2.
-    c.adam_eps = 1e-8  # AdamW epsilon.
+    c.adam_b1 = 0.9  # AdamW beta1, in [0, 1).
+    c.adam_b2 = 0.999  # AdamW beta2, in [0, 1).
+    c.adam_eps = 1e-8  # AdamW epsilon (> 0).
     c.freeze = (
         "auto"  # Regex on 'a/b/c' param paths kept fixed; 'auto' = the task's frozen encoders.
     )
@@ -221,7 +221,7 @@ def _sample() -> ml_collections.ConfigDict:
     c.num_clips = 1  # Clips chained in a long-horizon rollout.
     c.batch_size = 1  # Jobs denoised together in one batch.
     c.image_mismatch = "resize"  # Conditioning frame of another size: 'resize' (warn) or 'error'.
-    c.output_dir = ""  # Where generated files go ('' = <workdir>/generate).
+    c.output_dir = ""  # Where generated files go ('' = <workdir>/generate); checked writable first.
     c.fps = 16  # Frame rate of the written mp4/gif (Wan2.1: 16).
     c.sheet_frames = 16  # Most frames shown in the contact-sheet png.
     c.params_key = "params"  # Checkpoint sub-tree read: 'params', or 'ema_params' (training EMA).
@@ -267,7 +267,10 @@ def _convert() -> ml_collections.ConfigDict:
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """Returns the locked base config (Wan2.1-1.3B text-to-video sizes, small clips)."""
+    """Returns the locked base config (Wan2.1-1.3B text-to-video sizes, small clips).
+
+    wow_jax/configuration.py validates it at start-up: numeric ranges (NUMERIC_RANGES), choices
+    and the relations between keys."""
     config = ml_collections.ConfigDict()
     config.mode = "describe"  # describe, train, generate, convert or demo (MODE_RUNNERS).
     config.seed = 0  # Seed for parameter init and training randomness.

@@ -1,6 +1,7 @@
 """Config files load, validate, and refuse bad input with an error naming the key."""
 
 import importlib
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,9 @@ from wow_jax.models import dit
 
 @pytest.mark.parametrize("module", [base, tiny, demo, wan1_3b, wow14b])
 def test_configs_validate(module):
-    configuration.validate(module.get_config(), num_devices=8)
+    # The demo trains on one CPU device (its batch of 2 would not split over 8).
+    num_devices = 1 if module is demo else 8
+    configuration.validate(module.get_config(), num_devices=num_devices)
 
 
 def test_demo_quick_variant_validates():
@@ -57,6 +60,102 @@ def test_bad_values_name_the_key(tiny_config, key, value, message):
         configuration.validate(tiny_config, num_devices=8)
 
 
+def _refused(config, key: str, value, message: str) -> None:
+    section, _, name = key.rpartition(".")
+    node = config
+    for part in section.split("."):
+        node = node[part]
+    node[name] = value
+    with pytest.raises(ValueError, match=message):
+        configuration.validate(config, num_devices=8)
+
+
+# issue 14 B11: train.learning_rate=-1 trained (loss 0.36 -> 249,690) and exited 0.
+def test_negative_learning_rate_is_refused(tiny_config):
+    _refused(tiny_config, "train.learning_rate", -1.0, r"^config.train.learning_rate must be > 0")
+
+
+# issue 14 B12: train.steps=-5 exited 0 with "nothing to do".
+def test_non_positive_steps_are_refused(tiny_config):
+    _refused(tiny_config, "train.steps", -5, r"^config.train.steps must be >= 1 .*got -5$")
+
+
+# issue 14 B13: train.log_every=0 divided by zero after compilation.
+def test_zero_log_every_is_refused(tiny_config):
+    _refused(tiny_config, "train.log_every", 0, r"^config.train.log_every must be >= 1")
+
+
+# issue 14 B15: train.max_bad_steps=0 halted at step 1 on a finite loss.
+def test_zero_max_bad_steps_is_refused(tiny_config):
+    _refused(tiny_config, "train.max_bad_steps", 0, r"^config.train.max_bad_steps must be >= 1")
+
+
+# issue 14 B16: train.warmup_steps=-10 was accepted.
+@pytest.mark.parametrize(
+    "value, message",
+    [(-10, r"warmup_steps must be >= 0"), (5, r"warmup_steps must be <= config.train.steps=4")],
+)
+def test_warmup_outside_the_run_is_refused(tiny_config, value, message):
+    _refused(tiny_config, "train.warmup_steps", value, rf"^config.train.{message}")
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("train.ema_decay", 1.0, "in [0, 1)"),
+        ("train.ema_decay", -0.1, "in [0, 1)"),
+        ("train.weight_decay", -0.01, ">= 0"),
+        ("train.clip_norm", 0.0, "> 0"),
+        ("train.eval_every", -1, ">= 0"),
+        ("train.eval_batches", 0, ">= 1"),
+        ("train.adam_b1", 1.0, "in [0, 1)"),
+        ("train.adam_b2", -0.5, "in [0, 1)"),
+        ("train.adam_eps", 0.0, "> 0"),
+        ("train.peak_flops", -1.0, ">= 0"),
+        ("train.final_lr_ratio", 1.5, "in [0, 1]"),
+        ("train.logit_std", 0.0, "> 0"),
+        ("train.shift", float("nan"), "> 0"),
+        ("train.learning_rate", float("inf"), "> 0"),
+        ("data.fps", -1.0, ">= 0"),
+        ("data.prefetch_buffer", 0, ">= 1"),
+        ("sample.shift", 0.0, "> 0"),
+        ("demo.vae_lr", 0.0, "> 0"),
+    ],
+)
+def test_numeric_values_outside_their_range_name_key_and_range(tiny_config, key, value, allowed):
+    _refused(tiny_config, key, value, rf"^config.{key} must be {re.escape(allowed)} \(")
+
+
+def test_every_numeric_range_key_exists_in_the_base_config():
+    config = base.get_config()
+    for key, (_, inside), _ in configuration.NUMERIC_RANGES:
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        assert inside(node), f"the base default of config.{key} is outside its own range"
+
+
+def test_an_unknown_loss_weighting_is_refused(tiny_config):
+    _refused(tiny_config, "train.loss_weighting", "sd3", r"config.train.loss_weighting must be")
+
+
+# issue 14: a global batch not divisible by the devices was caught only after data loading.
+@pytest.mark.parametrize("mode", ["train", "demo"])
+def test_a_batch_not_divisible_by_data_times_fsdp_is_refused_for_training(tiny_config, mode):
+    tiny_config.mode, tiny_config.data.batch_size = mode, 6
+    with pytest.raises(ValueError, match=r"config.data.batch_size \(6.*data\*fsdp = 1x8 = 8"):
+        configuration.validate(tiny_config, num_devices=8)
+    tiny_config.mesh.fsdp, tiny_config.mesh.tensor = 2, 4  # 6 % (1*2) == 0: fine.
+    configuration.validate(tiny_config, num_devices=8)
+    with pytest.raises(ValueError, match=r"by the 4 processes"):
+        configuration.validate(tiny_config, num_devices=8, process_count=4)
+
+
+def test_the_batch_is_not_checked_for_modes_that_do_not_train(tiny_config):
+    tiny_config.mode, tiny_config.data.batch_size = "generate", 6
+    configuration.validate(tiny_config, num_devices=8)
+
+
 @pytest.mark.parametrize("policy", sorted(dit.REMAT_POLICIES))
 def test_every_remat_policy_of_the_dit_validates(tiny_config, policy):
     tiny_config.model.dit.remat_policy = policy
@@ -98,6 +197,10 @@ def last_line(result):
         ("--config.data.height=40", "config.data.height must be a multiple of 16"),
         ("--config.data.height=abc", "config.data.height"),
         ("--config.mode=act", "config.mode must be one of ['describe', 'train', 'generate'"),
+        # issue 14: an unknown nested key printed "unknown config key config.None".
+        ("--config.trian.steps=3", 'config key config.trian.steps (Did you mean "train"'),
+        ("--config.model.dti.dim=3", "unknown config key config.model.dti.dim;"),
+        ("--config.train.nonexistent=1", "unknown config key config.train.nonexistent;"),
     ],
 )
 def test_cli_bad_input_exits_with_one_line(flag, message):
@@ -107,7 +210,17 @@ def test_cli_bad_input_exits_with_one_line(flag, message):
     assert "Traceback" not in result.stderr
 
 
-def test_cli_missing_config_file():
-    result = run_main("--config=configs/nothere.py")
-    assert result.returncode != 0
-    assert "configs/nothere.py" in last_line(result)
+# issue 14: a missing config file plus an override, or a config file with a syntax error,
+# ended behind a long traceback.
+@pytest.mark.parametrize("override", [[], ["--config.train.steps=3"]])
+def test_cli_config_file_problems_end_in_one_line(tmp_path, override):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    for config, message in (
+        ("configs/nothere.py", "No such file or directory: 'configs/nothere.py'"),
+        (str(broken), f"cannot load --config: {broken}, line 1: invalid syntax"),
+    ):
+        result = run_main(f"--config={config}", *override)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [last_line(result)]
+        assert message in last_line(result)

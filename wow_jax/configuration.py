@@ -5,10 +5,13 @@ Unknown keys and wrong types are already refused by the locked ConfigDict (confi
 ml_collections' flag parsing; this module checks the relations between keys.
 """
 
+import math
+
 import ml_collections
 
 from wow_jax import models, sharding
 from wow_jax.models import dit
+from wow_jax.train import flow_matching
 
 # config.mode -> (module, function `run_<mode>(config, workdir)`); wow_jax.main dispatches on it.
 MODE_RUNNERS = {
@@ -18,6 +21,7 @@ MODE_RUNNERS = {
     "convert": ("wow_jax.interop.convert", "run_convert"),
     "demo": ("wow_jax.demo", "run_demo"),
 }
+TRAINING_MODES = ("train", "demo")  # Modes that train: batch checked, workdir written.
 DTYPES = ("float32", "bfloat16", "float16")
 CPU_KERNELS = ("auto", "on", "off")
 ATTENTION_KERNELS = ("xla", "cudnn", "splash")
@@ -74,6 +78,7 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("train.task", config.train.task, TRAIN_TASKS)
     _choice("train.schedule", config.train.schedule, SCHEDULES)
     _choice("train.timestep_sampling", config.train.timestep_sampling, TIMESTEP_SAMPLING)
+    _choice("train.loss_weighting", config.train.loss_weighting, flow_matching.LOSS_WEIGHTINGS)
     _choice("sample.solver", config.sample.solver, SOLVERS)
     _choice("sample.image_mismatch", config.sample.image_mismatch, IMAGE_MISMATCH)
     _choice("sample.sigma_grid", config.sample.sigma_grid, ("diffusers", "wan"))
@@ -192,40 +197,109 @@ def _check_geometry(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def _check_training(config: ml_collections.ConfigDict) -> None:
-    if config.sample.guidance < 1.0:
-        raise ValueError(
-            f"config.sample.guidance must be >= 1 (1 = no guidance), got {config.sample.guidance}"
-        )
-    if config.data.batch_size < 1:
-        raise ValueError(f"config.data.batch_size must be >= 1, got {config.data.batch_size}")
-    if not 0.0 <= config.train.text_dropout <= 1.0:
-        raise ValueError(
-            f"config.train.text_dropout is a probability in [0, 1], got {config.train.text_dropout}"
-        )
-    if config.train.grad_accum < 1:
-        raise ValueError(f"config.train.grad_accum must be >= 1, got {config.train.grad_accum}")
-    ckpt = config.checkpoint
-    if ckpt.keep < 1:
-        raise ValueError(
-            f"config.checkpoint.keep must be >= 1 (the most recent checkpoints kept; 0 would "
-            f"delete every one, including the one a resume needs), got {ckpt.keep}"
-        )
-    if ckpt.keep_best < 0:
-        raise ValueError(
-            f"config.checkpoint.keep_best must be >= 0 (0 = off), got {ckpt.keep_best}"
-        )
-    if ckpt.save_every < 1:
-        raise ValueError(f"config.checkpoint.save_every must be >= 1, got {ckpt.save_every}")
+def _at_least(low):
+    return f">= {low}", lambda v: v >= low
 
 
-def _check_sample(config: ml_collections.ConfigDict) -> None:
-    sample = config.sample
-    for key in ("steps", "batch_size", "num_clips", "fps", "sheet_frames"):
-        if sample[key] < 1:
-            raise ValueError(f"config.sample.{key} must be >= 1, got {sample[key]}")
-    if sample.shift <= 0:
-        raise ValueError(f"config.sample.shift must be > 0 (1 = no shift), got {sample.shift}")
+def _above(low):
+    return f"> {low}", lambda v: v > low
+
+
+_PROBABILITY = "in [0, 1]", lambda v: 0 <= v <= 1
+_DECAY = "in [0, 1)", lambda v: 0 <= v < 1
+
+# Numeric keys with a natural range: (key under config, (allowed range, test), what it means);
+# validate refuses a value outside it (or NaN / inf) with one line naming the key and the range.
+NUMERIC_RANGES = (
+    ("train.steps", _at_least(1), "optimizer steps of the run"),
+    ("train.learning_rate", _above(0), "the peak learning rate"),
+    ("train.warmup_steps", _at_least(0), "linear warmup steps"),
+    ("train.weight_decay", _at_least(0), "AdamW decoupled weight decay"),
+    ("train.clip_norm", _above(0), "the global gradient norm clip; 0 would zero every update"),
+    ("train.grad_accum", _at_least(1), "micro-batches per update"),
+    ("train.ema_decay", _DECAY, "0 = no EMA"),
+    ("train.shift", _above(0), "1 = no shift"),
+    ("train.text_dropout", _PROBABILITY, "a probability"),
+    ("train.max_bad_steps", _at_least(1), "non-finite steps in a row before the run halts"),
+    ("train.log_every", _at_least(1), "steps between log lines"),
+    ("train.eval_every", _at_least(0), "0 = no eval"),
+    ("train.eval_batches", _at_least(1), "batches per eval pass"),
+    ("train.logit_std", _above(0), "std of the logit-normal timestep density"),
+    ("train.final_lr_ratio", _PROBABILITY, "the cosine end as a fraction of learning_rate"),
+    ("train.adam_b1", _DECAY, "an Adam moment decay"),
+    ("train.adam_b2", _DECAY, "an Adam moment decay"),
+    ("train.adam_eps", _above(0), "the Adam denominator epsilon"),
+    ("train.kl_weight", _at_least(0), "VAE KL weight"),
+    ("train.peak_flops", _at_least(0), "0 = look up the device kind"),
+    ("checkpoint.save_every", _at_least(1), "steps between saves"),
+    (
+        "checkpoint.keep",
+        _at_least(1),
+        "the most recent checkpoints kept; 0 would delete every one, including the one a resume "
+        "needs",
+    ),
+    ("checkpoint.keep_best", _at_least(0), "0 = off"),
+    ("data.batch_size", _at_least(1), "the global batch"),
+    ("data.frame_stride", _at_least(1), "every n-th recorded frame"),
+    ("data.fps", _at_least(0), "0 = use frame_stride"),
+    ("data.caption_long_prob", _PROBABILITY, "a probability"),
+    ("data.caption_fine_prob", _PROBABILITY, "a probability"),
+    ("data.worker_count", _at_least(0), "0 = in-process"),
+    ("data.read_threads", _at_least(0), "0 = none"),
+    ("data.prefetch_buffer", _at_least(1), "batches read ahead"),
+    ("data.episodes_per_task", _at_least(1), "Meta-World episodes per task"),
+    ("data.episode_length", _at_least(1), "steps per collected episode"),
+    ("data.action_noise", _at_least(0), "a standard deviation"),
+    ("data.render_size", _at_least(0), "0 = max(height, width)"),
+    ("sample.steps", _at_least(1), "denoising steps"),
+    ("sample.guidance", _at_least(1), "1 = no guidance"),
+    ("sample.shift", _above(0), "1 = no shift"),
+    ("sample.batch_size", _at_least(1), "jobs per batch"),
+    ("sample.num_clips", _at_least(1), "clips per rollout"),
+    ("sample.fps", _at_least(1), "frame rate of the written files"),
+    ("sample.sheet_frames", _at_least(1), "frames in the contact sheet"),
+    ("demo.clips", _at_least(1), "training clips"),
+    ("demo.heldout", _at_least(1), "held-out clips"),
+    ("demo.vae_steps", _at_least(1), "steps of the VAE stage"),
+    ("demo.vae_lr", _above(0), "the VAE stage's peak learning rate"),
+    ("demo.vae_frames", _at_least(0), "0 = whole clip"),
+    ("demo.vae_crop", _at_least(0), "0 = whole frames"),
+)
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str):
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def _check_ranges(config: ml_collections.ConfigDict) -> None:
+    for key, (allowed, inside), meaning in NUMERIC_RANGES:
+        value = _lookup(config, key)
+        if not (math.isfinite(value) and inside(value)):
+            raise ValueError(f"config.{key} must be {allowed} ({meaning}), got {value!r}")
+    train = config.train
+    if train.warmup_steps > train.steps:
+        raise ValueError(
+            f"config.train.warmup_steps must be <= config.train.steps={train.steps} (a longer "
+            f"warmup never reaches learning_rate), got {train.warmup_steps}; lower it"
+        )
+
+
+def _check_batch(config: ml_collections.ConfigDict, num_devices: int, process_count: int) -> None:
+    """The global batch (config.data.batch_size) splits over the processes (each loads its
+    share) and over the mesh's batch axes data*fsdp (each device takes a slice)."""
+    shape = dict(
+        zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, num_devices), strict=True)
+    )
+    ways, batch = shape["data"] * shape["fsdp"], config.data.batch_size
+    if batch % process_count or batch % ways:
+        raise ValueError(
+            f"config.data.batch_size ({batch}, the global batch) must be divisible by the "
+            f"{process_count} processes and by the mesh's data*fsdp = {shape['data']}x"
+            f"{shape['fsdp']} = {ways} ({num_devices} devices); set it to a multiple of "
+            f"{math.lcm(process_count, ways)} or change config.mesh"
+        )
 
 
 def _check_convert(config: ml_collections.ConfigDict) -> None:
@@ -247,32 +321,25 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
     _choice("data.action_reduce", data.action_reduce, ("first", "mean", "sum"))
     _choice("data.action_norm", data.action_norm, ("mean_std", "q99", "none"))
     _choice("data.on_bad_episode", data.on_bad_episode, ("skip", "raise"))
-    for key in ("caption_long_prob", "caption_fine_prob"):
-        if not 0.0 <= data[key] <= 1.0:
-            raise ValueError(f"config.data.{key} is a probability in [0, 1], got {data[key]}")
     probs = tuple(data.caption_robot_probs)
     if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
         raise ValueError(
             "config.data.caption_robot_probs must be 3 probabilities (robot model name, "
             f"'the end-effector', 'the robot') summing to 1, got {probs}"
         )
-    for key in ("frame_stride", "episodes_per_task", "episode_length"):
-        if data[key] < 1:
-            raise ValueError(f"config.data.{key} must be >= 1, got {data[key]}")
-    if data.worker_count < 0 or data.read_threads < 0 or data.prefetch_buffer < 1:
-        raise ValueError(
-            "config.data.worker_count and read_threads must be >= 0 and prefetch_buffer >= 1, "
-            f"got {data.worker_count}, {data.read_threads}, {data.prefetch_buffer}"
-        )
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Raises ValueError naming the first offending key; returns None when the config is sound."""
+def validate(config: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
+    """Raises ValueError naming the first offending key; returns None when the config is sound.
+
+    num_devices / process_count: of the run (or the compile target); the batch is checked
+    against them for the modes that train (TRAINING_MODES)."""
     _check_choices(config)
     _check_model(config)
     _check_geometry(config)
-    _check_training(config)
-    _check_sample(config)
+    _check_ranges(config)
     _check_convert(config)
     _check_data(config)
     sharding.mesh_shape(config.mesh, num_devices)
+    if config.mode in TRAINING_MODES:
+        _check_batch(config, num_devices, process_count)

@@ -1,12 +1,20 @@
 """Entry point: `python -m wow_jax.main --config=configs/<name>.py --workdir=DIR [--config.k=v]`.
 
-Parses flags, validates the config, resolves its backend-dependent choices for the backend JAX
-runs on (`configuration.resolve_kernels`) and dispatches `config.mode` to `run_<mode>(config,
-workdir)` in the module that owns it (`configuration.MODE_RUNNERS`). Holds no other logic.
+Parses flags, validates the config, checks the workdir of a training mode is writable
+(`writable.ensure_writable_dir`), resolves its backend-dependent choices for the backend JAX runs
+on (`configuration.resolve_kernels`) and dispatches `config.mode` to `run_<mode>(config,
+workdir)` in the module that owns it (`configuration.MODE_RUNNERS`).
+
+Every mode's faults are reported here, in one place: a user fault (bad input, a missing or
+unwritable file, a full disk, a halted run: `is_user_fault`) ends the run with one line
+`wow_jax <mode>: <message>` and exit code 1; `--verbosity=1` shows its traceback, and any other
+exception (a bug) propagates with its traceback.
 """
 
+import errno
 import importlib
 import logging as std_logging
+import re
 import sys
 
 import jax
@@ -14,7 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import wow_jax.sim  # noqa: F401 (registers the simulators' data sources, e.g. 'metaworld')
-from wow_jax import configuration
+from wow_jax import configuration, writable
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -31,24 +39,85 @@ def resolve_runner(mode: str):
     return getattr(importlib.import_module(module_name), function_name)
 
 
-def _override_key(argv: list[str], error: Exception) -> str | None:
-    """The `--config.<key>` override whose last name the config error complains about."""
-    for arg in argv:
-        if arg.startswith("--config."):
-            key = arg[len("--config.") :].split("=", 1)[0]
-            if key.split(".")[-1] in str(error):
+# Exceptions that are the user's to fix (bad input, missing or unwritable files): one line.
+USER_FAULTS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotImplementedError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # Disk full, over quota, read-only.
+
+
+def is_user_fault(error: BaseException) -> bool:
+    """True for bad input, a missing/unwritable file, a full disk and a halted training run;
+    anything else is a bug whose traceback matters."""
+    from wow_jax.train.loop import TrainingHalted
+
+    if isinstance(error, USER_FAULTS + (TrainingHalted,)):
+        return True
+    return isinstance(error, OSError) and error.errno in DISK_ERRNOS
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (its type when it has none)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def run_reporting_faults(prefix: str, fn, *args):
+    """fn(*args); a user fault ends the process with `<prefix>: <message>` (exit 1) and no
+    traceback, unless --verbosity >= 1 asks for it; other exceptions propagate."""
+    try:
+        return fn(*args)
+    except Exception as error:  # noqa: BLE001 (re-raised unless it is a user fault)
+        if logging.level_debug() or not is_user_fault(error):
+            raise
+        sys.exit(f"{prefix}: {one_line(error)}")
+
+
+def _lines(error: BaseException) -> list[str]:
+    """The non-empty lines of the error's message (its type when it has none)."""
+    return [line.strip() for line in str(error).splitlines() if line.strip()] or [
+        type(error).__name__
+    ]
+
+
+def _config_load_error(error: BaseException) -> str:
+    """One line naming the config file and why it did not load."""
+    if isinstance(error, SyntaxError):
+        return f"{error.filename}, line {error.lineno}: {error.msg}"
+    return _lines(error)[-1]
+
+
+def _unknown_key(argv: list[str], error: Exception) -> str | None:
+    """The `--config.<key>` override holding the name the error complains about (the first word
+    of its message that is a part of an override's dotted key), or None when no override has it
+    (then the config file itself failed)."""
+    keys = [arg[len("--config.") :].split("=", 1)[0] for arg in argv if arg.startswith("--config.")]
+    for word in re.findall(r"\w+", str(error)):
+        for key in keys:
+            if word in key.split("."):
                 return key
     return None
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing whose config errors end the run with one line naming the key."""
+    """absl flag parsing whose config errors end the run with one line naming the key or file."""
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
-        sys.exit(f"wow_jax: {error}")
+        lines = _lines(error)  # A config file's exception comes with its traceback: keep the end.
+        sys.exit(f"wow_jax: {lines[0]}" + (f" {lines[-1]}" if len(lines) > 1 else ""))
+    except (OSError, SyntaxError, ImportError) as error:
+        sys.exit(f"wow_jax: cannot load --config: {_config_load_error(error)}")
     except (AttributeError, KeyError) as error:
-        key = _override_key(argv, error)
+        key = _unknown_key(argv, error)
+        if key is None:
+            given = next((arg for arg in argv if arg.startswith("--config=")), "--config")
+            sys.exit(f"wow_jax: cannot load {given}: {one_line(error)}")
         hint = str(error).strip("\"'").split("\\n")[-1]
         sys.exit(
             f"wow_jax: unknown config key config.{key}"
@@ -67,6 +136,22 @@ def _keep_record(record: std_logging.LogRecord) -> bool:
     )
 
 
+def start(config, workdir: str) -> None:
+    """Joins the cluster, validates the config, checks the workdir of a training mode and runs
+    the mode."""
+    # Multi-host: join the cluster (JAX_COORDINATOR_ADDRESS ... or a TPU pod) before JAX starts.
+    from wow_jax.train import distributed
+
+    distributed.initialize_from_env()
+    configuration.validate(config, jax.device_count(), jax.process_count())
+    if config.mode in configuration.TRAINING_MODES:
+        writable.ensure_writable_dir(workdir, "--workdir")
+    configuration.resolve_kernels(config, jax.default_backend())
+    runner = resolve_runner(config.mode)
+    logging.info("mode=%s workdir=%s devices=%d", config.mode, workdir, jax.device_count())
+    runner(config, workdir)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -75,19 +160,11 @@ def main(argv):
         config = _CONFIG.value
         config.mode  # noqa: B018 (a config file that failed to load raises here)
     except OSError as error:
-        sys.exit(f"wow_jax: cannot load --config: {str(error).splitlines()[-1].strip()}")
-    # Multi-host: join the cluster (JAX_COORDINATOR_ADDRESS ... or a TPU pod) before JAX starts.
-    from wow_jax.train import distributed
-
-    distributed.initialize_from_env()
-    try:
-        configuration.validate(config, jax.device_count())
-    except ValueError as error:
-        sys.exit(f"wow_jax: {error}")
-    configuration.resolve_kernels(config, jax.default_backend())
-    runner = resolve_runner(config.mode)
-    logging.info("mode=%s workdir=%s devices=%d", config.mode, _WORKDIR.value, jax.device_count())
-    runner(config, _WORKDIR.value)
+        sys.exit(f"wow_jax: cannot load --config: {_config_load_error(error)}")
+    known = config.mode in configuration.MODE_RUNNERS
+    run_reporting_faults(
+        f"wow_jax {config.mode}" if known else "wow_jax", start, config, _WORKDIR.value
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch
 
 from tests.sampling import fakes
 from wow_jax import checkpointing, models, sharding
-from wow_jax.sampling import conditioning, guidance, pipeline
+from wow_jax.sampling import conditioning, guidance, media, pipeline
 from wow_jax.sampling.generator import Generator
 
 
@@ -178,6 +178,33 @@ def test_bad_inputs_have_clear_errors(i2v_config, tmp_path):
     c.sample.jobs = str(tmp_path / "bad.jsonl")
     with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
         run()
+
+
+# issue 14 B10: a non-folder or read-only output_dir failed only after all denoising.
+@pytest.mark.parametrize("where", ["a_file", "a_file/below"])
+def test_an_unwritable_output_dir_fails_before_any_model_loads(
+    i2v_config, tmp_path, monkeypatch, where
+):
+    (tmp_path / "a_file").write_text("")
+    i2v_config.sample.output_dir = str(tmp_path / where)
+    i2v_config.sample.image = write_image(tmp_path / "frame.png", 32, 32)
+
+    def no_loading(*args):
+        raise AssertionError("models loaded before the output folder was checked")
+
+    monkeypatch.setattr(pipeline, "load_for_generation", no_loading)
+    with pytest.raises(ValueError, match=r"config.sample.output_dir .* must be a folder"):
+        pipeline.generate(i2v_config, str(tmp_path))
+
+
+# issue 14: a 14000x14000 image raised an uncaught PIL DecompressionBombError.
+def test_a_decompression_bomb_image_is_a_value_error_naming_file_and_limit(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (14000, 14000)).save(path)  # 196 Mpixel, a 24 kB file.
+    with pytest.raises(ValueError, match=r"huge.png.*196000000 pixels.*exceeds limit of \d+"):
+        media.load_image(str(path), 32, 32)
 
 
 def test_checkpoint_layouts(i2v_config, tmp_path):

@@ -10,7 +10,6 @@ export: `source` is an Orbax checkpoint (imported or from training; `params_key`
 params or EMA params); the output is a diffusers folder or Wan-native files.
 """
 
-import sys
 from pathlib import Path
 
 import ml_collections
@@ -63,12 +62,7 @@ def convert(config: ml_collections.ConfigDict, workdir: str, progress: bool = Tr
     )
 
 
-ERRORS = (ValueError, FileExistsError, NotImplementedError)  # Bad input: one line, exit 1.
-
-
 def run_convert(config: ml_collections.ConfigDict, workdir: str) -> None:
-    try:
-        report = convert(config, workdir)
-    except ERRORS as error:
-        sys.exit(f"wow_jax convert: {error}")
+    """Mode convert (wow_jax.main reports bad input in one line)."""
+    report = convert(config, workdir)
     print(f"convert {config.convert.direction} {config.convert.component}: {report}")

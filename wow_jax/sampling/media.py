@@ -33,6 +33,11 @@ def load_image(path: str, height: int, width: int, mismatch: str = "resize") -> 
     try:
         with Image.open(path) as file:
             image = np.asarray(file.convert("RGB"))
+    except Image.DecompressionBombError as error:  # Refused before decoding (PIL's pixel cap).
+        raise ValueError(
+            f"conditioning image {path!r} is too large to decode: {error} (PIL's "
+            f"Image.MAX_IMAGE_PIXELS guard); downscale it to {height}x{width} (HxW) first"
+        ) from None
     except (OSError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError.
         raise ValueError(
             f"cannot read conditioning image {path!r} ({type(error).__name__}: {error}); "

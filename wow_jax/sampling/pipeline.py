@@ -13,7 +13,6 @@ denoising steps.
 import importlib
 import itertools
 import os
-import sys
 import time
 
 import jax
@@ -22,7 +21,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from wow_jax import checkpointing, sharding
+from wow_jax import checkpointing, sharding, writable
 from wow_jax import models as registry
 from wow_jax.sampling import guidance, jobs, media, rollout
 from wow_jax.sampling import models as models_lib
@@ -149,15 +148,9 @@ def generate_jobs(
     return results
 
 
-ERRORS = (ValueError, NotImplementedError, FileNotFoundError)  # Bad input: one line, exit 1.
-
-
 def run_generate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-    """Mode generate: bad input ends the run with one message (no traceback)."""
-    try:
-        return generate(config, workdir)
-    except ERRORS as error:
-        sys.exit(f"wow_jax generate: {error}")
+    """Mode generate (wow_jax.main reports bad input in one line)."""
+    return generate(config, workdir)
 
 
 def generate(config: ml_collections.ConfigDict, workdir: str, models=None, params=None):
@@ -165,14 +158,16 @@ def generate(config: ml_collections.ConfigDict, workdir: str, models=None, param
     Returns [{kind: path}] per job; raises ValueError on bad input."""
     guidance.check_guidance(config.sample.guidance)
     job_list = jobs.parse_jobs(config.sample)
-    images = load_images(config, job_list)  # Bad inputs fail before any model loads.
+    # A bad output folder or input fails before any model loads.
+    out_dir = config.sample.output_dir or os.path.join(workdir, "generate")
+    writable.ensure_writable_dir(out_dir, "config.sample.output_dir (default <workdir>/generate)")
+    images = load_images(config, job_list)
     if config.model.dit.variant == "i2v" and len(images) < len(job_list):
         missing = [j.name for j in job_list if j.name not in images]
         raise ValueError(
             f"the i2v model needs a conditioning image; jobs {missing} have none (set "
             "--config.sample.image=PATH or 'image' in the jobs file)"
         )
-    out_dir = config.sample.output_dir or os.path.join(workdir, "generate")
     mesh = sharding.make_mesh(config.mesh)
     if params is None:
         params = load_for_generation(config, mesh)
