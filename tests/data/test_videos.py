@@ -4,6 +4,7 @@ import json
 
 import imageio.v2 as imageio
 import numpy as np
+import pytest
 
 from wow_jax.data import pipeline, rlds, videos
 
@@ -65,3 +66,72 @@ def test_video_folder_round_trip(tmp_path, tiny_config):
         for i in range(2)
     ]
     assert sorted(firsts) == ["v0.mp4", "v1.mp4"]
+
+
+def _folder_with_bad_files(tmp_path):
+    """Two good mp4s, a 0-byte one and a text file named .mp4, all captioned."""
+    src = tmp_path / "in"
+    src.mkdir()
+    _write_mp4(src / "a_good.mp4", 6, 60)
+    (src / "b_empty.mp4").write_bytes(b"")
+    (src / "c_text.mp4").write_text("not a video\n")
+    _write_mp4(src / "d_good.mp4", 6, 120)
+    names = ("a_good", "b_empty", "c_text", "d_good")
+    records = [{"video": f"{n}.mp4", "caption": f"clip {n}"} for n in names]
+    (src / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    return src
+
+
+# issue 14 B8: one 0-byte or non-video .mp4 aborted the whole build (an OSError from ffmpeg).
+def test_bad_video_files_are_skipped_named_and_counted(tmp_path, caplog):
+    src = _folder_with_bad_files(tmp_path)
+    counts = {}
+    episodes = list(videos.video_episodes(src, counts=counts))
+    assert [e.episode_id for e in episodes] == ["a_good.mp4", "d_good.mp4"]
+    assert counts == {"written": 2, "skipped": ["b_empty.mp4", "c_text.mp4"]}
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "skipping b_empty.mp4" in warned and "0 bytes" in warned
+    assert "skipping c_text.mp4" in warned
+
+    with caplog.at_level("INFO"):
+        path = videos.build_video_dataset(src, tmp_path / "out")
+    source = rlds.EpisodeSource(path)
+    assert len(source) == 2  # The good videos' converted work is kept.
+    assert str(source.read(1, [0], [])["episode_id"]) == "d_good.mp4"
+    summary = [r.getMessage() for r in caplog.records if "video dataset" in r.getMessage()]
+    assert (
+        summary
+        and "2 episodes written, 2 bad videos skipped: b_empty.mp4, c_text.mp4" in (summary[-1])
+    )
+
+
+# issue 14 B8: with on_bad='raise' the error names the bad file (not ffmpeg's meta error).
+def test_bad_video_file_raises_naming_it(tmp_path):
+    src = _folder_with_bad_files(tmp_path)
+    with pytest.raises(rlds.BadEpisodeError, match=r"b_empty\.mp4 is not a readable video"):
+        videos.build_video_dataset(src, tmp_path / "out", on_bad="raise")
+
+
+def test_actions_of_the_wrong_shape_are_a_bad_video(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b"):
+        _write_mp4(src / f"{name}.mp4", 6, 60)
+    np.save(src / "a.npy", np.zeros((6, 2), np.float32))
+    np.save(src / "b.npy", np.zeros((5, 2), np.float32))
+    records = [{"video": f"{n}.mp4", "caption": "c", "actions": f"{n}.npy"} for n in "ab"]
+    (src / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    counts = {}
+    assert len(list(videos.video_episodes(src, counts=counts, action_dim=2))) == 1
+    assert counts["skipped"] == ["b.mp4"]
+    with pytest.raises(rlds.BadEpisodeError, match=r"b.npy has actions of shape \(5, 2\)"):
+        list(videos.video_episodes(src, on_bad="raise", action_dim=2))
+
+
+def test_a_folder_without_a_good_video_is_refused_in_one_message(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "x.mp4").write_bytes(b"")
+    (src / "captions.jsonl").write_text(json.dumps({"video": "x.mp4", "caption": "c"}))
+    with pytest.raises(ValueError, match=r"no usable video in .*1 .mp4 files, 1 of them bad"):
+        videos.build_video_dataset(src, tmp_path / "out")

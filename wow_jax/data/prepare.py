@@ -59,7 +59,7 @@ def _prepare_videos(data_cfg, root: Path) -> Path:
             "config.data.source='videos' needs config.data.video_dir (a folder of mp4 files with "
             f"captions.jsonl), converted into {root}; set --config.data.video_dir=DIR"
         )
-    return videos.build_video_dataset(data_cfg.video_dir, root)
+    return videos.build_video_dataset(data_cfg.video_dir, root, on_bad=data_cfg.on_bad_episode)
 
 
 register_source("tfds", _prepare_tfds)

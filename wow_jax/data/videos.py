@@ -11,7 +11,10 @@ Input folder (e.g. the WoW benchmark samples):
          "robot": "the Franka Panda arm",   # optional
          "actions": "a_actions.npy"}        # optional float32 [N, A] (N frames; else no actions)
 
-Videos without a caption are skipped with a counted warning (or raise with on_missing='raise').
+A bad video (no caption, a file that does not decode, such as an empty or non-video .mp4, or a
+wrong actions file) is skipped with a warning naming it and counted in the build summary, so one
+bad file does not abort the build (on_bad='skip', from config.data.on_bad_episode), or raises
+rlds.BadEpisodeError naming it (on_bad='raise').
 Frames keep their size unless `size=(H, W)` resizes them (PIL bilinear) when stored.
 """
 
@@ -29,6 +32,7 @@ from wow_jax.data import rlds
 
 CAPTION_FILES = ("captions.jsonl", "captions.json")
 DATASET_NAME = "videos"  # Default dataset name: <out_dir>/videos/1.0.0.
+ON_BAD = ("skip", "raise")  # What a bad video does (config.data.on_bad_episode).
 
 
 def read_captions(video_dir: Path) -> dict[str, dict]:
@@ -58,12 +62,20 @@ def read_captions(video_dir: Path) -> dict[str, dict]:
 
 
 def read_video(path: Path) -> tuple[np.ndarray, float]:
-    """mp4 -> (uint8 [N, H, W, 3], fps) through imageio's ffmpeg plugin."""
+    """mp4 -> (uint8 [N, H, W, 3], fps) through imageio's ffmpeg plugin; a file that does not
+    decode to at least one frame (empty, not a video, truncated) raises rlds.BadEpisodeError."""
     import imageio.v2 as imageio
 
-    with imageio.get_reader(str(path), "ffmpeg") as reader:
-        fps = float(reader.get_meta_data().get("fps", 0.0) or 0.0)
-        frames = np.stack([np.asarray(f)[..., :3] for f in reader])
+    try:
+        with imageio.get_reader(str(path), "ffmpeg") as reader:
+            fps = float(reader.get_meta_data().get("fps", 0.0) or 0.0)
+            frames = np.stack([np.asarray(f)[..., :3] for f in reader])
+    except Exception as e:  # Any decoder failure (ffmpeg's OSError, no frames, ...) is a bad file.
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        size = path.stat().st_size if path.is_file() else 0
+        raise rlds.BadEpisodeError(
+            f"{path} is not a readable video ({size} bytes; {type(e).__name__}: {first_line})"
+        ) from e
     return frames, fps
 
 
@@ -74,47 +86,79 @@ def _resize(frames: np.ndarray, size) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames])
 
 
-def video_episodes(video_dir: str | Path, size=None, on_missing: str = "skip", counts=None):
-    """Yields rlds.Episode for every captioned video (sorted by path)."""
+def _episode(video_dir: Path, rel: str, record: dict, size, action_dim: int) -> rlds.Episode:
+    """The episode of video `rel`; rlds.BadEpisodeError when it has no caption, does not decode,
+    or its actions file is missing or does not give [frames, action_dim] values."""
+    caption = str(record.get("caption", "")).strip()
+    if not caption:
+        raise rlds.BadEpisodeError(f"{video_dir / rel} has no caption in {CAPTION_FILES}")
+    frames, fps = read_video(video_dir / rel)
+    frames = _resize(frames, size)
+    n = len(frames)
+    actions = np.zeros((n, 0), np.float32)
+    if action_dim and not record.get("actions"):
+        raise rlds.BadEpisodeError(
+            f"{video_dir / rel} has no 'actions' file while the dataset's videos have "
+            f"{action_dim} action values per frame"
+        )
+    if action_dim:
+        try:
+            actions = np.load(video_dir / record["actions"]).astype(np.float32)
+        except (OSError, ValueError) as e:
+            raise rlds.BadEpisodeError(f"cannot read {video_dir / record['actions']}: {e}") from e
+        if actions.shape != (n, action_dim):
+            raise rlds.BadEpisodeError(
+                f"{record['actions']} has actions of shape {actions.shape} for the {n} frames of "
+                f"{rel}; store [{n}, {action_dim}] (one action per frame, the last one ignored)"
+            )
+    segments = tuple(
+        (int(s["start"]), int(s["end"]), str(s["text"])) for s in record.get("segments", ())
+    )
+    return rlds.Episode(
+        frames=frames,
+        actions=actions,
+        instruction=caption,
+        episode_id=rel,
+        robot=str(record.get("robot", "")),
+        fps=fps,
+        source="videos",
+        segments=segments,
+    )
+
+
+def video_episodes(
+    video_dir: str | Path, size=None, on_bad: str = "skip", counts=None, action_dim: int = 0
+):
+    """Yields rlds.Episode for every good video (sorted by path). A bad one (no caption, not a
+    readable video, wrong actions) is skipped with a warning naming it and counted in
+    counts['skipped'] (a list of their paths; on_bad='skip'), or raises (on_bad='raise'). A
+    folder without one good video raises ValueError."""
+    if on_bad not in ON_BAD:
+        raise ValueError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")
     video_dir = Path(video_dir)
     captions = read_captions(video_dir)
     videos = sorted(p.relative_to(video_dir).as_posix() for p in video_dir.rglob("*.mp4"))
     counts = {} if counts is None else counts
-    counts.update(written=0, skipped=0)
+    counts.update(written=0, skipped=[])
     for rel in tqdm(videos, desc="videos", unit="video"):
-        record = captions.get(rel, {})
-        caption = str(record.get("caption", "")).strip()
-        if not caption:
-            if on_missing == "raise":
-                raise ValueError(f"{video_dir / rel} has no caption in {CAPTION_FILES}")
-            counts["skipped"] += 1
-            logging.warning("skipping %s: no caption (%d skipped)", rel, counts["skipped"])
+        try:
+            episode = _episode(video_dir, rel, captions.get(rel, {}), size, action_dim)
+        except rlds.BadEpisodeError as e:
+            if on_bad == "raise":
+                raise rlds.BadEpisodeError(
+                    f"{e}; fix or remove it, or skip bad videos with "
+                    "config.data.on_bad_episode='skip'"
+                ) from e
+            counts["skipped"].append(rel)
+            logging.warning("skipping %s: %s (%d skipped)", rel, e, len(counts["skipped"]))
             continue
-        frames, fps = read_video(video_dir / rel)
-        frames = _resize(frames, size)
-        n = len(frames)
-        if record.get("actions"):
-            actions = np.load(video_dir / record["actions"]).astype(np.float32)
-            if len(actions) != n:
-                raise ValueError(
-                    f"{record['actions']} has {len(actions)} actions for {n} frames of {rel}; "
-                    "store one action per frame (the last one is ignored)"
-                )
-        else:
-            actions = np.zeros((n, 0), np.float32)
-        segments = tuple(
-            (int(s["start"]), int(s["end"]), str(s["text"])) for s in record.get("segments", ())
-        )
         counts["written"] += 1
-        yield rlds.Episode(
-            frames=frames,
-            actions=actions,
-            instruction=caption,
-            episode_id=rel,
-            robot=str(record.get("robot", "")),
-            fps=fps,
-            source="videos",
-            segments=segments,
+        yield episode
+    if not counts["written"]:
+        raise ValueError(
+            f"no usable video in {video_dir}: {len(videos)} .mp4 files, "
+            f"{len(counts['skipped'])} of them bad (see the warnings above); add captioned mp4 "
+            "files (format: wow_jax/data/videos.py)"
         )
 
 
@@ -123,13 +167,14 @@ def build_video_dataset(
     out_dir: str | Path,
     name: str = DATASET_NAME,
     size=None,
-    on_missing: str = "skip",
+    on_bad: str = "skip",
     image_format: str = "jpeg",
 ) -> Path:
     """Converts the folder into `out_dir/<name>/1.0.0` (actions: width from the first .npy).
 
-    Frames are stored as JPEG (quality 95) by default: the source is lossy already and JPEG
-    decodes ~3x faster than PNG; pass image_format='png' for lossless frames.
+    Bad videos are skipped and counted (on_bad='skip', the build goes on) or raise (on_bad=
+    'raise'; nothing is written). Frames are stored as JPEG (quality 95) by default: the source
+    is lossy already and JPEG decodes ~3x faster than PNG; pass image_format='png' for lossless.
     """
     video_dir = Path(video_dir)
     captions = read_captions(video_dir)
@@ -137,7 +182,7 @@ def build_video_dataset(
     action_dim = np.load(video_dir / action_files[0]).shape[-1] if action_files else 0
     counts: dict = {}
     path = rlds.write_episodes(
-        video_episodes(video_dir, size, on_missing, counts),
+        video_episodes(video_dir, size, on_bad, counts, int(action_dim)),
         out_dir,
         name,
         action_dim=int(action_dim),
@@ -145,7 +190,13 @@ def build_video_dataset(
         description=f"videos from {video_dir}",
         image_format=image_format,
     )
-    logging.info(
-        "video dataset %s: %d episodes, %d skipped", path, counts["written"], counts["skipped"]
+    skipped = counts["skipped"]
+    log = logging.warning if skipped else logging.info
+    log(
+        "video dataset %s: %d episodes written, %d bad videos skipped%s",
+        path,
+        counts["written"],
+        len(skipped),
+        f": {', '.join(skipped[:10])}{' ...' if len(skipped) > 10 else ''}" if skipped else "",
     )
     return path
