@@ -163,3 +163,122 @@ def test_urls_are_never_made_local(tmp_path, monkeypatch):
         os.makedirs(tmp_path / "gs:" / "nobucket" / "x")  # What the old abspath made of it.
         with pytest.raises(ValueError, match="checkpoint gs://nobucket/x does not exist"):
             checkpointing.item_directory("gs://nobucket/x")
+
+
+def _damage(step_folder, how: str) -> None:
+    """Truncates or bit-flips every array store file of a step's state, or deletes _METADATA."""
+    state = step_folder / "state"
+    if how == "no_metadata":
+        (state / "_METADATA").unlink()
+        return
+    for data_file in state.glob("**/d/*"):
+        data = bytearray(data_file.read_bytes())
+        if how == "truncated":
+            data = data[: len(data) // 2]
+        else:  # Flipped bits in the compressed frame's header.
+            data[4:8] = bytes(b ^ 0xFF for b in data[4:8])
+        data_file.write_bytes(bytes(data))
+
+
+def _state(step: int) -> dict:
+    rng = np.random.default_rng(step)
+    return {
+        "params": {"dit": {"w": rng.normal(size=(4096,)).astype(np.float32)}},
+        "ema_params": {"dit": {"w": rng.normal(size=(4096,)).astype(np.float32)}},
+        "step": np.int32(step),
+    }
+
+
+def _two_steps(root):
+    """A CheckpointManager root with steps 1 and 2 (`_state`); returns the manager's config."""
+    from configs import tiny
+
+    ckpt_cfg = tiny.get_config().checkpoint
+    manager = checkpointing.make_manager(root, ckpt_cfg)
+    for step in (1, 2):
+        assert checkpointing.save(manager, step, _state(step), meta={"step": step})
+    manager.wait_until_finished()
+    manager.close()
+    return ckpt_cfg
+
+
+def _abstract(state):
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype, sharding=_one_device()),
+        state,
+    )
+
+
+# issue 14 B6: a damaged newest step ended resume and readers in a traceback, no fallback
+@pytest.mark.parametrize("how", ["truncated", "flipped", "no_metadata"])
+def test_a_damaged_newest_step_falls_back_to_the_one_before(tmp_path, caplog, how):
+    root = tmp_path / "checkpoints"
+    ckpt_cfg = _two_steps(root)
+    _damage(root / "2", how)
+
+    # Readers: the newest intact step, with a warning naming the damaged one.
+    restored = checkpointing.restore_subtrees(root, {"dit": None})["dit"]
+    _assert_equal(restored, _state(1)["params"]["dit"])
+    assert f"checkpoint step {root / '2'} skipped" in caplog.text
+    if how == "no_metadata":  # Seen without reading any array.
+        assert checkpointing.item_directory(root) == root / "1" / "state"
+
+    # Training resume: step 1, and step 2 moved aside (kept) so the run can save it again.
+    manager = checkpointing.make_manager(root, ckpt_cfg)
+    state, meta, step = checkpointing.restore_latest(manager, _abstract(_state(1)))
+    assert (step, meta) == (1, {"step": 1})
+    _assert_equal(state, _state(1))
+    aside = [p.name for p in root.iterdir() if p.name.startswith("2.unreadable-")]
+    assert len(aside) == 1 and manager.all_steps() == [1]
+    assert checkpointing.save(manager, 2, _state(2), meta={"step": 2})
+    manager.wait_until_finished()
+    _assert_equal(checkpointing.restore_latest(manager, _abstract(_state(1)))[0], _state(2))
+
+
+# issue 14 B6: every step damaged gave Orbax's traceback instead of one line naming the folder
+def test_no_readable_step_is_one_error_naming_the_folder(tmp_path):
+    root = tmp_path / "checkpoints"
+    ckpt_cfg = _two_steps(root)
+    _damage(root / "2", "no_metadata")
+    _damage(root / "1", "truncated")
+    manager = checkpointing.make_manager(root, ckpt_cfg)
+    message = rf"no step of checkpoint {root} can be read \(step 2: no _METADATA.*step 1: it does"
+    with pytest.raises(ValueError, match=message):
+        checkpointing.restore_latest(manager, _abstract(_state(1)))
+    with pytest.raises(ValueError, match=message):
+        checkpointing.restore_subtrees(root, {"dit": None})
+    assert sorted(p.name for p in root.iterdir()) == ["1", "2"]  # Nothing moved or deleted.
+
+
+def test_a_state_of_another_config_is_refused_not_skipped(tmp_path):
+    """Another model's state fails on every step alike: one error, and no step moved aside."""
+    root = tmp_path / "checkpoints"
+    manager = checkpointing.make_manager(root, _two_steps(root))
+    other = _state(1)
+    other["params"]["dit"]["w"] = np.zeros((32,), np.float32)
+    with pytest.raises(ValueError, match=r"does not fit this run's state.*params/dit/w: stored "):
+        checkpointing.restore_latest(manager, _abstract(other))
+    assert sorted(p.name for p in root.iterdir()) == ["1", "2"]
+
+
+# issue 14 B6: training resumed from a damaged final step crashed; the step could not be saved again
+def test_training_resumes_from_the_step_before_a_damaged_one(tmp_path):
+    from tests.train import toy
+
+    cfg = toy.config(steps=4, save_every=2)
+    straight = loop.train(
+        cfg, str(tmp_path / "a"), task=toy.RegressionTask(), train_data=toy.make_data()
+    )
+    loop.train(cfg, str(tmp_path / "b"), task=toy.RegressionTask(), train_data=toy.make_data())
+    root = tmp_path / "b" / "checkpoints"
+    _damage(root / "4", "truncated")
+    resumed = loop.train(
+        cfg, str(tmp_path / "b"), task=toy.RegressionTask(), train_data=toy.make_data()
+    )
+    assert sorted(resumed.losses) == [3, 4]  # Steps 3-4 trained again from step 2.
+    _assert_equal(resumed.state.params, straight.state.params)
+    run = loop.prepare(cfg, str(tmp_path / "b"), toy.RegressionTask())
+    state, _, step = checkpointing.restore_latest(run.manager, run.abstract_state)
+    assert step == 4  # Saved again after the damaged one was moved aside.
+    _assert_equal(state.params, straight.state.params)
+    assert any(p.name.startswith("4.unreadable-") for p in root.iterdir())

@@ -6,7 +6,11 @@ and Orbax write to it directly), a local path is made absolute. Nothing here use
 Layouts read (`item_directory` finds the pytree item, the folder holding `_METADATA`):
 - an item folder itself (`save_params`, `StandardCheckpointer`);
 - a step folder whose item is `state/` (training, the importer), `params/` or `default/`;
-- a CheckpointManager root (`<workdir>/checkpoints`): its newest numeric step.
+- a CheckpointManager root (`<workdir>/checkpoints`): its newest step that reads back.
+
+A damaged newest step (an interrupted save, a lost or broken `_METADATA`, truncated or altered
+array files) never hides the intact ones (`read_newest`): it is skipped with a warning naming it
+and why, and the step before it is read; only when no step reads back is it an error.
 
 Trees read (`restore_subtrees`): a training state {'params', 'ema_params', 'opt_state', ...}
 whose params are {'dit', 'vae', 'text', 'clip'} (world model) or {'vae'} (VAE task); a params
@@ -26,12 +30,15 @@ Training writes with a CheckpointManager (`make_manager`, `save`, `restore`) hol
 
 import dataclasses
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 from flax import traverse_util
 from orbax.checkpoint import checkpoint_managers as policies
@@ -53,26 +60,88 @@ def as_path(path: "str | epath.PathLike") -> epath.Path:
     return epath.Path(path).expanduser().absolute()
 
 
-def item_directory(path: "str | epath.PathLike") -> epath.Path:
-    """The pytree item folder (holding `_METADATA`) of an item, a step folder or a manager root."""
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint whose files do not read back (truncated, altered or half-written)."""
+
+
+def _item_of(path: epath.Path) -> epath.Path | None:
+    """The item folder (holding `_METADATA`) of an item or step folder, else None."""
+    if (path / "_METADATA").exists():
+        return path
+    for name in ITEM_NAMES:
+        if (path / name / "_METADATA").exists():
+            return path / name
+    return None
+
+
+def step_problem(step: epath.Path) -> str | None:
+    """Why a step folder of a CheckpointManager root cannot be read, or None when it looks
+    intact. Cheap: Orbax's commit marker and the item's `_METADATA` (present, valid JSON); no
+    array is read (a damaged array file shows only when it is restored)."""
+    if not ocp.utils.is_checkpoint_finalized(step):
+        return "its save did not finish (no commit marker)"
+    item = _item_of(step)
+    if item is None:
+        return f"no _METADATA in it or in its {list(ITEM_NAMES)} item folders"
+    try:
+        json.loads((item / "_METADATA").read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        return f"{item.name}/_METADATA is not valid JSON ({error})"
+    return None
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of the innermost cause of `error` (TensorStore's, not Orbax's wrapper)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[0][:300]
+
+
+def read_newest(path: "str | epath.PathLike", read: Callable[[epath.Path], Any]):
+    """`read(item)` of the item of `path` (an item or step folder), or for a CheckpointManager
+    root, of its newest step that is intact (`step_problem`) and reads back (`read` raises no
+    UnreadableCheckpoint); each step skipped is logged as a warning naming it and why.
+
+    Returns (what `read` returned, [step folders skipped, newest first]). Raises ValueError when
+    `path` holds no checkpoint or none of its steps reads back, naming it.
+    """
     path = as_path(path)
     if not path.is_dir():
         raise ValueError(
             f"checkpoint {path} does not exist; give an Orbax checkpoint written by training or "
             "by `--config.mode=convert` (docs/checkpoints.md)"
         )
-    if (path / "_METADATA").exists():
-        return path
-    for name in ITEM_NAMES:
-        if (path / name / "_METADATA").exists():
-            return path / name
-    steps = sorted((int(p.name), p) for p in path.iterdir() if p.name.isdigit())
-    if steps:
-        return item_directory(steps[-1][1])
+    item = _item_of(path)
+    if item is not None:
+        return read(item), []
+    steps = sorted((p for p in path.iterdir() if p.name.isdigit()), key=lambda p: -int(p.name))
+    if not steps:
+        raise ValueError(
+            f"{path} is not an Orbax checkpoint: no _METADATA in it, in its {list(ITEM_NAMES)} "
+            "sub-folders or in a numbered step folder"
+        )
+    skipped, reasons = [], []
+    for step in steps:
+        problem = step_problem(step)
+        if problem is None:
+            try:
+                return read(_item_of(step)), skipped
+            except UnreadableCheckpoint as error:
+                problem = f"it does not read back: {_reason(error)}"
+        logging.warning("checkpoint step %s skipped: %s; trying the step before", step, problem)
+        skipped.append(step)
+        reasons.append(f"step {step.name}: {problem}")
     raise ValueError(
-        f"{path} is not an Orbax checkpoint: no _METADATA in it, in its {list(ITEM_NAMES)} "
-        "sub-folders or in a numbered step folder"
+        f"no step of checkpoint {path} can be read ({'; '.join(reasons)}); restore its files "
+        "from a copy, or start from another checkpoint"
     )
+
+
+def item_directory(path: "str | epath.PathLike") -> epath.Path:
+    """The pytree item folder (holding `_METADATA`) of an item, a step folder or a manager root
+    (its newest intact step; `read_newest`)."""
+    return read_newest(path, lambda item: item)[0]
 
 
 def _as_dict(tree):
@@ -84,9 +153,18 @@ def _as_dict(tree):
 
 
 def leaf_metadata(path: "str | epath.PathLike") -> dict[Leaf, tuple[tuple[int, ...], np.dtype]]:
-    """{leaf path: (shape, dtype)} of every array in a checkpoint item, without reading data."""
+    """{leaf path: (shape, dtype)} of every array in a checkpoint (`read_newest`), without
+    reading data."""
+    return read_newest(path, _item_leaf_metadata)[0]
+
+
+def _item_leaf_metadata(item: epath.Path) -> dict[Leaf, tuple[tuple[int, ...], np.dtype]]:
+    """`leaf_metadata` of one item folder."""
     with ocp.PyTreeCheckpointer() as checkpointer:
-        tree = checkpointer.metadata(item_directory(path)).item_metadata.tree
+        metadata = checkpointer.metadata(item).item_metadata
+    if metadata is None:  # The arrays' own metadata (inside the array store) did not read back.
+        raise UnreadableCheckpoint(f"checkpoint {item} cannot be read: no array metadata")
+    tree = metadata.tree
     flat = traverse_util.flatten_dict(_as_dict(tree))
     return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in flat.items() if hasattr(v, "shape")}
 
@@ -144,11 +222,14 @@ def _restore(item: epath.Path, restore_args: dict[Leaf, Any]) -> dict[Leaf, Any]
     """Reads only the leaves in `restore_args` ({stored leaf: RestoreArgs}) of an item."""
     args = traverse_util.unflatten_dict(restore_args)
     target = jax.tree.map(lambda _: 0, args, is_leaf=lambda x: isinstance(x, ocp.RestoreArgs))
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        out = checkpointer.restore(
-            item,
-            args=ocp.args.PyTreeRestore(item=target, restore_args=args, partial_restore=True),
-        )
+    try:
+        with ocp.PyTreeCheckpointer() as checkpointer:
+            out = checkpointer.restore(
+                item,
+                args=ocp.args.PyTreeRestore(item=target, restore_args=args, partial_restore=True),
+            )
+    except Exception as error:  # TensorStore/Orbax raise plain Exceptions for damaged files.
+        raise UnreadableCheckpoint(f"checkpoint {item} cannot be read: {_reason(error)}") from error
     return traverse_util.flatten_dict(out)
 
 
@@ -164,11 +245,16 @@ def restore_subtrees(
       restored onto those shardings and dtypes, shapes checked; a None target restores the stored
       shapes onto `default_sharding` (default: this host's first device) and is only looked for
       as `<key>/<name>` or `<name>` (a one-component checkpoint needs a target to check).
-    Nothing else is read. Raises ValueError naming what is missing or has the wrong shape.
+    Nothing else is read; a manager root's damaged newest step is skipped (`read_newest`).
+    Raises ValueError naming what is missing or has the wrong shape.
     """
-    item = item_directory(path)
-    leaves = leaf_metadata(item)
     default_sharding = default_sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return read_newest(path, lambda item: _restore_item(item, targets, key, default_sharding))[0]
+
+
+def _restore_item(item: epath.Path, targets: dict, key: str, default_sharding) -> dict[str, Any]:
+    """`restore_subtrees` of one item folder."""
+    leaves = _item_leaf_metadata(item)
     args, where = {}, {}
     for name, target in targets.items():
         located = subtree_leaves(leaves, key, name, whole=target is not None)
@@ -354,3 +440,82 @@ def restore(manager, step: int, abstract_state, data_iterator=None):
         items["data"] = DataRestore(data_iterator)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], dict(restored["meta"] or {})
+
+
+def restore_latest(manager, abstract_state, data_iterator=None):
+    """`restore` of the newest step of `manager` that reads back, or None before the first save.
+
+    A damaged newer step is skipped with a warning (`read_newest`) and then moved aside to
+    `<step>.unreadable-<unix time>` (kept, nothing is deleted), so the run saves that step again.
+    A step whose arrays do not fit `abstract_state` (another model or optimizer) is refused with
+    a ValueError, not skipped: every step of the run would be refused alike.
+    Returns (state, meta dict, step).
+    """
+    if manager.latest_step() is None:
+        return None
+
+    def read(item: epath.Path):
+        step = int(item.parent.name)
+        _check_fits(item, abstract_state)
+        error = None
+        try:
+            state, meta = restore(manager, step, abstract_state, data_iterator)
+        except Exception as caught:  # Damaged files: TensorStore/Orbax raise plain Exceptions.
+            error = caught
+        if not _everywhere(error is None):  # Every process resumes from the same step.
+            reason = _reason(error) if error else "it failed on another process"
+            raise UnreadableCheckpoint(f"checkpoint {item} cannot be read: {reason}") from error
+        return state, meta, step
+
+    restored, skipped = read_newest(manager.directory, read)
+    _set_aside(manager, skipped)
+    return restored
+
+
+def _check_fits(item: epath.Path, abstract_state) -> None:
+    """Refuses a stored state whose leaves or shapes differ from `abstract_state`'s."""
+    stored = {k: v[0] for k, v in _item_leaf_metadata(item).items()}
+    wanted = {k: tuple(v.shape) for k, v in ocp.tree.to_flat_dict(abstract_state).items()}
+    wrong = [
+        f"{'/'.join(k)}: stored {stored.get(k, 'nothing')}, this run {wanted.get(k, 'nothing')}"
+        for k in sorted(set(stored) | set(wanted))
+        if stored.get(k) != wanted.get(k)
+    ]
+    if wrong:
+        raise ValueError(
+            f"checkpoint {item} does not fit this run's state ({len(wrong)} arrays differ, e.g. "
+            f"{'; '.join(wrong[:3])}): the run was trained with another model or optimizer "
+            "config; resume with the config it was trained with, or train in a new workdir"
+        )
+
+
+def _everywhere(ok: bool) -> bool:
+    """True when `ok` holds on every process."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
+
+
+def sync(name: str) -> None:
+    """A barrier of every process (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _set_aside(manager, steps: list[epath.Path]) -> None:
+    """Renames each step folder to `<step>.unreadable-<unix time>`, which the manager no longer
+    lists (so it saves that step again and never deletes the old one)."""
+    if not steps:
+        return
+    if jax.process_index() == 0:
+        stamp = int(time.time())
+        for step in steps:
+            aside = step.parent / f"{step.name}.unreadable-{stamp}"
+            step.rename(aside)
+            logging.warning("moved the unreadable step %s to %s (kept)", step, aside)
+    sync("wow_jax_set_aside_unreadable_steps")
+    manager.reload()

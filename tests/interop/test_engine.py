@@ -1,6 +1,7 @@
 """Streaming import/export engine on a test-local model (conv + linears + nn.scan stack)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -17,6 +18,7 @@ from tests.interop import tiny_model
 from wow_jax import checkpointing
 from wow_jax import sharding as shd
 from wow_jax.interop import exporter, formats, importer, mapping
+from wow_jax.interop.mapping import MappingError
 
 
 @pytest.fixture
@@ -215,30 +217,155 @@ def test_interrupted_import_leaves_no_checkpoint(tmp_path, mesh, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "m.safetensors"]
 
 
-def test_interrupted_export_resumes_and_skips_finished_shards(tmp_path, mesh, monkeypatch):
-    save_file(tiny_model.random_state_dict("wan"), tmp_path / "m.safetensors")
-    do_import(tmp_path / "m.safetensors", tmp_path / "ckpt", mesh)
+def _fail_on_write(monkeypatch, n: int) -> None:
+    """The n-th shard write (and only it) raises OSError('disk full')."""
     real, calls = formats.write_safetensors, []
 
     def failing(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == n:
             raise OSError("disk full")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(formats, "write_safetensors", failing)
-    kwargs = {"max_shard_size": 1000, "dtype": "float32", "progress": False}
+
+
+EXPORT = {"max_shard_size": 1000, "dtype": "float32", "progress": False}  # About 10 shards.
+
+
+# issue 14 B2: an export failing mid-write raised the bare error, not saying how to resume
+def test_interrupted_export_resumes_and_skips_finished_shards(tmp_path, mesh, monkeypatch):
+    save_file(tiny_model.random_state_dict("wan"), tmp_path / "m.safetensors")
+    do_import(tmp_path / "m.safetensors", tmp_path / "ckpt", mesh)
+    _fail_on_write(monkeypatch, 3)
     rules = tiny_model.rules("wan")
-    with pytest.raises(OSError, match="disk full"):
-        exporter.export_params(tmp_path / "ckpt", tmp_path / "out", rules, **kwargs)
-    assert not (tmp_path / "out").exists()
-    monkeypatch.setattr(formats, "write_safetensors", real)
-    report = exporter.export_params(tmp_path / "ckpt", tmp_path / "out", rules, **kwargs)
+    work = tmp_path / ".out.exporting"
+    message = rf"disk full.*2 of \d+ shards .*rerun the same command to resume; delete {work} to"
+    with pytest.raises(exporter.ExportInterrupted, match=message):
+        exporter.export_params(tmp_path / "ckpt", tmp_path / "out", rules, **EXPORT)
+    assert not (tmp_path / "out").exists() and work.is_dir()
+    monkeypatch.undo()
+    report = exporter.export_params(tmp_path / "ckpt", tmp_path / "out", rules, **EXPORT)
     assert len(report["skipped_shards"]) == 2 and len(report["shards"]) > 3
     with formats.open_source(tmp_path / "out") as out:
         for name, value in tiny_model.random_state_dict("wan").items():
             np.testing.assert_array_equal(out.read(name), value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "m.safetensors", "out"]
+
+
+def _save_step(root, step: int, ckpt_cfg) -> None:
+    """Step `step` of a CheckpointManager root: a train-state-like {'params', 'step'} holding the
+    tiny model's params (+ step, so each step's values differ)."""
+    flat = tiny_model.random_state_dict("wan")
+    shapes = mapping.flax_shapes_of(nn.meta.unbox(tiny_model.abstract_params()))
+    params = mapping.torch_to_flax(flat.__getitem__, tiny_model.rules("wan"), shapes)
+    manager = checkpointing.make_manager(root, ckpt_cfg)
+    state = {"params": jax.tree.map(lambda x: np.asarray(x) + step, params), "step": step}
+    assert checkpointing.save(manager, step, state)
+    manager.wait_until_finished()
+    manager.close()
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+# issue 14 B3: a resumed export mixed shards of two steps and accepted a damaged shard by its size
+def test_export_resume_reads_one_step_and_rewrites_a_damaged_shard(
+    tmp_path, tiny_config, monkeypatch
+):
+    root, rules = tmp_path / "checkpoints", tiny_model.rules("wan")
+    _save_step(root, 1, tiny_config.checkpoint)
+    _fail_on_write(monkeypatch, 3)
+    with pytest.raises(exporter.ExportInterrupted):
+        exporter.export_params(root, tmp_path / "out", rules, **EXPORT)  # Step 1: 2 shards done.
+    monkeypatch.undo()
+    _save_step(root, 2, tiny_config.checkpoint)  # A newer step lands in the same root.
+    exporter.export_params(root / "2", tmp_path / "clean", rules, **EXPORT)
+    report = exporter.export_params(root, tmp_path / "out", rules, **EXPORT)
+    assert report["skipped_shards"] == []  # The plan was step 1's: started over.
+    assert _files(tmp_path / "out") == _files(tmp_path / "clean")
+
+    shutil.rmtree(tmp_path / "out")
+    _fail_on_write(monkeypatch, 3)
+    with pytest.raises(exporter.ExportInterrupted):
+        exporter.export_params(root, tmp_path / "out", rules, **EXPORT)
+    monkeypatch.undo()
+    finished = sorted((tmp_path / ".out.exporting").glob("*.safetensors"))
+    assert len(finished) == 2
+    data = bytearray(finished[0].read_bytes())
+    data[-1] ^= 0xFF  # Same size, other bytes.
+    finished[0].write_bytes(bytes(data))
+    report = exporter.export_params(root, tmp_path / "out", rules, **EXPORT)
+    assert report["skipped_shards"] == [finished[1].name]  # The damaged one was written again.
+    assert _files(tmp_path / "out") == _files(tmp_path / "clean")
+
+
+# issue 14 B6: export from a root whose newest step lost its _METADATA failed
+def test_export_from_a_root_skips_a_damaged_newest_step(tmp_path, tiny_config, caplog):
+    root, rules = tmp_path / "checkpoints", tiny_model.rules("wan")
+    for step in (1, 2):
+        _save_step(root, step, tiny_config.checkpoint)
+    (root / "2" / "state" / "_METADATA").unlink()
+    exporter.export_params(root, tmp_path / "out", rules, **EXPORT)
+    assert f"checkpoint step {root / '2'} skipped" in caplog.text
+    exporter.export_params(root / "1", tmp_path / "clean", rules, **EXPORT)
+    assert _files(tmp_path / "out") == _files(tmp_path / "clean")
+
+
+# issue 14 B2: nothing may be written before the plan is checked (also true since 887781d)
+def test_a_refused_export_plan_writes_nothing(tmp_path, mesh):
+    save_file(tiny_model.random_state_dict("wan"), tmp_path / "m.safetensors")
+    do_import(tmp_path / "m.safetensors", tmp_path / "ckpt", mesh)
+    with pytest.raises(ValueError, match="no params under 'weights'"):
+        exporter.export_params(
+            tmp_path / "ckpt", tmp_path / "out", tiny_model.rules("wan"), params_key="weights"
+        )
+    with pytest.raises(MappingError, match="have no checkpoint tensor"):
+        exporter.export_params(tmp_path / "ckpt", tmp_path / "out", tiny_model.rules("wan")[1:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "m.safetensors"]
+
+
+# issue 14 B5: export --overwrite deleted every file of the target folder
+def test_export_overwrite_replaces_only_the_files_it_writes(tmp_path, mesh):
+    save_file(tiny_model.random_state_dict("wan"), tmp_path / "m.safetensors")
+    do_import(tmp_path / "m.safetensors", tmp_path / "ckpt", mesh)
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = {"notes.txt": b"mine", "other_model.safetensors": b"other"}
+    stale = ["diffusion_pytorch_model-00001-of-00099.safetensors"]
+    stale.append("diffusion_pytorch_model.safetensors.index.json")
+    for name, data in {**kept, **dict.fromkeys(stale, b"old")}.items():
+        (out / name).write_bytes(data)
+    rules = tiny_model.rules("wan")
+    with pytest.raises(FileExistsError, match="already exists"):
+        exporter.export_params(tmp_path / "ckpt", out, rules, **EXPORT)
+    report = exporter.export_params(tmp_path / "ckpt", out, rules, overwrite=True, **EXPORT)
+    names = set(report["shards"]) | {"diffusion_pytorch_model.safetensors.index.json"}
+    assert set(_files(out)) == names | set(kept)
+    assert all(_files(out)[name] == data for name, data in kept.items())
+    with formats.open_source(out / "diffusion_pytorch_model.safetensors.index.json") as back:
+        for name, value in tiny_model.random_state_dict("wan").items():
+            np.testing.assert_array_equal(back.read(name), value)
+
+
+# issue 14 B5: import --overwrite deleted whatever folder the target named
+def test_import_overwrite_replaces_only_an_imported_checkpoint(tmp_path, mesh):
+    save_file(tiny_model.random_state_dict("wan"), tmp_path / "m.safetensors")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    checkpointing.save_params(tmp_path / "orbax", {"w": np.ones(3, np.float32)})
+    for target in (folder, tmp_path / "orbax"):
+        with pytest.raises(FileExistsError, match=f"{target} is not a checkpoint written by the"):
+            do_import(tmp_path / "m.safetensors", target, mesh, overwrite=True)
+    assert (folder / "keep.txt").read_text() == "mine"
+    assert checkpointing.leaf_metadata(tmp_path / "orbax")
+    do_import(tmp_path / "m.safetensors", tmp_path / "ckpt", mesh)
+    do_import(tmp_path / "m.safetensors", tmp_path / "ckpt", mesh, overwrite=True)
+    (tmp_path / "empty").mkdir()
+    do_import(tmp_path / "m.safetensors", tmp_path / "empty", mesh, overwrite=True)
+    assert checkpointing.leaf_metadata(tmp_path / "empty")
 
 
 def test_resolve_source_finds_the_component_in_release_folders(tmp_path):

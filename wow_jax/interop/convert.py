@@ -10,6 +10,7 @@ export: `source` is an Orbax checkpoint (imported or from training; `params_key`
 params or EMA params); the output is a diffusers folder or Wan-native files.
 """
 
+import os
 from pathlib import Path
 
 import ml_collections
@@ -36,6 +37,7 @@ def convert(config: ml_collections.ConfigDict, workdir: str, progress: bool = Tr
     component = registry.get(c.component)
     model_cfg = config.model[component.name]
     target = default_target(c, workdir)
+    refuse_overlap(c.source, target)
     if c.direction == "import":
         mesh = sharding.make_mesh(config.mesh)
         return importer.import_checkpoint(
@@ -60,6 +62,29 @@ def convert(config: ml_collections.ConfigDict, workdir: str, progress: bool = Tr
         overwrite=c.overwrite,
         progress=progress,
     )
+
+
+def refuse_overlap(source, target) -> None:
+    """Refuses a target that is, is inside or contains the source (paths resolved), which an
+    overwrite or the target's own files could damage."""
+    if not str(source):
+        return  # No source: the reader says so.
+    a, b = (_resolved(p) for p in (source, target))
+    relation = (
+        "is" if a == b else "is inside" if b.startswith(a + "/") else
+        "contains" if a.startswith(b + "/") else None
+    )  # fmt: skip
+    if relation:
+        raise ValueError(
+            f"config.convert.target {target} {relation} config.convert.source {source}; "
+            "choose a target outside the source"
+        )
+
+
+def _resolved(path) -> str:
+    """A URL as it is, a local path absolute with its links resolved (no trailing '/')."""
+    text = str(path)
+    return text.rstrip("/") if "://" in text else os.path.realpath(text)
 
 
 def run_convert(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -6,13 +6,19 @@ Flax param they come from, so each shard needs only a few params restored at a t
 is streamed to disk tensor by tensor (`formats.write_safetensors`). Host memory peaks at about one
 restored param plus one tensor.
 
-Crash safety and resume: everything is written under `.<target>.exporting/`, each shard to
-`<name>.incomplete` first and renamed when complete; `plan.json` records the plan, so a rerun
-with the same plan skips finished shards. The folder is renamed to `target` at the very end.
+Crash safety and resume: nothing is written before the plan is checked; then everything is
+written under `.<target>.exporting/`, each shard to `<name>.incomplete` first and renamed when
+complete, its sha256 recorded in `hashes.json`. `plan.json` records the plan with the resolved
+source item (a CheckpointManager root's step) and its fingerprint, so a rerun of the same plan
+from the same step skips the finished shards whose hash still matches; any other plan starts
+over. The folder is renamed to `target` at the very end (or, with overwrite into an existing
+target, only the files the export writes are replaced).
 """
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping
@@ -30,6 +36,9 @@ from wow_jax.interop.mapping import MappingError, Rule
 DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float32": np.dtype(np.float32)}
 MAX_SHARD_SIZE = 5 * 10**9  # Bytes per safetensors shard, as diffusers' default "5GB".
 READ_BYTES = 256 * 2**20  # Params restored per Orbax call (a bigger param alone).
+HASH_BYTES = 16 * 2**20  # Bytes read per step when hashing a shard.
+PLAN_FILE = "plan.json"  # In the work folder: the plan (resolved source step, its fingerprint).
+HASHES_FILE = "hashes.json"  # In the work folder: {finished shard file: sha256}.
 
 
 def parse_size(size: int | str) -> int:
@@ -149,6 +158,10 @@ def _tensor_arrays(tensors: list[dict], cache: _LeafCache, progress):
         yield out
 
 
+class ExportInterrupted(RuntimeError):
+    """An export that failed while writing; its finished shards are kept for a rerun."""
+
+
 def export_params(
     source: str | os.PathLike,
     target: str | os.PathLike,
@@ -170,16 +183,62 @@ def export_params(
     target: output folder: `<weights_name>.safetensors`, or shards `<weights_name>-0000i-of-0000n`
       with `<weights_name>.safetensors.index.json`, plus `config.json` when `config` is given.
     dtype: 'bfloat16' or 'float32' for floating tensors (integers keep their dtype).
+    overwrite: an existing target keeps every file but those this export writes (the files of
+      `weights_name`, and config.json when `config` is given), which are replaced.
+    Nothing is written before the plan is checked. A failure while writing raises
+    ExportInterrupted and keeps the finished shards for a rerun of the same export.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     start = time.time()
-    source, target = checkpointing.item_directory(source), Path(target)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; delete it or pass overwrite=True")
-    all_leaves = checkpointing.leaf_metadata(source)
+    target = Path(target)
+    _check_target(target, overwrite)
+    # The item (a manager root's newest readable step) and its {stored leaf: (shape, dtype)}.
+    source, all_leaves = checkpointing.read_newest(
+        source, lambda item: (item, checkpointing.leaf_metadata(item))
+    )[0]
     stored = find_params(all_leaves, params_key, name)
-    leaves = {k: all_leaves[v] for k, v in stored.items()}
+    tensors = _checked_tensors(rules, {k: all_leaves[v] for k, v in stored.items()}, dtype, hint)
+    shards = plan_shards(tensors, parse_size(max_shard_size), weights_name)
+    plan = {
+        "source": str(source),  # The resolved item (a manager root's step), not the path given.
+        "fingerprint": fingerprint(source),
+        "params_key": params_key,
+        "shards": shards,
+    }
+    work = target.parent / f".{target.name}.exporting"
+    done = _finished_shards(work, plan)
+    todo = [s for s in shards if s["file"] not in done]
+    try:
+        _write_shards(work, todo, done, source, all_leaves, stored, progress)
+        files = [s["file"] for s in shards] + _write_index_and_config(
+            work, shards, tensors, weights_name, config
+        )
+    except Exception as error:
+        raise ExportInterrupted(
+            f"export to {target} stopped ({type(error).__name__}: {error}); "
+            f"{len(done)} of {len(shards)} shards are finished in {work}: rerun the same "
+            f"command to resume; delete {work} to start over"
+        ) from error
+    _install(work, target, files, weights_name)
+    seconds = time.time() - start
+    skipped = [s["file"] for s in shards if s not in todo]
+    logging.info(
+        "exported %d tensors into %d shards (%d skipped as done) in %.1fs",
+        len(tensors), len(shards), len(skipped), seconds,
+    )  # fmt: skip
+    return {
+        "tensors": len(tensors),
+        "shards": [s["file"] for s in shards],
+        "skipped_shards": skipped,
+        "bytes": sum(s["bytes"] for s in shards),
+        "seconds": seconds,
+        "target": str(target),
+    }
+
+
+def _checked_tensors(rules: list[Rule], leaves: Mapping, dtype: str, hint: str) -> list[dict]:
+    """`plan_tensors`, after checking that the rules and the params `leaves` match one to one."""
     mapping.check_plan(rules, {k: v[0] for k, v in leaves.items()}, None, hint)
     extra = set(leaves) - {r.flax_path for r in rules}
     if extra:
@@ -187,19 +246,82 @@ def export_params(
         raise MappingError(
             f"{len(extra)} checkpoint params have no PyTorch name: {names[:20]}. {hint}"
         )
-    tensors = plan_tensors(rules, leaves, DTYPES[dtype])
-    shards = plan_shards(tensors, parse_size(max_shard_size), weights_name)
-    plan = {"source": str(source), "params_key": params_key, "shards": shards}
+    return plan_tensors(rules, leaves, DTYPES[dtype])
 
-    work = target.parent / f".{target.name}.exporting"
-    plan_file = work / "plan.json"
-    if work.exists() and not (plan_file.exists() and json.loads(plan_file.read_text()) == plan):
-        shutil.rmtree(work)  # Another plan (or unreadable leftovers): start over.
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists; delete it or pass overwrite=True")
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} is a file, not a folder; choose another target")
+
+
+def fingerprint(item) -> str:
+    """sha256 of an Orbax item's `_METADATA` and of the name and size of each of its files:
+    another step, or the same step saved again (new array files), changes it."""
+    digest = hashlib.sha256((item / "_METADATA").read_bytes())
+    digest.update(json.dumps(sorted(_file_sizes(item))).encode())
+    return digest.hexdigest()
+
+
+def _file_sizes(folder, prefix: str = ""):
+    """(path below `folder`, size) of every file in it (an epath: a URL or a local folder)."""
+    for path in folder.iterdir():
+        if path.is_dir():
+            yield from _file_sizes(path, f"{prefix}{path.name}/")
+        else:
+            yield f"{prefix}{path.name}", path.stat().length
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path):
+    """The JSON in `path`, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, value) -> None:
+    """Writes `value` to `path` atomically (a crash leaves the old or the new file)."""
+    partial = path.with_name(path.name + ".incomplete")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)
+
+
+def _finished_shards(work: Path, plan: dict) -> dict[str, str]:
+    """{shard file: sha256} of the shards an interrupted run of this same `plan` finished in
+    `work` and that still hash as recorded (a mismatch is written again). Leftovers of another
+    plan (another source step, params or shard size) are discarded. Creates `work`."""
+    if work.exists() and _read_json(work / PLAN_FILE) != plan:
+        logging.warning("discarding the unfinished export in %s: it had another plan", work)
+        shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps(plan))
+    _write_json(work / PLAN_FILE, plan)
+    recorded = _read_json(work / HASHES_FILE) or {}
+    done = {}
+    for shard in plan["shards"]:
+        path, want = work / shard["file"], recorded.get(shard["file"])
+        if want is None or not path.exists():
+            continue
+        if _sha256(path) == want:
+            done[shard["file"]] = want
+        else:
+            logging.warning("%s does not match its recorded sha256; writing it again", path)
+    _write_json(work / HASHES_FILE, done)
+    return done
 
-    done = [s for s in shards if _complete(work / s["file"], s["bytes"])]
-    todo = [s for s in shards if s not in done]
+
+def _write_shards(work, todo, done, source, all_leaves, stored, progress) -> None:
+    """Writes each shard of `todo` as `<file>.incomplete`, renamed when complete; its sha256 is
+    then added to `done` and recorded in the work folder."""
     total = sum(s["bytes"] for s in todo)
     order = list(dict.fromkeys(tuple(t["leaf"]) for s in todo for t in s["tensors"]))
     cache = _LeafCache(source, all_leaves, stored, order, READ_BYTES)
@@ -209,8 +331,15 @@ def export_params(
             formats.write_safetensors(
                 partial, _entries(shard["tensors"]), _tensor_arrays(shard["tensors"], cache, bar)
             )
+            digest = _sha256(partial)
             os.rename(partial, work / shard["file"])
-    del cache
+            done[shard["file"]] = digest
+            _write_json(work / HASHES_FILE, done)
+
+
+def _write_index_and_config(work, shards, tensors, weights_name, config) -> list[str]:
+    """Writes the shard index (several shards) and config.json (when given); their names."""
+    files = []
     if len(shards) > 1:
         data_bytes = sum(
             int(np.prod(t["shape"])) * formats.SAFETENSORS_DTYPES[t["dtype"]].itemsize
@@ -220,30 +349,29 @@ def export_params(
             "metadata": {"total_size": data_bytes},  # Tensor bytes, as save_pretrained writes.
             "weight_map": {t["name"]: s["file"] for s in shards for t in s["tensors"]},
         }
-        (work / f"{weights_name}.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        files.append(f"{weights_name}.safetensors.index.json")
+        (work / files[-1]).write_text(json.dumps(index, indent=2))
     if config is not None:
-        (work / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    plan_file.unlink()
-    if target.exists():
-        shutil.rmtree(target)
-    os.rename(work, target)
-    seconds = time.time() - start
-    logging.info(
-        "exported %d tensors into %d shards (%d skipped as done) in %.1fs",
-        len(tensors), len(shards), len(done), seconds,
-    )  # fmt: skip
-    return {
-        "tensors": len(tensors),
-        "shards": [s["file"] for s in shards],
-        "skipped_shards": [s["file"] for s in done],
-        "bytes": sum(s["bytes"] for s in shards),
-        "seconds": seconds,
-        "target": str(target),
-    }
+        files.append("config.json")
+        (work / files[-1]).write_text(json.dumps(config, indent=2) + "\n")
+    return files
 
 
-def _complete(path: Path, size: int) -> bool:
-    return path.exists() and path.stat().st_size == size
+def _install(work: Path, target: Path, files: list[str], weights_name: str) -> None:
+    """Renames the finished `work` folder to `target`; into an existing target, removes the
+    files of `weights_name` (shards of another count too) and moves `files` in, nothing else."""
+    (work / PLAN_FILE).unlink()
+    (work / HASHES_FILE).unlink()
+    if not target.exists():
+        os.rename(work, target)
+        return
+    owned = re.compile(rf"{re.escape(weights_name)}(-\d+-of-\d+)?\.safetensors(\.index\.json)?")
+    for old in target.iterdir():
+        if owned.fullmatch(old.name) and old.is_file():
+            old.unlink()
+    for file in files:
+        os.replace(work / file, target / file)
+    shutil.rmtree(work)
 
 
 def export_checkpoint(

@@ -11,6 +11,7 @@ Everything is written under `.<target>.importing/` and renamed to `target` only 
 `target` is an epath path (`checkpointing.as_path`): a local folder or a URL such as gs://b/x.
 """
 
+import json
 import math
 import os
 import time
@@ -29,6 +30,7 @@ from wow_jax.interop import formats, mapping, registry
 from wow_jax.interop.mapping import MappingError, Rule
 
 GROUP_BYTES = 512 * 2**20  # Params buffered before each partial save.
+IMPORT_MARKER = "wow_jax_import"  # custom_metadata key of every checkpoint the importer writes.
 
 
 def detect_naming(names, rules_by_naming: Mapping[str, list[Rule]]) -> str:
@@ -117,10 +119,11 @@ def import_params(
     abstract_params: the model's boxed abstract params (logical axis names -> shardings on mesh).
     naming: 'wan', 'diffusers' or 'auto' (detected from the tensor names; a mix is refused).
     dtype: stored param dtype; None keeps each param's dtype from `abstract_params`.
+    overwrite: replace an existing `target` that is a checkpoint written by this importer (or an
+      empty folder); anything else is refused.
     """
     target = checkpointing.as_path(target)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; delete it or pass overwrite=True")
+    _check_target(target, overwrite)
     if naming == "auto":
         naming = detect_naming(source.names(), rules_by_naming)
     if naming not in rules_by_naming:
@@ -142,9 +145,9 @@ def import_params(
     main_process = jax.process_index() == 0
     if main_process and work.exists():
         work.rmtree()  # Left over by an interrupted import: start again.
-    _sync("wow_jax_import_start")
+    checkpointing.sync("wow_jax_import_start")
     info = {"naming": naming, "source": [str(f) for f in source.files], **(metadata or {})}
-    writer = checkpointing.PartialWriter(work / "ckpt", custom_metadata={"wow_jax_import": info})
+    writer = checkpointing.PartialWriter(work / "ckpt", custom_metadata={IMPORT_MARKER: info})
     start, pending, pending_bytes = time.time(), {}, 0
     with tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not progress) as bar:
         for path, leaf in unboxed.items():
@@ -166,7 +169,7 @@ def import_params(
             target.rmtree()
         (work / "ckpt").rename(target)
         work.rmtree()
-    _sync("wow_jax_import_done")
+    checkpointing.sync("wow_jax_import_done")
     seconds = time.time() - start
     logging.info(
         "imported %d tensors (%.2f GB, %s names) in %.1fs", len(rules), total / 1e9, naming, seconds
@@ -180,11 +183,25 @@ def import_params(
     }
 
 
-def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils  # noqa: PLC0415
-
-        multihost_utils.sync_global_devices(name)
+def _check_target(target, overwrite: bool) -> None:
+    """Refuses an existing target unless `overwrite` and it is empty or an import's checkpoint."""
+    if not target.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{target} already exists; delete it or pass overwrite=True")
+    if target.is_dir() and not any(target.iterdir()):
+        return
+    metadata = target / "_CHECKPOINT_METADATA"
+    try:
+        custom = json.loads(metadata.read_text()).get("custom_metadata") or {}
+    except (OSError, ValueError, AttributeError):
+        custom = {}
+    if IMPORT_MARKER not in custom:
+        raise FileExistsError(
+            f"{target} is not a checkpoint written by the importer (no {IMPORT_MARKER!r} in its "
+            "_CHECKPOINT_METADATA), so overwrite does not replace it; delete it yourself or "
+            "choose another target"
+        )
 
 
 def resolve_source(path: str | os.PathLike, component: registry.Component) -> Path:

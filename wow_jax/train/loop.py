@@ -228,11 +228,12 @@ def _given_params(run: Run, initial_params: dict | None) -> dict:
 
 
 def initial_state(run: Run, train_data=None, initial_params: dict | None = None):
-    """The latest checkpoint of the run (with the data position), or a fresh state on the mesh."""
-    latest = run.manager.latest_step()
-    if latest is not None:
-        state, _ = checkpointing.restore(run.manager, latest, run.abstract_state, train_data)
-        logging.info("resumed from %s step %d", run.manager.directory, latest)
+    """The newest readable checkpoint of the run (with the data position), or a fresh state on
+    the mesh."""
+    restored = checkpointing.restore_latest(run.manager, run.abstract_state, train_data)
+    if restored is not None:
+        state, _, step = restored
+        logging.info("resumed from %s step %d", run.manager.directory, step)
         return state
     given = _given_params(run, initial_params)
 
