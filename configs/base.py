@@ -120,6 +120,25 @@ def _clip() -> ml_collections.ConfigDict:
     return c
 
 
+def _idm() -> ml_collections.ConfigDict:
+    """The FM-IDM (wow_jax/models/idm.py): frames t and t+k, flow and mask -> action."""
+    c = ml_collections.ConfigDict()
+    c.action_dim = 4  # Dataset action size (action_stats.json): 4 Meta-World, 7 real arms.
+    c.gripper_index = 3  # Action index of the gripper, an open/close classifier (-1 = none).
+    c.width = 32  # Channels of the frame encoder's first stage (shared by both frames).
+    c.motion_width = 16  # Channels of the motion branch's first stage (reads flow and mask).
+    c.stage_mult = (1, 2, 4)  # Channel multiplier per stride-2 stage of both encoders.
+    c.num_blocks = 1  # Residual blocks per stage.
+    c.norm_groups = 8  # GroupNorm groups (must divide every stage's channels).
+    c.fuse_width = 64  # Channels of the 1x1 conv fusing frame and motion features per cell.
+    c.pool_grid = 4  # Fused maps are average-pooled to pool_grid x pool_grid cells, flattened.
+    c.mlp_dim = 256  # Hidden width of the fusion MLP before the action heads.
+    c.flow_scale = 4.0  # Flow (pixels) is divided by this at the motion branch's input.
+    c.param_dtype = "float32"  # Dtype parameters are stored in.
+    c.dtype = "float32"  # Compute dtype.
+    return c
+
+
 def _data() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.source = (
@@ -279,6 +298,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.vae = _vae()
     config.model.text = _text()
     config.model.clip = _clip()
+    config.model.idm = _idm()
     config.data = _data()
     config.train = _train()
     config.sample = _sample()

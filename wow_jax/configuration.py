@@ -231,7 +231,7 @@ def _check_sample(config: ml_collections.ConfigDict) -> None:
 def _check_convert(config: ml_collections.ConfigDict) -> None:
     convert = config.convert
     _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
-    _choice("convert.component", convert.component, models.COMPONENT_NAMES)
+    _choice("convert.component", convert.component, models.CONVERTIBLE_NAMES)
     _choice("convert.naming", convert.naming, CONVERT_NAMINGS)
     _choice("convert.dtype", convert.dtype, CONVERT_DTYPES)
     if config.mode == "convert" and not convert.source:
