@@ -179,7 +179,7 @@ def _data() -> ml_collections.ConfigDict:
 
 def _train() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.task = "world_model"  # What is trained: 'world_model' (DiT) or 'vae'.
+    c.task = "world_model"  # What is trained: 'world_model' (DiT), 'vae' or 'idm' (config.idm).
     c.steps = 1000  # Optimizer steps.
     c.learning_rate = 1e-4  # Peak learning rate.
     c.warmup_steps = 100  # Linear warmup steps.
@@ -208,6 +208,20 @@ def _train() -> ml_collections.ConfigDict:
     c.kl_weight = 1e-4  # VAE task: weight of the per-latent-cell KL against the pixel MSE.
     c.peak_flops = 0.0  # Peak FLOP/s per device for MFU (0 = look up the device kind).
     c.tensorboard = True  # Write TensorBoard event files under <workdir>/tensorboard.
+    return c
+
+
+def _idm_task() -> ml_collections.ConfigDict:
+    """Task 'idm' (wow_jax/train/tasks/idm.py): frame pairs of the clips, targets, loss, flow."""
+    c = ml_collections.ConfigDict()
+    c.frame_gap = 1  # k: pairs (t, t+k) of each clip; target = mean of the k actions between.
+    c.action_weights = ()  # Smooth-L1 weight per continuous action dim (() = all 1).
+    c.smooth_l1_beta = 1.0  # Smooth-L1 switches from quadratic to linear at this error.
+    c.gripper_weight = 1.0  # Weight of the gripper's binary cross-entropy in the loss.
+    c.gripper_threshold = 0.5  # Raw gripper action above which it is 'closed' (Meta-World 0/1).
+    c.flow_preset = "medium"  # OpenCV DIS optical-flow preset: 'ultrafast', 'fast', 'medium'.
+    c.mask_threshold = 0.5  # Flow magnitude (pixels) above which a pixel is in the motion mask.
+    c.baseline_flow_grid = 8  # Nearest-flow baseline: flow average-pooled to this grid (features).
     return c
 
 
@@ -306,5 +320,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint = _checkpoint()
     config.convert = _convert()
     config.demo = _demo()
+    config.idm = _idm_task()
     config.lock()
     return config

@@ -11,6 +11,10 @@ DIS (Kroeger et al. 2016) on grayscale frames; on 64x64 frames of a square moved
 pixels the mean flow over the square is within ~0.33 px of the true motion at ~1 ms per pair,
 on par with Farneback (~0.30 px, same speed). The mask marks pixels whose flow magnitude exceeds
 `threshold` pixels (the paper's SAM mask of the moving robot, from the motion alone).
+
+DIS reads luminance only: an edge between two colours of equal gray level carries no motion
+(a blue square on a gray background of the same brightness moved vertically over horizontal
+stripes read 1.5 px off), so scenes need luminance contrast where the robot moves.
 """
 
 import cv2
@@ -32,12 +36,17 @@ def _gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
 
 
-def dense_flow(frame_a: np.ndarray, frame_b: np.ndarray, preset: str) -> np.ndarray:
-    """uint8 [H, W, 3] x2 -> float32 [H, W, 2]: DIS flow from frame_a to frame_b in pixels."""
+def check_preset(preset: str) -> None:
+    """ValueError unless `preset` (config.idm.flow_preset) names a DIS preset."""
     if preset not in DIS_PRESETS:
         raise ValueError(
             f"config.idm.flow_preset must be one of {list(DIS_PRESETS)}, got {preset!r}"
         )
+
+
+def dense_flow(frame_a: np.ndarray, frame_b: np.ndarray, preset: str) -> np.ndarray:
+    """uint8 [H, W, 3] x2 -> float32 [H, W, 2]: DIS flow from frame_a to frame_b in pixels."""
+    check_preset(preset)
     if frame_a.shape != frame_b.shape:
         raise ValueError(
             f"optical flow needs two frames of one size, got {frame_a.shape} and {frame_b.shape}"
