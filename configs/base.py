@@ -120,6 +120,25 @@ def _clip() -> ml_collections.ConfigDict:
     return c
 
 
+def _idm() -> ml_collections.ConfigDict:
+    """The FM-IDM (wow_jax/models/idm.py): frames t and t+k, flow and mask -> action."""
+    c = ml_collections.ConfigDict()
+    c.action_dim = 4  # Dataset action size (action_stats.json): 4 Meta-World, 7 real arms.
+    c.gripper_index = 3  # Action index of the gripper, an open/close classifier (-1 = none).
+    c.width = 32  # Channels of the frame encoder's first stage (shared by both frames).
+    c.motion_width = 16  # Channels of the motion branch's first stage (reads flow and mask).
+    c.stage_mult = (1, 2, 4)  # Channel multiplier per stride-2 stage of both encoders.
+    c.num_blocks = 1  # Residual blocks per stage.
+    c.norm_groups = 8  # GroupNorm groups (must divide every stage's channels).
+    c.fuse_width = 64  # Channels of the 1x1 conv fusing frame and motion features per cell.
+    c.pool_grid = 4  # Fused maps are average-pooled to pool_grid x pool_grid cells, flattened.
+    c.mlp_dim = 256  # Hidden width of the fusion MLP before the action heads.
+    c.flow_scale = 4.0  # Flow (pixels) is divided by this at the motion branch's input.
+    c.param_dtype = "float32"  # Dtype parameters are stored in.
+    c.dtype = "float32"  # Compute dtype.
+    return c
+
+
 def _data() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.source = (
@@ -160,7 +179,7 @@ def _data() -> ml_collections.ConfigDict:
 
 def _train() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.task = "world_model"  # What is trained: 'world_model' (DiT) or 'vae'.
+    c.task = "world_model"  # What is trained: 'world_model' (DiT), 'vae' or 'idm' (config.idm).
     c.steps = 1000  # Optimizer steps (>= 1).
     c.learning_rate = 1e-4  # Peak learning rate (> 0).
     c.warmup_steps = 100  # Linear warmup steps (0 <= warmup_steps <= steps).
@@ -189,6 +208,20 @@ def _train() -> ml_collections.ConfigDict:
     c.kl_weight = 1e-4  # VAE task: weight of the per-latent-cell KL against the pixel MSE.
     c.peak_flops = 0.0  # Peak FLOP/s per device for MFU (0 = look up the device kind).
     c.tensorboard = True  # Write TensorBoard event files under <workdir>/tensorboard.
+    return c
+
+
+def _idm_task() -> ml_collections.ConfigDict:
+    """Task 'idm' (wow_jax/train/tasks/idm.py): frame pairs of the clips, targets, loss, flow."""
+    c = ml_collections.ConfigDict()
+    c.frame_gap = 1  # k: pairs (t, t+k) of each clip; target = mean of the k actions between.
+    c.action_weights = ()  # Smooth-L1 weight per continuous action dim (() = all 1).
+    c.smooth_l1_beta = 1.0  # Smooth-L1 switches from quadratic to linear at this error.
+    c.gripper_weight = 1.0  # Weight of the gripper's binary cross-entropy in the loss.
+    c.gripper_threshold = 0.5  # Raw gripper action above which it is 'closed' (Meta-World 0/1).
+    c.flow_preset = "medium"  # OpenCV DIS optical-flow preset: 'ultrafast', 'fast', 'medium'.
+    c.mask_threshold = 0.5  # Flow magnitude (pixels) above which a pixel is in the motion mask.
+    c.baseline_flow_grid = 8  # Nearest-flow baseline: flow average-pooled to this grid (features).
     return c
 
 
@@ -282,6 +315,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.vae = _vae()
     config.model.text = _text()
     config.model.clip = _clip()
+    config.model.idm = _idm()
     config.data = _data()
     config.train = _train()
     config.sample = _sample()
@@ -289,5 +323,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint = _checkpoint()
     config.convert = _convert()
     config.demo = _demo()
+    config.idm = _idm_task()
     config.lock()
     return config

@@ -24,6 +24,10 @@ def get_config(arg=None):
     clip.image_size, clip.patch_size, clip.width = 28, 14, 32
     clip.num_layers, clip.num_heads, clip.mlp_dim = 3, 2, 64
 
+    idm = config.model.idm
+    idm.width, idm.motion_width, idm.stage_mult, idm.norm_groups = 8, 8, (1, 2), 4
+    idm.fuse_width, idm.pool_grid, idm.mlp_dim = 16, 2, 32
+
     config.data.num_frames, config.data.height, config.data.width = 5, 32, 32
     config.train.steps, config.train.warmup_steps, config.train.log_every = 4, 1, 1
     config.sample.steps = 4

@@ -30,7 +30,7 @@ SOLVERS = ("unipc", "euler")
 IMAGE_MISMATCH = ("resize", "error")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
-TRAIN_TASKS = ("world_model", "vae")
+TRAIN_TASKS = ("world_model", "vae", "idm")
 CONVERT_DIRECTIONS = ("import", "export")
 CONVERT_NAMINGS = ("auto", "wan", "diffusers", "hf")
 CONVERT_DTYPES = ("bfloat16", "float32")
@@ -305,7 +305,7 @@ def _check_batch(config: ml_collections.ConfigDict, num_devices: int, process_co
 def _check_convert(config: ml_collections.ConfigDict) -> None:
     convert = config.convert
     _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
-    _choice("convert.component", convert.component, models.COMPONENT_NAMES)
+    _choice("convert.component", convert.component, models.CONVERTIBLE_NAMES)
     _choice("convert.naming", convert.naming, CONVERT_NAMINGS)
     _choice("convert.dtype", convert.dtype, CONVERT_DTYPES)
     if config.mode == "convert" and not convert.source:

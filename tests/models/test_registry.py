@@ -22,15 +22,21 @@ def test_component_follows_the_contract(tiny_config, name):
     boxed = jax.tree.leaves(abstract, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     assert boxed and all(isinstance(leaf, nn.Partitioned) for leaf in boxed)
     assert all(len(leaf.names) == leaf.value.ndim for leaf in boxed)
-    table = importlib.import_module(models.get(name).table)
-    assert table.NAMINGS and callable(table.rules)
+    if models.get(name).table is not None:
+        table = importlib.import_module(models.get(name).table)
+        assert table.NAMINGS and callable(table.rules)
 
 
-def test_every_component_has_a_pytorch_layout_and_nothing_else_does():
-    assert set(registry.LAYOUTS) == set(models.COMPONENT_NAMES)
-    assert all(registry.get(name).name == name for name in models.COMPONENT_NAMES)
+def test_every_convertible_component_has_a_pytorch_layout_and_nothing_else_does():
+    assert set(registry.LAYOUTS) == set(models.CONVERTIBLE_NAMES)
+    assert all(registry.get(name).name == name for name in models.CONVERTIBLE_NAMES)
+    # Generation loads the world model, all of it convertible; the IDM is neither.
+    assert set(models.WORLD_MODEL_NAMES) <= set(models.CONVERTIBLE_NAMES)
+    assert "idm" in models.COMPONENT_NAMES and "idm" not in models.WORLD_MODEL_NAMES
+    with pytest.raises(ValueError, match=r"'idm' has no PyTorch layout; convertible: \['dit'"):
+        registry.get("idm")
 
 
 def test_unknown_component_is_refused_with_the_list():
-    with pytest.raises(ValueError, match=r"unknown model component 'idm'.*'dit', 'vae'"):
-        models.get("idm")
+    with pytest.raises(ValueError, match=r"unknown model component 'dino'.*'dit', 'vae'.*'idm'"):
+        models.get("dino")

@@ -214,7 +214,7 @@ def test_checkpoint_layouts(i2v_config, tmp_path):
     checkpointing.save_params(root / "100" / "state", params)
     checkpointing.save_params(root / "20" / "state", fakes.fake_params(i2v_config, seed=1))
     # The newest step of the manager root is read.
-    restored = checkpointing.restore_subtrees(root, dict.fromkeys(models.COMPONENT_NAMES))
+    restored = checkpointing.restore_subtrees(root, dict.fromkeys(models.WORLD_MODEL_NAMES))
     assert set(restored) == {"dit", "vae", "text", "clip"}
     jax.tree.map(np.testing.assert_array_equal, restored, params)
     # Importer layout: one component under state/{'params': ...}, overriding the combined one.

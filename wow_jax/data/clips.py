@@ -113,3 +113,8 @@ def resize_crop(frames: np.ndarray, spec: ClipSpec, rng: np.random.Generator) ->
 def to_unit_range(video: np.ndarray) -> np.ndarray:
     """uint8 [..., 3] -> float32 in [-1, 1]."""
     return video.astype(np.float32) * (2.0 / 255.0) - 1.0
+
+
+def to_uint8(video: np.ndarray) -> np.ndarray:
+    """float in [-1, 1] [..., 3] -> uint8 (the inverse of `to_unit_range`, rounded)."""
+    return np.clip(np.rint((np.asarray(video, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -13,13 +13,19 @@ with `cfg = config.model.<name>`:
         `jax.eval_shape` of init_params: the same boxed tree of jax.ShapeDtypeStruct, nothing
         allocated (describe, shardings, checkpoint restore, name tables).
 
-and its PyTorch name table is the module named by the entry's `table` in `wow_jax/interop/`,
-exposing `NAMINGS` and `rules(cfg, naming)` (the file layout of its releases is
-`wow_jax.interop.registry.LAYOUTS[name]`). A new model is one module following the contract
-plus one entry here; describe, checkpoint restore, conversion and training find it by name:
-a checkpoint's params are {name: tree} for names in COMPONENT_NAMES, and the restore target of
-one is `load(name).abstract_params(model_config(config, name))` placed on the mesh through its
-logical axes (`sharding.variable_shardings`).
+and, where the model has PyTorch releases, its name table is the module named by the entry's
+`table` in `wow_jax/interop/`, exposing `NAMINGS` and `rules(cfg, naming)` (the file layout of
+its releases is `wow_jax.interop.registry.LAYOUTS[name]`). A new model is one module following
+the contract plus one entry here; describe, checkpoint restore, conversion and training find it
+by name: a checkpoint's params are {name: tree} for names in COMPONENT_NAMES, and the restore
+target of one is `load(name).abstract_params(model_config(config, name))` placed on the mesh
+through its logical axes (`sharding.variable_shardings`).
+
+Three views of the registry:
+    COMPONENT_NAMES    every component (describe, dtype checks, checkpoint params)
+    WORLD_MODEL_NAMES  the world model's components: what generation loads (the IDM is not one:
+                       it reads the world model's frames, it does not make them)
+    CONVERTIBLE_NAMES  the components with a PyTorch name table (mode convert, interop)
 """
 
 import dataclasses
@@ -33,7 +39,7 @@ import ml_collections
 class Component:
     name: str  # Key in COMPONENTS, in a checkpoint's params tree and in config.model.<name>.
     module: str  # Model module following the contract above.
-    table: str  # PyTorch <-> Flax name table (wow_jax/interop/<model>_table.py).
+    table: str | None = None  # PyTorch <-> Flax name table (wow_jax/interop/<model>_table.py).
 
 
 COMPONENTS = {
@@ -41,8 +47,11 @@ COMPONENTS = {
     "vae": Component("vae", "wow_jax.models.vae", "wow_jax.interop.vae_table"),
     "text": Component("text", "wow_jax.models.text_encoder", "wow_jax.interop.umt5_table"),
     "clip": Component("clip", "wow_jax.models.clip", "wow_jax.interop.clip_table"),
+    "idm": Component("idm", "wow_jax.models.idm"),  # Trained from scratch: no PyTorch release.
 }
 COMPONENT_NAMES = tuple(COMPONENTS)
+WORLD_MODEL_NAMES = ("dit", "vae", "text", "clip")
+CONVERTIBLE_NAMES = tuple(name for name, c in COMPONENTS.items() if c.table is not None)
 
 
 def get(name: str) -> Component:

@@ -29,13 +29,13 @@ from wow_jax.sampling.generator import Generator
 
 
 def param_targets(config: ml_collections.ConfigDict, mesh) -> dict:
-    """{component: ShapeDtypeStruct tree with its mesh sharding} for every model component."""
+    """{component: ShapeDtypeStruct tree with its mesh sharding} of the world model."""
     rules = sharding.rules(config.mesh)
     return {
         name: sharding.abstract_on_mesh(
             registry.load(name).abstract_params(registry.model_config(config, name)), mesh, rules
         )
-        for name in registry.COMPONENT_NAMES
+        for name in registry.WORLD_MODEL_NAMES
     }
 
 
@@ -47,7 +47,9 @@ def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
     (PyTorch files). sample.params_key picks 'params' or 'ema_params'."""
     sample, key = config.sample, config.sample.params_key
     per_component = {
-        n: sample[f"{n}_checkpoint"] for n in registry.COMPONENT_NAMES if sample[f"{n}_checkpoint"]
+        n: sample[f"{n}_checkpoint"]
+        for n in registry.WORLD_MODEL_NAMES
+        if sample[f"{n}_checkpoint"]
     }
     combined = config.checkpoint.init_from
     if not combined and not per_component:
@@ -63,13 +65,13 @@ def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
         stored = checkpointing.subtree_names(combined, key)
         names = {
             n: targets.get(n)
-            for n in registry.COMPONENT_NAMES
+            for n in registry.WORLD_MODEL_NAMES
             if n in stored and n not in per_component
         }
         if not names and not per_component:
             raise ValueError(
                 f"checkpoint {combined!r} holds {stored} under {key!r}, none of "
-                f"{list(registry.COMPONENT_NAMES)} (docs/generation.md, 'Checkpoints')"
+                f"{list(registry.WORLD_MODEL_NAMES)} (docs/generation.md, 'Checkpoints')"
             )
         params.update(checkpointing.restore_subtrees(combined, names, key, default))
     for name, path in per_component.items():

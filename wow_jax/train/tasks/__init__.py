@@ -2,12 +2,14 @@
 
     build(config, workdir) -> (task, train_iterator, eval_iterator or None)
 
-'world_model' (tasks/world_model.py) and 'vae' (tasks/vae.py) read clips from the Grain
-pipeline of wow_jax.data, over the dataset that wow_jax.data.prepare.prepare_dataset makes ready
-for config.data.source (collected / converted into <workdir>/data on first use, with its action
-statistics); captions are tokenized on the host for the frozen umT5, or looked up in the
-text-embedding cache when config.model.text.embedding_cache is set (then umT5 is not part of the
-train state). The eval stream is the same data in another shuffle order.
+'world_model' (tasks/world_model.py), 'vae' (tasks/vae.py) and 'idm' (tasks/idm.py) read
+clips from the Grain pipeline of wow_jax.data, over the dataset that
+wow_jax.data.prepare.prepare_dataset makes ready for config.data.source (collected / converted
+into <workdir>/data on first use, with its action statistics); captions are tokenized on the host
+for the frozen umT5, or looked up in the text-embedding cache when
+config.model.text.embedding_cache is set (then umT5 is not part of the train state); the IDM's
+clips become frame pairs with their optical flow on the host (tasks/idm.py `pair_batch`). The
+eval stream is the same data in another shuffle order.
 """
 
 import numpy as np
@@ -47,14 +49,23 @@ class HostBatches:
         self.inner.set_state(state)
 
 
-def clip_iterator(config, workdir: str, seed_offset: int = 0):
-    """The Grain clip iterator of wow_jax.data (per-process batches, see its docstring) over
-    prepare.prepare_dataset(config.data, workdir), the one data-preparation path."""
-    from wow_jax.data import pipeline, prepare
+def prepared_data_config(config, workdir: str):
+    """A copy of config.data whose path is the dataset dir that prepare.prepare_dataset(
+    config.data, workdir), the one data-preparation path, made ready."""
+    from wow_jax.data import prepare
 
     data_cfg = config.data.copy_and_resolve_references()
     with data_cfg.unlocked():
         data_cfg.path = str(prepare.prepare_dataset(data_cfg, workdir))
+    return data_cfg
+
+
+def clip_iterator(config, workdir: str, seed_offset: int = 0):
+    """The Grain clip iterator of wow_jax.data (per-process batches, see its docstring) over
+    the prepared dataset (`prepared_data_config`)."""
+    from wow_jax.data import pipeline
+
+    data_cfg = prepared_data_config(config, workdir)
     return pipeline.create_iterator(data_cfg, seed=data_cfg.shuffle_seed + seed_offset)
 
 
@@ -111,6 +122,17 @@ def build(config, workdir: str):
         def make(offset):
             return video_batches(clip_iterator(config, workdir, offset))
 
+    elif name == "idm":
+        from wow_jax.train.tasks import idm
+
+        task = idm.IDMTask(config)
+        action_stats = idm.dataset_action_stats(prepared_data_config(config, workdir))
+        idm.check_action_dim(config.model.idm, action_stats)
+
+        def make(offset):
+            inner = clip_iterator(config, workdir, offset)
+            return HostBatches(inner, lambda batch: idm.pair_batch(batch, config, action_stats))
+
     else:
-        raise ValueError(f"config.train.task must be 'world_model' or 'vae', got {name!r}")
+        raise ValueError(f"config.train.task must be 'world_model', 'vae' or 'idm', got {name!r}")
     return task, make(0), (make(1000) if eval_wanted else None)
