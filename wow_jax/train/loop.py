@@ -303,6 +303,7 @@ def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -
         flops_per_step=metrics_lib.compiled_flops(compiled),
         peak_flops=metrics_lib.peak_flops_per_device(train_cfg.peak_flops),
         tensorboard=train_cfg.tensorboard,
+        step=step,
     )
     preemption = _Preemption()
     losses: dict[int, float] = {}
