@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import wow_jax.sim  # noqa: F401 (registers the simulators' data sources, e.g. 'metaworld')
-from wow_jax import configuration
+from wow_jax import configuration, rundir
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -81,6 +81,7 @@ def main(argv):
 
     distributed.initialize_from_env()
     try:
+        rundir.adopt(config, config_flags.get_override_values(flags.FLAGS["config"]))
         configuration.validate(config, jax.device_count())
     except ValueError as error:
         sys.exit(f"wow_jax: {error}")
