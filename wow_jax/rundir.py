@@ -211,12 +211,12 @@ def adopt(config: ml_collections.ConfigDict, overridden: Collection[str] = ()) -
         return None
     stored = _flatten(_read_json(run / CONFIG_FILE))
     taken = {
-        key: value
-        for key, value in stored.items()
-        if (key.startswith("model.") or key in ADOPTED_DATA_KEYS)
-        and key in current
-        and key not in RUNTIME_MODEL_KEYS
-        and key not in overridden
+        name: value
+        for name, value in stored.items()
+        if (name.startswith("model.") or name in ADOPTED_DATA_KEYS)
+        and name in current
+        and name not in RUNTIME_MODEL_KEYS
+        and name not in overridden
     }
     tokenizer = run / TOKENIZER_FILE
     if tokenizer.exists() and "model.text.tokenizer_path" not in overridden:
