@@ -65,6 +65,16 @@ def test_quick_demo_trains_checkpoints_imagines_and_resumes(tmp_path):
     stats = json.loads((tmp_path / "latent_stats.json").read_text())
     assert len(stats["latents_mean"]) == len(stats["latents_std"]) == 16
     assert (tmp_path / "tokenizer" / "spiece.model").exists()
+    # The world model's run directory describes itself (generate needs no model flags).
+    run = json.loads((tmp_path / "world_model" / "config.json").read_text())
+    vae = run["model"]["vae"]
+    assert (vae["latents_mean"], vae["latents_std"]) == (
+        stats["latents_mean"],
+        stats["latents_std"],
+    )
+    copy = tmp_path / "world_model" / "tokenizer" / "spiece.model"
+    assert run["model"]["text"]["tokenizer_path"] == str(copy)
+    assert copy.read_bytes() == (tmp_path / "tokenizer" / "spiece.model").read_bytes()
     imagined = summary["imagined"]
     assert len(imagined["clips"]) == 2
     for clip in imagined["clips"]:

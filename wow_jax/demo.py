@@ -15,8 +15,10 @@ last checkpoint and stops at its step count; delete a stage's outputs to redo it
             tokenizer trained on the captions (-> <workdir>/tokenizer/spiece.model); caption states
             of a tiny random umT5 and CLIP tokens of the first frames
                                                              -> <workdir>/cache/{train,heldout}.npz
-  world     the tiny I2V world model on the cache (train.steps) -> <workdir>/world_model/checkpoints
-            (params {'dit', 'vae', 'text', 'clip'}: a complete generation checkpoint)
+  world     the tiny I2V world model on the cache (train.steps) -> <workdir>/world_model, a run
+            directory (wow_jax.rundir: config.json with the tokenizer copy and the latent
+            statistics) whose checkpoints/ hold params {'dit', 'vae', 'text', 'clip'}: mode
+            generate reads it with --config.checkpoint.init_from=<workdir>/world_model alone
   imagine   every held-out clip imagined from its first frame and instruction
             -> <workdir>/imagined/compare_<i>.gif (real | imagined), <workdir>/imagined/metrics.json
 

@@ -22,7 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import wow_jax.sim  # noqa: F401 (registers the simulators' data sources, e.g. 'metaworld')
-from wow_jax import configuration, writable
+from wow_jax import configuration, rundir, writable
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -140,13 +140,15 @@ def _keep_record(record: std_logging.LogRecord) -> bool:
     )
 
 
-def start(config, workdir: str) -> None:
-    """Joins the cluster, validates the config, checks the workdir of a training mode and runs
-    the mode."""
+def start(config, workdir: str, overridden: frozenset[str] = frozenset()) -> None:
+    """Joins the cluster, adopts the description of the run the mode reads (`rundir.adopt`;
+    keys in `overridden`, set on the command line, keep their values), validates the config,
+    checks the workdir of a training mode and runs the mode."""
     # Multi-host: join the cluster (JAX_COORDINATOR_ADDRESS ... or a TPU pod) before JAX starts.
     from wow_jax.train import distributed
 
     distributed.initialize_from_env()
+    rundir.adopt(config, overridden)
     configuration.validate(config, jax.device_count(), jax.process_count())
     if config.mode in configuration.TRAINING_MODES:
         writable.ensure_writable_dir(workdir, "--workdir")
@@ -167,7 +169,11 @@ def main(argv):
         sys.exit(f"wow_jax: cannot load --config: {_config_load_error(error)}")
     known = config.mode in configuration.MODE_RUNNERS
     run_reporting_faults(
-        f"wow_jax {config.mode}" if known else "wow_jax", start, config, _WORKDIR.value
+        f"wow_jax {config.mode}" if known else "wow_jax",
+        start,
+        config,
+        _WORKDIR.value,
+        frozenset(config_flags.get_override_values(flags.FLAGS["config"])),
     )
 
 

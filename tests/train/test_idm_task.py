@@ -8,7 +8,7 @@ import pytest
 import torch
 from flax import linen as nn
 
-from wow_jax.data import rlds, stats
+from wow_jax.data import prepare, rlds, stats
 from wow_jax.evaluation import idm as evaluation
 from wow_jax.train import loop, tasks
 from wow_jax.train.tasks import idm as idm_task
@@ -157,9 +157,10 @@ def test_action_dim_that_disagrees_with_the_dataset_is_refused(tiny_config, squa
 
 
 def _pairs(cfg, workdir, num_batches: int, offset: int = 0) -> dict:
-    inner = tasks.clip_iterator(cfg, workdir, offset)
-    stats_ = idm_task.dataset_action_stats(tasks.prepared_data_config(cfg, workdir))
-    batches = tasks.HostBatches(inner, lambda b: idm_task.pair_batch(b, cfg, stats_))
+    dataset_dir = prepare.prepare_dataset(cfg.data, workdir)
+    inner = tasks.clip_iterator(cfg, dataset_dir, offset)
+    stats_ = idm_task.dataset_action_stats(cfg.data, dataset_dir)
+    batches = tasks.HostBatches(inner, lambda b: idm_task.pair_batch(b, cfg, stats_), dataset_dir)
     return evaluation.concat_pairs(batches, num_batches)
 
 

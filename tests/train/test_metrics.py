@@ -40,3 +40,18 @@ def test_throughput_mfu_and_files(tmp_path):
 def test_peak_flops_lookup():
     assert metrics.peak_flops_per_device(123.0) == 123.0
     assert metrics.peak_flops_per_device() is None  # CPU: unknown, MFU not reported
+
+
+# issue 14 B7: after a kill -9 resume metrics.jsonl repeated the rows logged after the checkpoint
+def test_a_resume_drops_the_rows_logged_after_its_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "train/loss": s / 10} for s in range(1, 6)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "tra')  # killed
+    writer = metrics.MetricsWriter(
+        str(tmp_path), 4, 10, None, None, tensorboard=False, step=3
+    )  # Resumed from the checkpoint of step 3.
+    writer.record(4, {"loss": 0.7})
+    writer.close()
+    got = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    assert got[:3] == rows[:3] and got[3]["train/loss"] == 0.7

@@ -1,5 +1,7 @@
 """The one training loop: `run_train(config, workdir)` (mode 'train').
 
+    lock, describe <workdir>/.lock (one run per workdir), config.json + tokenizer + action
+                   statistics (wow_jax.rundir; a resume that changes an unsafe key is refused)
     task, data <- tasks.build(config, workdir)
     prepare        mesh + rules (config.mesh), optimizer, and every state leaf's sharding from the
                    boxed abstract state (params, Adam moments and EMA keep their logical axes)
@@ -28,10 +30,11 @@ import optax
 from absl import logging
 from flax import linen as nn
 
-from wow_jax import checkpointing, compiler, sharding
+from wow_jax import checkpointing, compiler, rundir, sharding
 from wow_jax.train import metrics as metrics_lib
 from wow_jax.train import optimizer as opt_lib
 from wow_jax.train import state as state_lib
+from wow_jax.train import workdir_lock
 
 
 class TrainingHalted(RuntimeError):
@@ -304,6 +307,7 @@ def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -
         flops_per_step=metrics_lib.compiled_flops(compiled),
         peak_flops=metrics_lib.peak_flops_per_device(train_cfg.peak_flops),
         tensorboard=train_cfg.tensorboard,
+        step=step,
     )
     preemption = _Preemption()
     losses: dict[int, float] = {}
@@ -398,11 +402,20 @@ def train(
 
     `initial_params`: {top-level params key: tree} placed into a fresh (not resumed) state, e.g.
     the VAE trained in an earlier stage; `config.checkpoint.init_from` does the same from disk.
+    The workdir is locked for the run (workdir_lock) and describes itself (wow_jax.rundir).
     """
-    if task is None:
-        from wow_jax.train import tasks
+    with workdir_lock.hold(workdir):
+        rundir.describe(config, workdir)
+        if task is None:
+            from wow_jax.train import tasks
 
-        task, train_data, eval_data = tasks.build(config, workdir)
+            task, train_data, eval_data = tasks.build(config, workdir)
+        dataset_dir = getattr(train_data, "dataset_dir", None)
+        rundir.copy_action_stats(workdir, task.name, dataset_dir)
+        return _train(config, workdir, task, train_data, eval_data, initial_params)
+
+
+def _train(config, workdir, task, train_data, eval_data, initial_params) -> TrainResult:
     run = prepare(config, workdir, task)
     state = initial_state(run, train_data, initial_params)
     step = int(jax.device_get(state.step))

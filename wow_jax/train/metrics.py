@@ -52,10 +52,32 @@ def compiled_flops(compiled) -> float | None:
     return float(cost["flops"])
 
 
+def drop_rows_after(path: str, step: int) -> None:
+    """Rewrites the JSONL file `path` keeping only the rows of steps <= `step`: those a killed run
+    wrote after the checkpoint a resume starts from (and a half-written last row) go, so the
+    file holds each step once."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", 0) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
 class MetricsWriter:
     """Writes scalars to TensorBoard + `<workdir>/metrics.jsonl` (process 0 only) and logs a line.
 
-    `flops_per_step` and `peak_flops` are per device.
+    `step` is the step the run starts from (its checkpoint's): rows of later steps in an existing
+    metrics.jsonl are dropped first. `flops_per_step` and `peak_flops` are per device.
     """
 
     def __init__(
@@ -66,6 +88,7 @@ class MetricsWriter:
         flops_per_step: float | None,
         peak_flops: float | None,
         tensorboard: bool = True,
+        step: int = 0,
     ):
         self.samples_per_step = samples_per_step
         self.tokens_per_sample = tokens_per_sample
@@ -76,7 +99,9 @@ class MetricsWriter:
         self._tb = None
         if self.primary:
             os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            path = os.path.join(workdir, "metrics.jsonl")
+            drop_rows_after(path, step)
+            self._jsonl = open(path, "a")  # noqa: SIM115
             if tensorboard:
                 from tensorboardX import SummaryWriter
 

@@ -12,6 +12,8 @@ clips become frame pairs with their optical flow on the host (tasks/idm.py `pair
 eval stream is the same data in another shuffle order.
 """
 
+from pathlib import Path
+
 import numpy as np
 
 from wow_jax.train.tasks.base import DataIterator, Task
@@ -23,10 +25,11 @@ class HostBatches:
     """Applies `fn` to every batch of `inner` on the host; checkpoint state is inner's.
 
     Counts the bad episodes the pipeline skipped (its 'num_skipped'); `pop_skipped()` returns
-    the count since the last call (the loop logs it as data/skipped_episodes)."""
+    the count since the last call (the loop logs it as data/skipped_episodes). `dataset_dir` is
+    the dataset version dir read (the loop copies its action statistics into the run)."""
 
-    def __init__(self, inner, fn):
-        self.inner, self.fn = inner, fn
+    def __init__(self, inner, fn, dataset_dir: Path):
+        self.inner, self.fn, self.dataset_dir = inner, fn, dataset_dir
         self._skipped = 0
 
     def __iter__(self):
@@ -49,27 +52,18 @@ class HostBatches:
         self.inner.set_state(state)
 
 
-def prepared_data_config(config, workdir: str):
-    """A copy of config.data whose path is the dataset dir that prepare.prepare_dataset(
-    config.data, workdir), the one data-preparation path, made ready."""
-    from wow_jax.data import prepare
+def clip_iterator(config, dataset_dir: Path, seed_offset: int = 0):
+    """The Grain clip iterator of wow_jax.data (per-process batches, see its docstring) over
+    `dataset_dir`, made ready by prepare.prepare_dataset (the one data-preparation path)."""
+    from wow_jax.data import pipeline
 
     data_cfg = config.data.copy_and_resolve_references()
     with data_cfg.unlocked():
-        data_cfg.path = str(prepare.prepare_dataset(data_cfg, workdir))
-    return data_cfg
-
-
-def clip_iterator(config, workdir: str, seed_offset: int = 0):
-    """The Grain clip iterator of wow_jax.data (per-process batches, see its docstring) over
-    the prepared dataset (`prepared_data_config`)."""
-    from wow_jax.data import pipeline
-
-    data_cfg = prepared_data_config(config, workdir)
+        data_cfg.path = str(dataset_dir)
     return pipeline.create_iterator(data_cfg, seed=data_cfg.shuffle_seed + seed_offset)
 
 
-def world_model_batches(config, inner, text=None, text_cache=None):
+def world_model_batches(config, inner, dataset_dir: Path, text=None, text_cache=None):
     """Keeps video / first_frame and adds the mixture captions as token_ids / text_mask (online
     umT5; `text` is the task's conditioning.TextEncoder) or as text_states looked up in the
     text-embedding cache."""
@@ -86,17 +80,23 @@ def world_model_batches(config, inner, text=None, text_cache=None):
             out["token_ids"], out["text_mask"] = text.tokenize(captions)
         return out
 
-    return HostBatches(inner, fn)
+    return HostBatches(inner, fn, dataset_dir)
 
 
-def video_batches(inner):
-    return HostBatches(inner, lambda batch: {"video": np.asarray(batch["video"], np.float32)})
+def video_batches(inner, dataset_dir: Path):
+    def fn(batch):
+        return {"video": np.asarray(batch["video"], np.float32)}
+
+    return HostBatches(inner, fn, dataset_dir)
 
 
 def build(config, workdir: str):
     """(task, train iterator, eval iterator or None) for config.train.task."""
+    from wow_jax.data import prepare
+
     name = config.train.task
     eval_wanted = config.train.eval_every > 0
+    dataset_dir = prepare.prepare_dataset(config.data, workdir)
     if name == "world_model":
         from wow_jax.data import text_cache as text_cache_lib
         from wow_jax.train.tasks.world_model import WorldModelTask
@@ -111,8 +111,8 @@ def build(config, workdir: str):
             text = task.text
 
         def make(offset):
-            inner = clip_iterator(config, workdir, offset)
-            return world_model_batches(config, inner, text, cache)
+            inner = clip_iterator(config, dataset_dir, offset)
+            return world_model_batches(config, inner, dataset_dir, text, cache)
 
     elif name == "vae":
         from wow_jax.train.tasks.vae import VAETask
@@ -120,18 +120,20 @@ def build(config, workdir: str):
         task = VAETask(config)
 
         def make(offset):
-            return video_batches(clip_iterator(config, workdir, offset))
+            return video_batches(clip_iterator(config, dataset_dir, offset), dataset_dir)
 
     elif name == "idm":
         from wow_jax.train.tasks import idm
 
         task = idm.IDMTask(config)
-        action_stats = idm.dataset_action_stats(prepared_data_config(config, workdir))
+        action_stats = idm.dataset_action_stats(config.data, dataset_dir)
         idm.check_action_dim(config.model.idm, action_stats)
 
         def make(offset):
-            inner = clip_iterator(config, workdir, offset)
-            return HostBatches(inner, lambda batch: idm.pair_batch(batch, config, action_stats))
+            inner = clip_iterator(config, dataset_dir, offset)
+            return HostBatches(
+                inner, lambda batch: idm.pair_batch(batch, config, action_stats), dataset_dir
+            )
 
     else:
         raise ValueError(f"config.train.task must be 'world_model', 'vae' or 'idm', got {name!r}")

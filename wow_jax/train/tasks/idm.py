@@ -59,12 +59,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     flow.check_preset(config.idm.flow_preset)
 
 
-def dataset_action_stats(data_cfg: ml_collections.ConfigDict) -> dict | None:
-    """The action statistics of the prepared dataset at data_cfg.path (None without
+def dataset_action_stats(data_cfg: ml_collections.ConfigDict, dataset_dir) -> dict | None:
+    """The action statistics of the prepared dataset in `dataset_dir` (None without
     normalisation, config.data.action_norm='none')."""
     if data_cfg.action_norm == "none":
         return None
-    return stats.load_stats(data_cfg.path)
+    return stats.load_stats(dataset_dir)
 
 
 def check_action_dim(model_cfg: ml_collections.ConfigDict, action_stats: dict | None) -> None:
