@@ -3,9 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from wow_jax.sampling import conditioning
-from wow_jax.train import loop
+from wow_jax.train import loop, tasks
 from wow_jax.train.array_data import ArrayIterator
 from wow_jax.train.tasks.vae import VAETask
 from wow_jax.train.tasks.world_model import WorldModelTask
@@ -119,3 +120,14 @@ def test_vae_overfits(tiny_config, tmp_path):
     result = loop.train(cfg, str(tmp_path), task=VAETask(cfg), train_data=data)
     losses = [result.losses[s] for s in sorted(result.losses)]
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+
+
+# issue 14: mode train with no tokenizer collected the whole Meta-World dataset, then failed.
+def test_a_missing_tokenizer_is_refused_before_any_data_work(tiny_config, tmp_path):
+    cfg = tiny_config
+    cfg.train.task = "world_model"
+    cfg.model.text.tokenizer_path = ""
+    cfg.data.source = "metaworld"
+    with pytest.raises(ValueError, match="tokenizer_path is empty"):
+        tasks.build(cfg, str(tmp_path))
+    assert list(tmp_path.iterdir()) == []  # Nothing collected.

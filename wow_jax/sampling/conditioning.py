@@ -92,14 +92,18 @@ class TextEncoder:
         self.module = text_encoder.create(text_cfg)
         self._states = jax.jit(self.states)
 
-    def tokenize(self, captions) -> tuple[np.ndarray, np.ndarray]:
-        """captions (B strings; '' is the empty prompt) -> ids, mask [B, text_len] int32."""
+    def require_tokenizer(self):
+        """The sentencepiece tokenizer; ValueError naming the key when none is configured."""
         if self.tokenizer is None:
             raise ValueError(
                 "config.model.text.tokenizer_path is empty; set it to the umT5 sentencepiece "
                 "model (spiece.model of google/umt5-xxl)"
             )
-        ids, mask = self.tokenizer.encode([str(c) for c in captions])
+        return self.tokenizer
+
+    def tokenize(self, captions) -> tuple[np.ndarray, np.ndarray]:
+        """captions (B strings; '' is the empty prompt) -> ids, mask [B, text_len] int32."""
+        ids, mask = self.require_tokenizer().encode([str(c) for c in captions])
         return np.asarray(ids, np.int32), np.asarray(mask, np.int32)
 
     def states(self, text_params, ids, mask) -> jax.Array:

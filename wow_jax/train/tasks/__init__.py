@@ -96,7 +96,7 @@ def build(config, workdir: str):
 
     name = config.train.task
     eval_wanted = config.train.eval_every > 0
-    dataset_dir = prepare.prepare_dataset(config.data, workdir)
+    # Each task is built (its inputs checked) before the dataset is collected or converted.
     if name == "world_model":
         from wow_jax.data import text_cache as text_cache_lib
         from wow_jax.train.tasks.world_model import WorldModelTask
@@ -109,6 +109,8 @@ def build(config, workdir: str):
         else:  # captions tokenized on the host, umT5 run in the train step
             task = WorldModelTask(config)
             text = task.text
+            text.require_tokenizer()  # One error now, not after the data preparation.
+        dataset_dir = prepare.prepare_dataset(config.data, workdir)
 
         def make(offset):
             inner = clip_iterator(config, dataset_dir, offset)
@@ -118,6 +120,7 @@ def build(config, workdir: str):
         from wow_jax.train.tasks.vae import VAETask
 
         task = VAETask(config)
+        dataset_dir = prepare.prepare_dataset(config.data, workdir)
 
         def make(offset):
             return video_batches(clip_iterator(config, dataset_dir, offset), dataset_dir)
@@ -126,6 +129,7 @@ def build(config, workdir: str):
         from wow_jax.train.tasks import idm
 
         task = idm.IDMTask(config)
+        dataset_dir = prepare.prepare_dataset(config.data, workdir)
         action_stats = idm.dataset_action_stats(config.data, dataset_dir)
         idm.check_action_dim(config.model.idm, action_stats)
 
