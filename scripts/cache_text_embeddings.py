@@ -28,10 +28,14 @@ from wow_jax.data.tokenizer import Tokenizer
 from wow_jax.interop import umt5_table
 from wow_jax.models import text_encoder
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/base.py", "wow_jax config file.")
-_CAPTIONS = flags.DEFINE_string("captions", None, "Captions file (.txt, .json or .jsonl).")
-_OUTPUT = flags.DEFINE_string("output", "", "Cache directory (see module docstring).")
-_BATCH = flags.DEFINE_integer("batch_size", 8, "Captions encoded per jitted call.")
+
+def define_flags() -> None:
+    """The script's flags, defined when it runs (not on import: `run` is importable next to
+    wow_jax.main, which defines its own --config)."""
+    config_flags.DEFINE_config_file("config", "configs/base.py", "wow_jax config file.")
+    flags.DEFINE_string("captions", None, "Captions file (.txt, .json or .jsonl).", required=True)
+    flags.DEFINE_string("output", "", "Cache directory (see module docstring).")
+    flags.DEFINE_integer("batch_size", 8, "Captions encoded per jitted call.")
 
 
 def read_captions(path: str) -> list[str]:
@@ -104,10 +108,11 @@ def _batch_divisor(mesh) -> int:
 
 def main(argv):
     del argv
-    cache = run(_CONFIG.value, _CAPTIONS.value, _OUTPUT.value, _BATCH.value)
+    f = flags.FLAGS
+    cache = run(f.config, f.captions, f.output, f.batch_size)
     print(f"{len(cache)} caption embeddings in {cache.directory}")
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("captions")
+    define_flags()
     app.run(main)
