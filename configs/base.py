@@ -225,6 +225,15 @@ def _idm_task() -> ml_collections.ConfigDict:
     return c
 
 
+def _act() -> ml_collections.ConfigDict:
+    """Mode 'act' (wow_jax/act.py): imagine a clip (sample.*), read its actions with the IDM."""
+    c = ml_collections.ConfigDict()
+    c.idm_checkpoint = ""  # IDM run (or its checkpoint); its model.idm, idm.*, action_norm adopted.
+    c.action_stats = ""  # action_stats.json de-normalising the IDM ('' = the IDM run's copy).
+    c.pair_batch = 16  # Frame pairs the IDM reads per call (bounds its memory).
+    return c
+
+
 def _demo() -> ml_collections.ConfigDict:
     """Mode 'demo' (wow_jax/demo.py); train.steps / learning_rate are its world-model stage."""
     c = ml_collections.ConfigDict()
@@ -305,7 +314,7 @@ def get_config() -> ml_collections.ConfigDict:
     wow_jax/configuration.py validates it at start-up: numeric ranges (NUMERIC_RANGES), choices
     and the relations between keys."""
     config = ml_collections.ConfigDict()
-    config.mode = "describe"  # describe, train, generate, convert or demo (MODE_RUNNERS).
+    config.mode = "describe"  # describe, train, generate, act, convert or demo (MODE_RUNNERS).
     config.seed = 0  # Seed for parameter init and training randomness.
     config.model = ml_collections.ConfigDict()
     # CPU-only kernels (docs/cpu.md): 'auto' (on when the programs compile for CPU), 'on', 'off';
@@ -324,5 +333,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.convert = _convert()
     config.demo = _demo()
     config.idm = _idm_task()
+    config.act = _act()
     config.lock()
     return config

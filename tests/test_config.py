@@ -39,8 +39,11 @@ def test_config_is_locked_against_typos():
         ("model.dit.text_dim", 7, r"config.model.dit.text_dim"),
         ("model.dit.attention", "flash", r"config.model.dit.attention must be one of"),
         ("sample.guidance", 0.5, r"config.sample.guidance must be >= 1"),
-        ("mode", "dance", r"config.mode must be one of"),
-        ("mode", "act", r"config.mode must be one of \['describe', 'train', 'generate', 'convert"),
+        (
+            "mode",
+            "dance",
+            r"config.mode must be one of \['describe', 'train', 'generate', 'act', 'convert",
+        ),
         ("model.cpu_kernels", "yes", r"config.model.cpu_kernels must be one of \['auto', 'on'"),
         ("model.dit.remat_policy", "some", r"config.model.dit.remat_policy must be one of"),
         ("convert.component", "idm", r"config.convert.component must be one of"),
@@ -196,7 +199,7 @@ def last_line(result):
         ("--config.mesh.fsdp=3", "config.mesh: data*fsdp*tensor*sequence"),
         ("--config.data.height=40", "config.data.height must be a multiple of 16"),
         ("--config.data.height=abc", "config.data.height"),
-        ("--config.mode=act", "config.mode must be one of ['describe', 'train', 'generate'"),
+        ("--config.mode=dance", "config.mode must be one of ['describe', 'train', 'generate'"),
         # issue 14: an unknown nested key printed "unknown config key config.None".
         ("--config.trian.steps=3", 'config key config.trian.steps (Did you mean "train"'),
         ("--config.model.dti.dim=3", "unknown config key config.model.dti.dim;"),

@@ -90,7 +90,8 @@ def test_adopt_finds_the_run_from_any_of_its_paths(run, where):
     workdir, _ = run
     config = _generate_config(str(workdir / where))
     config.model.dit.attention = "cudnn"  # How the reading mode runs: never taken from the run.
-    assert rundir.adopt(config, overridden=["data.width"]) == checkpointing.as_path(workdir)
+    runs = rundir.adopt(config, overridden=["data.width"])
+    assert runs == {"checkpoint.init_from": checkpointing.as_path(workdir)}
     assert config.model.dit.variant == "i2v" and config.model.dit.in_channels == 36
     assert config.model.vae.latents_mean == LATENTS_MEAN
     assert config.model.text.tokenizer_path == str(workdir / "tokenizer" / "spiece.model")
@@ -101,7 +102,7 @@ def test_adopt_finds_the_run_from_any_of_its_paths(run, where):
 
 def test_adopt_leaves_a_plain_checkpoint_alone(run, tmp_path):
     config = _generate_config(str(tmp_path))
-    assert rundir.adopt(config, overridden=()) is None
+    assert rundir.adopt(config, overridden=()) == {}
     assert config.model.dit.variant == "t2v" and config.checkpoint.init_from == str(tmp_path)
 
 

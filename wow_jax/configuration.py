@@ -18,6 +18,7 @@ MODE_RUNNERS = {
     "describe": ("wow_jax.describe", "run_describe"),
     "train": ("wow_jax.train.loop", "run_train"),
     "generate": ("wow_jax.sampling.pipeline", "run_generate"),
+    "act": ("wow_jax.act", "run_act"),
     "convert": ("wow_jax.interop.convert", "run_convert"),
     "demo": ("wow_jax.demo", "run_demo"),
 }
@@ -258,6 +259,7 @@ NUMERIC_RANGES = (
     ("sample.num_clips", _at_least(1), "clips per rollout"),
     ("sample.fps", _at_least(1), "frame rate of the written files"),
     ("sample.sheet_frames", _at_least(1), "frames in the contact sheet"),
+    ("act.pair_batch", _at_least(1), "frame pairs per IDM call"),
     ("demo.clips", _at_least(1), "training clips"),
     ("demo.heldout", _at_least(1), "held-out clips"),
     ("demo.vae_steps", _at_least(1), "steps of the VAE stage"),
@@ -315,6 +317,14 @@ def _check_convert(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def _check_act(config: ml_collections.ConfigDict) -> None:
+    if config.mode == "act" and not config.act.idm_checkpoint:
+        raise ValueError(
+            "config.act.idm_checkpoint is empty; set it to the IDM's run directory (trained with "
+            "--config.train.task=idm): --config.act.idm_checkpoint=PATH"
+        )
+
+
 def _check_data(config: ml_collections.ConfigDict) -> None:
     data = config.data
     _choice("data.crop", data.crop, ("center", "random", "resize"))
@@ -339,6 +349,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     _check_geometry(config)
     _check_ranges(config)
     _check_convert(config)
+    _check_act(config)
     _check_data(config)
     sharding.mesh_shape(config.mesh, num_devices)
     if config.mode in TRAINING_MODES:

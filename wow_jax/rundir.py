@@ -5,18 +5,20 @@ generate, export and later modes read the run with no other flags.
                                        pointing at the copy below, model.vae.latents_mean/std as
                                        trained with
     <workdir>/tokenizer/spiece.model   copy of config.model.text.tokenizer_path (when set)
-    <workdir>/action_stats.json        copy of the dataset's action statistics (world model on a
-                                       dataset that has them)
+    <workdir>/action_stats.json        copy of the dataset's action statistics (tasks in
+                                       ACTION_TASKS, on a dataset that has them)
     <workdir>/checkpoints/             the CheckpointManager root (wow_jax.checkpointing)
 
 `describe(config, workdir)` writes config.json and the tokenizer when training starts; on a resume
 (config.json and a checkpoint exist) it first compares the stored config with the new one and
 refuses a change outside RESUME_SAFE_KEYS with one line naming the key. `copy_action_stats` adds
-the action statistics once the dataset is ready. `adopt(config, overridden)` overlays a run's
-model description onto the config of a mode that reads the run (generate, export), keeping the
-command line's overrides. Paths are epath (a gs:// workdir works); only process 0 writes.
+the action statistics once the dataset is ready. `adopt(config, overridden)` overlays the runs a
+mode reads (RUN_SOURCES: generate and export read a world model; act reads a world model and an
+IDM, each run contributing its own keys) onto the mode's config, keeping the command line's
+overrides. Paths are epath (a gs:// workdir works); only process 0 writes.
 """
 
+import dataclasses
 import fnmatch
 import json
 from collections.abc import Collection
@@ -28,13 +30,15 @@ from absl import logging
 from etils import epath
 
 from wow_jax import checkpointing
+from wow_jax import models as registry
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer/spiece.model"
 ACTION_STATS_FILE = "action_stats.json"
 CHECKPOINTS = "checkpoints"
 SEARCH_DEPTH = 3  # Parents looked at above a given path: <run>/checkpoints/<step>/state -> <run>.
-ACTION_TASKS = ("world_model",)  # Training tasks (Task.name) whose runs carry action statistics.
+# Training tasks (Task.name) whose runs carry action statistics (the IDM's de-normalise its output).
+ACTION_TASKS = ("world_model", "idm")
 
 # Model keys that choose how the same parameters run (kernels, remat, VAE tiling), not what the
 # model is: a resume may change them and `adopt` leaves them to the reading mode's config.
@@ -78,11 +82,38 @@ RESUME_SAFE_KEYS = (
     "sample.*",
     "convert.*",
     "demo.*",
+    "act.*",
 )
 # What `adopt` takes from a run besides its model.* keys: the clip geometry it was trained on.
 ADOPTED_DATA_KEYS = ("data.num_frames", "data.height", "data.width")
-# config.mode -> the key holding the checkpoint path a mode reads a run from.
-RUN_SOURCES = {"generate": "checkpoint.init_from", "convert": "convert.source"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSource:
+    """A run a mode reads: `key`, the config key holding its path; `keys`, the config keys taken
+    from its config.json (one ending in '.' takes every key under it); `files`, (file of the run,
+    config key set to its path when the run has it)."""
+
+    key: str
+    keys: tuple[str, ...]
+    files: tuple[tuple[str, str], ...] = ()
+
+
+# A world-model run gives its components' model config, clip geometry and tokenizer copy.
+WORLD_MODEL_KEYS = (*(f"model.{name}." for name in registry.WORLD_MODEL_NAMES), *ADOPTED_DATA_KEYS)
+WORLD_MODEL_FILES = ((TOKENIZER_FILE, "model.text.tokenizer_path"),)
+# An IDM run gives its model config, pair/flow settings, action normalisation and statistics.
+IDM_KEYS = ("model.idm.", "idm.", "data.action_norm")
+IDM_FILES = ((ACTION_STATS_FILE, "act.action_stats"),)
+# config.mode -> the runs it reads (convert only when it exports).
+RUN_SOURCES = {
+    "generate": (RunSource("checkpoint.init_from", WORLD_MODEL_KEYS, WORLD_MODEL_FILES),),
+    "convert": (RunSource("convert.source", WORLD_MODEL_KEYS, WORLD_MODEL_FILES),),
+    "act": (
+        RunSource("checkpoint.init_from", WORLD_MODEL_KEYS, WORLD_MODEL_FILES),
+        RunSource("act.idm_checkpoint", IDM_KEYS, IDM_FILES),
+    ),
+}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -156,7 +187,7 @@ def describe(config: ml_collections.ConfigDict, workdir: str) -> None:
         described["model"]["text"]["tokenizer_path"] = str(run / TOKENIZER_FILE)
     stored_path = run / CONFIG_FILE
     if stored_path.exists() and has_checkpoint(run):
-        check_resume(_flatten(_read_json(stored_path)), _flatten(described), run)
+        check_resume(stored_config(run), _flatten(described), run)
         _check_tokenizer(source, run)
     if jax.process_index() != 0:
         return
@@ -188,47 +219,67 @@ def find_run(path: str) -> epath.Path | None:
     return None
 
 
-def _run_source(config: ml_collections.ConfigDict) -> str | None:
-    """The key (RUN_SOURCES) holding the checkpoint path config.mode reads a run from; None when
-    the mode reads no run (convert only exports from one)."""
-    key = RUN_SOURCES.get(config.mode)
-    if key is None or (config.mode == "convert" and config.convert.direction != "export"):
-        return None
-    return key
+def stored_config(run: epath.Path) -> dict[str, Any]:
+    """{'a.b': value} of the config a run was trained with (<run>/config.json)."""
+    return _flatten(_read_json(run / CONFIG_FILE))
 
 
-def adopt(config: ml_collections.ConfigDict, overridden: Collection[str] = ()) -> epath.Path | None:
-    """Overlays the run that config.mode reads (RUN_SOURCES) onto `config`, in place: its model.*
-    keys (but RUNTIME_MODEL_KEYS), ADOPTED_DATA_KEYS and its tokenizer copy; keys in
-    `overridden` (dotted, from the command line) keep their value. A path naming the run
-    directory itself becomes its checkpoints root. Returns the run directory, or None when the
-    path is not inside a run directory (then `config` is unchanged)."""
-    key = _run_source(config)
+def _sources(config: ml_collections.ConfigDict) -> tuple[RunSource, ...]:
+    """The runs config.mode reads (RUN_SOURCES); none for convert's imports."""
+    if config.mode == "convert" and config.convert.direction != "export":
+        return ()
+    return RUN_SOURCES.get(config.mode, ())
+
+
+def _selected(name: str, keys: tuple[str, ...]) -> bool:
+    return any(name == k or (k.endswith(".") and name.startswith(k)) for k in keys)
+
+
+def _adopt_one(
+    config: ml_collections.ConfigDict, source: RunSource, overridden: Collection[str]
+) -> epath.Path | None:
+    """Overlays one run (module docstring of `adopt`); returns it, or None."""
     current = _flatten(config.to_dict())
-    source = current[key] if key else ""
-    run = find_run(source) if source else None
+    path = current[source.key]
+    run = find_run(path) if path else None
     if run is None:
         return None
-    stored = _flatten(_read_json(run / CONFIG_FILE))
     taken = {
         name: value
-        for name, value in stored.items()
-        if (name.startswith("model.") or name in ADOPTED_DATA_KEYS)
+        for name, value in stored_config(run).items()
+        if _selected(name, source.keys)
         and name in current
         and name not in RUNTIME_MODEL_KEYS
         and name not in overridden
     }
-    tokenizer = run / TOKENIZER_FILE
-    if tokenizer.exists() and "model.text.tokenizer_path" not in overridden:
-        taken["model.text.tokenizer_path"] = str(tokenizer)
-    if checkpointing.as_path(source) == run:
-        taken[key] = str(run / CHECKPOINTS)
+    for file, key in source.files:
+        if (run / file).exists() and key not in overridden:
+            taken[key] = str(run / file)
+    if checkpointing.as_path(path) == run:
+        taken[source.key] = str(run / CHECKPOINTS)
     config.update_from_flattened_dict(taken)
     logging.info(
-        "model config, clip geometry and tokenizer from the run %s (%s); kept from the command "
-        "line: %s",
+        "%s and %s from the run %s (config.%s); kept from the command line: %s",
+        source.keys,
+        [file for file, _ in source.files],
         run,
-        CONFIG_FILE,
-        sorted(k for k in overridden if k.startswith("model.") or k in ADOPTED_DATA_KEYS) or "none",
+        source.key,
+        sorted(k for k in overridden if _selected(k, source.keys)) or "none",
     )
     return run
+
+
+def adopt(
+    config: ml_collections.ConfigDict, overridden: Collection[str] = ()
+) -> dict[str, epath.Path]:
+    """Overlays each run that config.mode reads (RUN_SOURCES) onto `config`, in place: the keys
+    its RunSource names (never RUNTIME_MODEL_KEYS) and its files' paths; keys in `overridden`
+    (dotted, from the command line) keep their value. A path naming the run directory itself
+    becomes its checkpoints root. Returns {source key: run directory} of the paths that are
+    inside a run directory (a plain checkpoint leaves `config` unchanged)."""
+    runs = {}
+    for source in _sources(config):
+        run = _adopt_one(config, source, overridden)
+        if run is not None:
+            runs[source.key] = run
+    return runs

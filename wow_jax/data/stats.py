@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 STATS_FILE = "action_stats.json"
@@ -68,7 +69,13 @@ def load_stats(dataset_dir: str | Path) -> dict:
             f"`python -m scripts.compute_action_stats --data_dir={dataset_dir}` "
             "(or set config.data.action_norm='none')"
         )
-    stats = json.loads(path.read_text())
+    return read_stats(path)
+
+
+def read_stats(path) -> dict:
+    """The statistics in an action_stats.json file (a local path or an epath URL): lists as
+    float32 arrays [A]."""
+    stats = json.loads(epath.Path(path).read_text())
     return {k: np.asarray(v, np.float32) if isinstance(v, list) else v for k, v in stats.items()}
 
 

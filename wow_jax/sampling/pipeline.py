@@ -103,9 +103,17 @@ def load_images(config: ml_collections.ConfigDict, job_list) -> dict[str, np.nda
 
 
 def generate_jobs(
-    config: ml_collections.ConfigDict, generator: Generator, job_list, images, out_dir
+    config: ml_collections.ConfigDict,
+    generator: Generator,
+    job_list,
+    images,
+    out_dir,
+    after_video=None,
 ):
-    """Runs the jobs, writes their files; returns [{kind: path}] per job."""
+    """Runs the jobs, writes their files; returns [{kind: path}] per job (process 0).
+
+    after_video(stem, frames uint8 [T, H, W, 3], info) -> {kind: path}: run on every process
+    after each job's video is written (the frames as written); its paths join the job's."""
     sample, data = config.sample, config.data
     total_steps = sum(len(j.prompts) for j in job_list) * sample.steps
     results = []
@@ -146,6 +154,10 @@ def generate_jobs(
                 if jax.process_index() == 0:  # Every host holds the whole video; one writes.
                     paths = media.write_outputs(stem, frames, sample.fps, sample.sheet_frames, info)
                     results.append(paths)
+                if after_video is not None:
+                    more = after_video(stem, frames, info)
+                    if jax.process_index() == 0:
+                        paths.update(more)
             logging.info("batch of %d jobs done in %.1fs", len(batch), elapsed)
     return results
 
@@ -155,9 +167,12 @@ def run_generate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     return generate(config, workdir)
 
 
-def generate(config: ml_collections.ConfigDict, workdir: str, models=None, params=None):
-    """Runs the configured jobs; `models`/`params` override the config's components (tests).
-    Returns [{kind: path}] per job; raises ValueError on bad input."""
+def generate(
+    config: ml_collections.ConfigDict, workdir: str, models=None, params=None, after_video=None
+):
+    """Runs the configured jobs; `models`/`params` override the config's components (tests);
+    `after_video` reads each written video (`generate_jobs`; mode act). Returns [{kind: path}]
+    per job; raises ValueError on bad input."""
     guidance.check_guidance(config.sample.guidance)
     job_list = jobs.parse_jobs(config.sample)
     # A bad output folder or input fails before any model loads.
@@ -176,7 +191,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str, models=None, param
     if models is None:
         models = models_lib.from_config(config)
     generator = Generator(config, params, models, mesh)
-    results = generate_jobs(config, generator, job_list, images, out_dir)
+    results = generate_jobs(config, generator, job_list, images, out_dir, after_video)
     for job, paths in zip(job_list, results, strict=False):  # (Only process 0 has results.)
         print(f"{job.name}: {paths['mp4']} {paths['gif']} {paths['sheet']}")
     return results

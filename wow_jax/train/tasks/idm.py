@@ -22,6 +22,9 @@ one action, so `stats.denormalize` and per-dimension errors apply unchanged for 
 Loss = sum_c w_c smooth_l1(pred_c - target_c) / sum_c w_c (averaged over pairs; w =
 config.idm.action_weights, beta = config.idm.smooth_l1_beta, as the paper's weighted smooth-L1)
 + config.idm.gripper_weight * binary cross-entropy of the gripper logit.
+
+`frame_pairs` and `pair_inputs` (the pairing and the flow of a pair batch) are also how mode act
+(wow_jax/act.py) reads the world model's imagined clips.
 """
 
 import jax
@@ -77,15 +80,36 @@ def check_action_dim(model_cfg: ml_collections.ConfigDict, action_stats: dict | 
         )
 
 
+def frame_pairs(video: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clips [B, T, ...] -> their frame pairs (t, t + gap), t = 0 .. T-1-gap, clip-major:
+    (first [N, ...], second [N, ...]), N = B (T - gap)."""
+    steps = video.shape[1] - gap
+    first = video[:, :steps].reshape(-1, *video.shape[2:])
+    return first, video[:, gap:].reshape(-1, *video.shape[2:])
+
+
 def clip_pairs(video: np.ndarray, actions: np.ndarray, gap: int):
     """Clips -> their pairs (t, t + gap), t = 0 .. T-1-gap, clip-major order:
     video [B, T, ...], actions [B, T-1, A] -> (first [N, ...], second [N, ...], the gap's
     actions [N, gap, A]), N = B (T - gap)."""
+    first, second = frame_pairs(video, gap)
     steps = video.shape[1] - gap
-    first = video[:, :steps].reshape(-1, *video.shape[2:])
-    second = video[:, gap:].reshape(-1, *video.shape[2:])
     windows = np.stack([actions[:, t : t + gap] for t in range(steps)], axis=1)
     return first, second, windows.reshape(-1, gap, actions.shape[-1])
+
+
+def pair_inputs(first: np.ndarray, second: np.ndarray, task_cfg: ml_collections.ConfigDict):
+    """Frame pairs [N, H, W, 3] in [-1, 1] x2 -> the model's inputs {'frame_t', 'frame_tk',
+    'flow', 'mask'} (module docstring), the flow from config.idm (flow_preset, mask_threshold)."""
+    motion, mask = flow.pair_motion(
+        clips.to_uint8(first), clips.to_uint8(second), task_cfg.flow_preset, task_cfg.mask_threshold
+    )
+    return {
+        "frame_t": first.astype(np.float32),
+        "frame_tk": second.astype(np.float32),
+        "flow": motion,
+        "mask": mask,
+    }
 
 
 def pair_batch(batch: dict, config: ml_collections.ConfigDict, action_stats: dict | None) -> dict:
@@ -98,16 +122,8 @@ def pair_batch(batch: dict, config: ml_collections.ConfigDict, action_stats: dic
             f"{model_cfg.action_dim}; set it to the dataset's action size"
         )
     first, second, windows = clip_pairs(np.asarray(batch["video"]), actions, task_cfg.frame_gap)
-    motion, mask = flow.pair_motion(
-        clips.to_uint8(first), clips.to_uint8(second), task_cfg.flow_preset, task_cfg.mask_threshold
-    )
-    out = {
-        "frame_t": first.astype(np.float32),
-        "frame_tk": second.astype(np.float32),
-        "flow": motion,
-        "mask": mask,
-        "target": windows.mean(1)[:, list(idm.continuous_dims(model_cfg))],
-    }
+    out = pair_inputs(first, second, task_cfg)
+    out["target"] = windows.mean(1)[:, list(idm.continuous_dims(model_cfg))]
     if model_cfg.gripper_index >= 0:
         raw = stats.denormalize(windows, action_stats, config.data.action_norm)
         grip = raw[..., model_cfg.gripper_index].mean(1)
