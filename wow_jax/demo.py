@@ -324,7 +324,8 @@ def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dic
     and instruction by the step-`step` world model (reused when metrics.json has that step and
     clip count)."""
     from wow_jax import sharding
-    from wow_jax.sampling import compare, generator, media, models
+    from wow_jax.data.clips import to_uint8
+    from wow_jax.sampling import compare, generator, models
 
     out_dir = os.path.join(workdir, "imagined")
     metrics_path = os.path.join(out_dir, "metrics.json")
@@ -335,7 +336,7 @@ def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dic
             return stored
     mesh = sharding.make_mesh(config.mesh)
     gen = generator.Generator(config, params, models.from_config(config), mesh)
-    real = [media.to_uint8(video) for video in heldout["video"]]
+    real = [to_uint8(video) for video in heldout["video"]]
     seeds = list(range(len(real)))
     prompts = [str(p) for p in heldout["instruction"]]
     summary = compare.imagine_and_compare(gen, real, prompts, seeds, out_dir, config.sample.fps)

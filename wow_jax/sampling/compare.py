@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wow_jax.sampling import media, rollout
+from wow_jax.data import clips
+from wow_jax.sampling import rollout
 
 SSIM_WINDOW = 11  # Gaussian window size (dm-pix's filter_size).
 
@@ -86,7 +87,7 @@ def imagine_and_compare(generator, real_clips, prompts, seeds, out_dir: str, fps
         num_clips = max(1, (real.shape[0] - 1) // max(frames_per_clip - 1, 1))
         start = real[:1].astype(np.float32) / 127.5 - 1.0
         video, _ = rollout.rollout(generator, start, [[prompt]] * num_clips, [seed])
-        imagined = media.to_uint8(video[0])
+        imagined = clips.to_uint8(video[0])
         path = os.path.join(out_dir, f"compare_{i}.gif")
         iio.imwrite(path, side_by_side(real, imagined), duration=1000.0 / fps, loop=0)
         scores = {"psnr": psnr(imagined, real), "ssim": ssim(imagined, real)}

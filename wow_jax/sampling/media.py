@@ -55,13 +55,6 @@ def load_image(path: str, height: int, width: int, mismatch: str = "resize") -> 
     return image.astype(np.float32) / 127.5 - 1.0
 
 
-def to_uint8(video: np.ndarray) -> np.ndarray:
-    """[..., 3] float in [-1, 1] -> uint8 in [0, 255]."""
-    return np.round((np.clip(np.asarray(video, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(
-        np.uint8
-    )
-
-
 def contact_sheet(frames: np.ndarray, max_frames: int) -> np.ndarray:
     """uint8 [T, H, W, 3] -> a grid image of up to `max_frames` evenly spaced frames."""
     idx = np.unique(

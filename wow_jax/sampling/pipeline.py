@@ -23,6 +23,7 @@ from absl import logging
 
 from wow_jax import checkpointing, sharding, writable
 from wow_jax import models as registry
+from wow_jax.data import clips
 from wow_jax.sampling import guidance, jobs, media, rollout
 from wow_jax.sampling import models as models_lib
 from wow_jax.sampling.generator import Generator
@@ -150,7 +151,7 @@ def generate_jobs(
                     "timings": {"batch_total_s": elapsed, "clips": timings},
                 }
                 stem = os.path.join(out_dir, job.name)
-                frames = media.to_uint8(video[row])
+                frames = clips.to_uint8(video[row])
                 if jax.process_index() == 0:  # Every host holds the whole video; one writes.
                     paths = media.write_outputs(stem, frames, sample.fps, sample.sheet_frames, info)
                     results.append(paths)
