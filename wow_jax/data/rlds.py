@@ -394,6 +394,14 @@ class EpisodeSource:
             "robot": _text(metadata.get("robot", b"")),
         }
 
+    def successes(self, index: int) -> np.ndarray:
+        """bool [N]: each step's 'success' flag (simulators; False where none was recorded)."""
+        steps, n, _ = self._steps(index)
+        try:
+            return np.asarray([bool(steps[t].get("success", False)) for t in range(n)], bool)
+        except Exception as e:
+            raise BadEpisodeError(f"corrupt episode at {self.location(index)}: {e}") from e
+
     def _action(self, step: dict) -> np.ndarray:
         if self.action_key == "action" and "action" not in step:
             return np.zeros(0, np.float32)  # A dataset without actions (e.g. plain videos).

@@ -15,6 +15,9 @@ method's prediction is turned into dataset units with the training statistics:
       -> {method: {'mae': [C] per continuous dim, 'mean_mae': float,
                    'gripper_accuracy': float (with a gripper)}}
          for method in METHODS, JSON-ready
+
+`to_actions` turns the IDM's outputs into whole actions [N, A] in the dataset's units (what a
+robot or the simulator executes: open-loop replay, wow_jax/sim/replay.py).
 """
 
 from collections.abc import Callable, Iterator
@@ -55,6 +58,25 @@ def to_dataset_units(
     dims = list(idm.continuous_dims(model_cfg))
     full[:, dims] = continuous
     return stats.denormalize(full, action_stats, norm)[:, dims]
+
+
+def to_actions(outputs: dict, action_stats: dict, config: ml_collections.ConfigDict) -> np.ndarray:
+    """IDM outputs ({'continuous': [N, C] normalised, 'gripper_logit': [N]}) -> [N, A] actions
+    in the dataset's units: the continuous dims de-normalised (config.data.action_norm with the
+    training dataset's `action_stats`), the gripper the dataset's largest gripper action where
+    the logit says 'closed' and its smallest where 'open' (action_stats 'max' / 'min')."""
+    model_cfg = config.model.idm
+    count = len(outputs["continuous"])
+    actions = np.zeros((count, model_cfg.action_dim), np.float32)
+    dims = list(idm.continuous_dims(model_cfg))
+    norm = config.data.action_norm
+    actions[:, dims] = to_dataset_units(outputs["continuous"], action_stats, norm, model_cfg)
+    grip = model_cfg.gripper_index
+    if grip >= 0:
+        closed = np.asarray(outputs["gripper_logit"]) > 0
+        low, high = action_stats["min"][grip], action_stats["max"][grip]
+        actions[:, grip] = np.where(closed, high, low)
+    return actions
 
 
 def flow_features(flow: np.ndarray, grid: int) -> np.ndarray:
