@@ -1,7 +1,7 @@
 """The FM-IDM on Meta-World (scripts/evaluate_idm.py, wow_jax/sim/idm_eval.py): collect expert
 episodes of four tasks, train the IDM from scratch, score it on held-out seeds against the
-baselines and replay its actions in the simulator. Sized for a 2-core CPU in ~15 minutes;
-`configs/idm_metaworld.py:quick` is the smoke-test size.
+baselines and replay its actions in the simulator. Sized for a 2-core CPU (~10 minutes,
+docs/idm.md); `configs/idm_metaworld.py:quick` is the smoke-test size.
 """
 
 from configs import base
@@ -14,7 +14,7 @@ def get_config(arg=None):
 
     data = config.data
     data.tasks = ("reach-v3", "coffee-button-v3", "button-press-topdown-v3", "pick-place-v3")
-    data.episodes_per_task, data.episode_length = 10, 80
+    data.episodes_per_task, data.episode_length = 16, 80
     data.num_frames, data.height, data.width = 9, 64, 64
     data.batch_size = 8
 
@@ -22,7 +22,7 @@ def get_config(arg=None):
     idm.width, idm.motion_width = 16, 16
 
     config.idm.frame_gap = 2
-    config.idm.heldout_episodes = 5
+    config.idm.heldout_episodes = 8
 
     train = config.train
     train.steps, train.warmup_steps, train.learning_rate = 600, 50, 1e-3

@@ -11,7 +11,7 @@ from flax import linen as nn
 
 from tests.sim.fakes import FakeTask
 from wow_jax.data import rlds
-from wow_jax.sim import idm_eval, metaworld_collect
+from wow_jax.sim import idm_eval, metaworld_collect, replay
 from wow_jax.train.tasks import idm as idm_task
 
 pytestmark = pytest.mark.filterwarnings("ignore:Constant.*may be too high:UserWarning")
@@ -76,3 +76,14 @@ def test_the_evaluation_needs_meta_world_and_the_idm_task(tiny_config, tmp_path)
     cfg.data.source = "tfds"
     with pytest.raises(ValueError, match="config.data.source must be 'metaworld', got 'tfds'"):
         idm_eval.run_evaluate_idm(cfg, str(tmp_path))
+
+
+@pytest.mark.parametrize("variant", [None, "quick"])
+def test_the_idm_metaworld_config_is_valid(variant):
+    from configs import idm_metaworld
+    from wow_jax import configuration
+
+    cfg = idm_metaworld.get_config(variant)
+    configuration.validate(cfg, num_devices=8)
+    idm_eval.check_config(cfg)
+    replay.check_reduce(cfg.data, cfg.data.frame_stride)

@@ -270,8 +270,9 @@ class EpisodeSource:
 
     `len(source)` episodes; `source.read(i, frame_steps, action_steps)` decodes only the frames
     at `frame_steps` and returns {'frames': uint8 [len(frame_steps), H, W, 3], 'actions': float32
-    [len(action_steps), A], 'instruction', 'segments' (per frame step), 'episode_id', 'robot'}.
-    Picklable (Grain worker processes re-open the files).
+    [len(action_steps), A], 'instruction', 'segments' (per frame step), 'episode_id', 'robot'};
+    `source.successes(i)` the per-step success flags bool [N]. Picklable (Grain worker processes
+    re-open the files).
     """
 
     def __init__(
