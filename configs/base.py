@@ -222,6 +222,10 @@ def _idm_task() -> ml_collections.ConfigDict:
     c.flow_preset = "medium"  # OpenCV DIS optical-flow preset: 'ultrafast', 'fast', 'medium'.
     c.mask_threshold = 0.5  # Flow magnitude (pixels) above which a pixel is in the motion mask.
     c.baseline_flow_grid = 8  # Nearest-flow baseline: flow average-pooled to this grid (features).
+    c.baseline_batches = 16  # Evaluation: training pair batches the mean and nearest-flow use.
+    c.eval_batch = 64  # Evaluation and replay: frame pairs per IDM call.
+    c.heldout_episodes = 4  # Evaluation: held-out Meta-World episodes per task (MAE and replay).
+    c.heldout_seed_offset = 1000  # Evaluation: held-out collection seed = data.collect_seed + this.
     return c
 
 

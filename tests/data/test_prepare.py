@@ -8,7 +8,7 @@ import pytest
 
 from tests.data.conftest import synthetic_episode, write_dataset
 from tests.data.test_videos import _write_mp4
-from tests.sim.test_metaworld_collect import FakeTask
+from tests.sim.fakes import FakeTask
 from wow_jax.data import prepare, rlds, stats
 from wow_jax.sim import metaworld_collect
 

@@ -43,3 +43,19 @@ def test_evaluate_scores_every_method_in_dataset_units(tiny_config):
     assert report["mean"]["gripper_accuracy"] == 0.0  # majority 'closed'
     np.testing.assert_allclose(report["nearest_flow"]["mae"], [0, 0, 1], atol=1e-6)
     np.testing.assert_allclose(report["nearest_flow"]["mean_mae"], 1 / 3, rtol=1e-6)
+
+
+def test_to_actions_denormalises_and_sets_the_gripper_to_the_datasets_extremes(tiny_config):
+    cfg = tiny_config  # 4-dim actions, gripper 3, 'mean_std' normalisation
+    action_stats = {
+        "mean": np.array([1, 2, 3, 0.5], np.float32),
+        "std": np.full(4, 2, np.float32),
+        "min": np.array([-1, -1, -1, -0.5], np.float32),
+        "max": np.array([1, 1, 1, 0.75], np.float32),
+    }
+    outputs = {
+        "continuous": np.array([[0, 1, -1], [0.5, 0, 0]], np.float32),
+        "gripper_logit": np.array([3.0, -0.1]),
+    }
+    actions = evaluation.to_actions(outputs, action_stats, cfg)
+    np.testing.assert_allclose(actions, [[1, 4, 1, 0.75], [2, 2, 3, -0.5]])

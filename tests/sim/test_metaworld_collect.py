@@ -1,42 +1,16 @@
 """Meta-World collection: the code path with a fake env, then one real short MuJoCo episode."""
 
+import json
+
 import numpy as np
 import pytest
 
+from tests.sim.fakes import FakeTask
 from wow_jax.data import pipeline, rlds, stats
 from wow_jax.sim import metaworld_collect
 from wow_jax.sim.instructions import TASK_INSTRUCTIONS
 
 pytestmark = pytest.mark.filterwarnings("ignore:Constant.*may be too high:UserWarning")
-
-
-class FakeTask:
-    """The MetaWorldTask interface on a 1-D point: the expert moves x to the goal 5."""
-
-    made = []
-
-    def __init__(self, task, size, camera):
-        self.instruction, self.size, self.x = f"solve {task}", size, 0.0
-        FakeTask.made.append(task)
-
-    def reset(self, seed):
-        self.x = float(np.random.default_rng(seed).uniform(0, 1))
-        return np.array([self.x])
-
-    def step(self, action):
-        self.x += float(action[0])
-        return np.array([self.x]), -abs(5 - self.x), abs(5 - self.x) < 0.5
-
-    def expert(self, obs):
-        return np.array([np.clip(5 - obs[0], -1, 1), 0, 0, 1], np.float32)
-
-    def render(self):
-        frame = np.zeros((self.size, self.size, 3), np.uint8)
-        frame[..., 0] = int(self.x * 40)
-        return frame
-
-    def close(self):
-        pass
 
 
 def test_collect_with_fake_env_and_cache(tmp_path, tiny_config):
@@ -78,6 +52,25 @@ def test_noise_changes_actions_within_bounds(tmp_path):
     assert np.abs(noisy.actions).max() <= 1.0
 
 
+# issue 17: the expert's raw action (here up to 15) was stored while the env executed it clipped.
+def test_the_stored_action_is_the_executed_one():
+    task = FakeTask("reach-v3", 8, "corner")
+    episode = metaworld_collect.collect_episode(task, 1, 6, 0.0, "a")
+    np.testing.assert_array_equal(episode.actions[:-1], np.stack(task.executed))
+    assert episode.actions[0, 0] == 1.0  # The expert asked for 3 * (5 - x) > 4.
+
+
+# issue 17: a collection that stored unclipped actions was reused as if it were clipped.
+def test_a_collection_of_an_older_version_is_refused(tmp_path):
+    path = metaworld_collect.collect(tmp_path, ["reach-v3"], 1, 4, size=8, make_task=FakeTask)
+    spec_file = path / metaworld_collect.SPEC_FILE
+    spec = json.loads(spec_file.read_text())
+    del spec["version"]  # As version 1 wrote it.
+    spec_file.write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=r"version 1 .*unclipped.* delete that folder"):
+        metaworld_collect.collect(tmp_path, ["reach-v3"], 1, 4, size=8, make_task=FakeTask)
+
+
 def test_unknown_task_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="reach-v3"):
         metaworld_collect.collect(tmp_path, ["reach-v2"], 1, 4, make_task=FakeTask)
@@ -103,6 +96,7 @@ def test_real_metaworld_episode():
     assert a.frames.shape == (13, 32, 32, 3) and a.frames.dtype == np.uint8
     assert a.actions.shape == (13, 4) and a.instruction == "reach the goal position"
     assert a.frames.std() > 5  # A rendered scene, not a blank image.
+    assert np.abs(a.actions).max() <= 1.0  # Executed actions: clipped to the action space.
     assert not np.array_equal(a.frames[0], a.frames[-1])  # The arm moved.
     np.testing.assert_array_equal(a.frames, b.frames)  # Same seed, same episode.
     np.testing.assert_array_equal(a.actions, b.actions)

@@ -270,8 +270,9 @@ class EpisodeSource:
 
     `len(source)` episodes; `source.read(i, frame_steps, action_steps)` decodes only the frames
     at `frame_steps` and returns {'frames': uint8 [len(frame_steps), H, W, 3], 'actions': float32
-    [len(action_steps), A], 'instruction', 'segments' (per frame step), 'episode_id', 'robot'}.
-    Picklable (Grain worker processes re-open the files).
+    [len(action_steps), A], 'instruction', 'segments' (per frame step), 'episode_id', 'robot'};
+    `source.successes(i)` the per-step success flags bool [N]. Picklable (Grain worker processes
+    re-open the files).
     """
 
     def __init__(
@@ -393,6 +394,14 @@ class EpisodeSource:
             "segments": segments,
             "robot": _text(metadata.get("robot", b"")),
         }
+
+    def successes(self, index: int) -> np.ndarray:
+        """bool [N]: each step's 'success' flag (simulators; False where none was recorded)."""
+        steps, n, _ = self._steps(index)
+        try:
+            return np.asarray([bool(steps[t].get("success", False)) for t in range(n)], bool)
+        except Exception as e:
+            raise BadEpisodeError(f"corrupt episode at {self.location(index)}: {e}") from e
 
     def _action(self, step: dict) -> np.ndarray:
         if self.action_key == "action" and "action" not in step:

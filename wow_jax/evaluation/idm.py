@@ -17,7 +17,8 @@ method's prediction is turned into dataset units with the training statistics:
          for method in METHODS, JSON-ready
 
 `to_actions` turns the IDM's outputs into whole actions [N, A] in the dataset's units (what a
-robot executes; mode act, wow_jax/act.py).
+robot or the simulator executes: mode act, wow_jax/act.py; open-loop replay,
+wow_jax/sim/replay.py).
 """
 
 from collections.abc import Callable, Iterator

@@ -1,11 +1,12 @@
 """Meta-World (MuJoCo, Sawyer arm) episode collection with the scripted expert policies.
 
 Each episode: a task (v3 name, e.g. 'reach-v3') with goal/object positions drawn from a per-episode
-seed, the expert policy's actions (optionally + Gaussian noise, clipped to [-1, 1]) for
-`episode_length` steps, the camera frame before every action and after the last one, per-step
-success flags, and the task's language instruction. Episodes are stored in the RLDS ArrayRecord
-format (wow_jax/data/rlds.py) with the action statistics; a rerun with the same settings reuses
-the stored dataset. Importing this module registers the data source 'metaworld'
+seed (`episode_seed`), the expert policy's actions (optionally + Gaussian noise) clipped to the
+env's action space, so the stored action is the one executed, for `episode_length` steps, the
+camera frame before every action and after the last one, per-step success flags, and the task's
+language instruction. Episodes are stored in the RLDS ArrayRecord format (wow_jax/data/rlds.py)
+with the action statistics; a rerun with the same settings and COLLECTION_VERSION reuses the
+stored dataset. Importing this module registers the data source 'metaworld'
 (`collect_from_config`) in wow_jax.data.prepare's table.
 
 Rendering is offscreen on the CPU: MUJOCO_GL=egl (Mesa libEGL; set here when unset). Shadows and
@@ -35,6 +36,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 ROBOT_NAME = "the Sawyer arm"
 DATASET_NAME = "metaworld"
 SPEC_FILE = "collection.json"
+# What a stored collection means; part of collection.json, a stored one of another version is
+# refused. 1: the expert's raw actions were stored (up to ~12) while the env executed them
+# clipped to [-1, 1]; 2: the executed (clipped) actions are stored.
+COLLECTION_VERSION = 2
 
 
 class MetaWorldTask:
@@ -61,6 +66,8 @@ class MetaWorldTask:
         model = self.env.model
         model.vis.quality.shadowsize = 0
         model.vis.quality.offsamples = 0
+        self.action_low = np.asarray(self.env.action_space.low, np.float32)
+        self.action_high = np.asarray(self.env.action_space.high, np.float32)
         self.policy = metaworld.policies.ENV_POLICY_MAP[task]()
         self.renderer = mujoco.Renderer(model, size, size)
         self.camera = camera
@@ -87,19 +94,31 @@ class MetaWorldTask:
         self.env.close()
 
 
+def episode_seed(collect_seed: int, task_index: int, episode: int) -> int:
+    """The reset seed of episode `episode` of the `task_index`-th task of a collection."""
+    return int(np.random.SeedSequence([collect_seed, task_index, episode]).generate_state(1)[0])
+
+
+def executable(task, action: np.ndarray) -> np.ndarray:
+    """float32 [4]: `action` clipped to the task's action space, as the env executes it."""
+    return np.clip(action, task.action_low, task.action_high).astype(np.float32)
+
+
 def collect_episode(
     task, seed: int, length: int, noise: float, episode_id: str, fps: float = 0.0
 ) -> rlds.Episode:
-    """Roll the expert for `length` steps from a `seed`-ed reset, recording frames and actions."""
+    """Roll the expert for `length` steps from a `seed`-ed reset, recording frames and the
+    executed actions (expert + noise, clipped to the action space)."""
     rng = np.random.default_rng([seed, 1])
     obs = task.reset(seed)
     frames, actions, rewards, success = [task.render()], [], [0.0], [False]
     for _ in range(length):
         action = task.expert(obs)
         if noise > 0:
-            action = np.clip(action + rng.normal(0.0, noise, action.shape), -1.0, 1.0)
-        obs, reward, solved = task.step(action.astype(np.float32))
-        actions.append(action.astype(np.float32))
+            action = action + rng.normal(0.0, noise, action.shape)
+        action = executable(task, action)
+        obs, reward, solved = task.step(action)
+        actions.append(action)
         frames.append(task.render())
         rewards.append(reward)
         success.append(success[-1] or solved)
@@ -115,6 +134,17 @@ def collect_episode(
         rewards=np.asarray(rewards, np.float32),
         success=np.asarray(success),
     )
+
+
+def check_version(stored: dict, dataset_dir: Path) -> None:
+    """ValueError unless a stored collection.json is of COLLECTION_VERSION."""
+    version = stored.get("version", 1)
+    if version != COLLECTION_VERSION:
+        raise ValueError(
+            f"{dataset_dir} holds a Meta-World collection of version {version} (version 1 stored "
+            f"the expert's unclipped actions), this code reads version {COLLECTION_VERSION}; "
+            "delete that folder to recollect it"
+        )
 
 
 def collect(
@@ -136,6 +166,7 @@ def collect(
     """
     make_task = make_task or MetaWorldTask
     spec = {
+        "version": COLLECTION_VERSION,
         "tasks": list(tasks),
         "episodes_per_task": int(episodes_per_task),
         "episode_length": int(episode_length),
@@ -147,6 +178,7 @@ def collect(
     dataset_dir = Path(out_dir) / DATASET_NAME / "1.0.0"
     if (dataset_dir / SPEC_FILE).exists():
         stored = json.loads((dataset_dir / SPEC_FILE).read_text())
+        check_version(stored, dataset_dir)
         if stored == spec:
             logging.info("Meta-World dataset %s already collected; reusing it", dataset_dir)
             return dataset_dir
@@ -166,9 +198,7 @@ def collect(
             task = make_task(name, size, camera)
             try:
                 for ep in range(episodes_per_task):
-                    ep_seed = int(
-                        np.random.SeedSequence([seed, task_index, ep]).generate_state(1)[0]
-                    )
+                    ep_seed = episode_seed(seed, task_index, ep)
                     start = time.perf_counter()
                     episode = collect_episode(
                         task, ep_seed, episode_length, action_noise, f"{name}/{ep:05d}"
