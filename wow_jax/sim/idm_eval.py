@@ -87,12 +87,13 @@ def heldout_data_config(config: ml_collections.ConfigDict, workdir: str):
 def training_pairs(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, dict]:
     """(config.idm.baseline_batches training pair batches concatenated, the training dataset's
     action statistics)."""
-    data_cfg = tasks.prepared_data_config(config, workdir)
-    action_stats = stats.load_stats(data_cfg.path)
-    norm_stats = idm_task.dataset_action_stats(data_cfg)
+    dataset_dir = prepare.prepare_dataset(config.data, workdir)
+    action_stats = stats.load_stats(dataset_dir)
+    norm_stats = idm_task.dataset_action_stats(config.data, dataset_dir)
     batches = tasks.HostBatches(
-        tasks.clip_iterator(config, workdir),
+        tasks.clip_iterator(config, dataset_dir),
         lambda batch: idm_task.pair_batch(batch, config, norm_stats),
+        dataset_dir,
     )
     return evaluation.concat_pairs(batches, config.idm.baseline_batches), action_stats
 
