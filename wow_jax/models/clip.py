@@ -15,50 +15,19 @@ first `num_layers - 1` blocks; the last block, post-norm and projection head of 
 are never used by Wan and are not loaded.
 """
 
-import math
-
 import einops
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import linen as nn
 
 from wow_jax import compiler
-from wow_jax.sharding import BATCH, CONV_IN, EMBED, HEADS, KV, LAYERS, LENGTH, MLP
+from wow_jax.models import vit
+from wow_jax.sharding import BATCH, CONV_IN, EMBED, LAYERS, LENGTH
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP pixel mean (RGB, [0, 1] scale).
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)  # OpenAI CLIP pixel std.
 NORM_EPS = 1e-5  # LayerNorm epsilon of the open-clip ViT.
-CUBIC_A = -0.75  # PyTorch's bicubic kernel coefficient.
-ACTIVATIONS = {
-    "gelu": lambda x: nn.gelu(x, approximate=False),  # Wan's ViT-H/14.
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # OpenAI CLIP.
-}
-
-
-def _cubic(distance: np.ndarray) -> np.ndarray:
-    """Keys cubic convolution kernel with a = CUBIC_A, as in PyTorch's upsample_bicubic2d."""
-    d, a = np.abs(distance), np.float32(CUBIC_A)
-    near = ((a + 2) * d - (a + 3)) * d * d + 1
-    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
-
-
-def bicubic_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """[out, in] weights of PyTorch's bicubic resize along one axis (align_corners=False,
-    no antialiasing, border pixels replicated)."""
-    # float32 arithmetic throughout, as PyTorch computes the source positions for float images.
-    scale = np.float32(in_size / out_size)
-    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
-    base = np.floor(src)
-    frac = src - base
-    base = base.astype(np.int64)
-    matrix = np.zeros((out_size, in_size), np.float32)
-    for tap in range(-1, 3):
-        index = np.clip(base + tap, 0, in_size - 1)
-        np.add.at(matrix, (np.arange(out_size), index), _cubic(frac - tap))
-    return matrix
 
 
 def preprocess(images: jnp.ndarray, image_size: int) -> jnp.ndarray:
@@ -66,67 +35,11 @@ def preprocess(images: jnp.ndarray, image_size: int) -> jnp.ndarray:
     images = images.astype(jnp.float32)
     _, height, width, _ = images.shape
     if (height, width) != (image_size, image_size):
-        rows = jnp.asarray(bicubic_matrix(height, image_size))
-        cols = jnp.asarray(bicubic_matrix(width, image_size))
+        rows = jnp.asarray(vit.bicubic_matrix(height, image_size))
+        cols = jnp.asarray(vit.bicubic_matrix(width, image_size))
         images = jnp.einsum("oh,bhwc,pw->bopc", rows, images, cols)
     pixels = images * 0.5 + 0.5
     return (pixels - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
-
-
-def _dense(features, axes, dtype, param_dtype, name):
-    return nn.Dense(
-        features,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]),
-        name=name,
-    )
-
-
-def _layer_norm(param_dtype, name):
-    return nn.LayerNorm(
-        epsilon=NORM_EPS,
-        dtype=jnp.float32,
-        param_dtype=param_dtype,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones, (EMBED,)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (EMBED,)),
-        name=name,
-    )
-
-
-class Block(nn.Module):
-    """Pre-norm ViT block: x [B, N, D] -> [B, N, D] (scan body: returns (x, None))."""
-
-    num_heads: int
-    mlp_dim: int
-    activation: str
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, _):
-        dim = x.shape[-1]
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        split = lambda t: einops.rearrange(t, "b n (h d) -> b n h d", h=self.num_heads)  # noqa: E731
-        h = _layer_norm(self.param_dtype, "norm1")(x).astype(self.dtype)
-        q = split(_dense(dim, (EMBED, HEADS), name="q", **kw)(h))
-        k = split(_dense(dim, (EMBED, HEADS), name="k", **kw)(h))
-        v = split(_dense(dim, (EMBED, HEADS), name="v", **kw)(h))
-        q = nn.with_logical_constraint(q, (BATCH, LENGTH, HEADS, KV))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-        weights = jax.nn.softmax(logits / math.sqrt(q.shape[-1]), axis=-1).astype(self.dtype)
-        attended = einops.rearrange(
-            jnp.einsum("bhqk,bkhd->bqhd", weights, v), "b n h d -> b n (h d)"
-        )
-        x = x + _dense(dim, (HEADS, EMBED), name="proj", **kw)(attended)
-        x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
-
-        h = _layer_norm(self.param_dtype, "norm2")(x).astype(self.dtype)
-        h = ACTIVATIONS[self.activation](_dense(self.mlp_dim, (EMBED, MLP), name="fc1", **kw)(h))
-        h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP))
-        x = x + _dense(dim, (MLP, EMBED), name="fc2", **kw)(h)
-        return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED)), None
 
 
 class CLIPVision(nn.Module):
@@ -179,10 +92,10 @@ class CLIPVision(nn.Module):
         patches = einops.rearrange(patches, "b h w d -> b (h w) d")
         cls = jnp.broadcast_to(cls.astype(self.dtype), (patches.shape[0], 1, self.width))
         x = jnp.concatenate([cls, patches], axis=1) + positions.astype(self.dtype)
-        x = _layer_norm(self.param_dtype, "pre_norm")(x).astype(self.dtype)
+        x = vit.layer_norm(NORM_EPS, self.param_dtype, "pre_norm")(x).astype(self.dtype)
         x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
         blocks = nn.scan(
-            Block,
+            vit.Block,
             variable_axes={"params": 0},
             split_rngs={"params": True},
             length=self.num_layers - 1,  # Wan's use_31_block: the penultimate block's output.
@@ -191,6 +104,7 @@ class CLIPVision(nn.Module):
             num_heads=self.num_heads,
             mlp_dim=self.mlp_dim,
             activation=self.activation,
+            norm_eps=NORM_EPS,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="blocks",
@@ -207,9 +121,9 @@ def create(clip_cfg: ml_collections.ConfigDict) -> CLIPVision:
             f"patch_size ({clip_cfg.patch_size}) and num_layers ({clip_cfg.num_layers}) >= 2 "
             "(the penultimate block's tokens are used)"
         )
-    if clip_cfg.activation not in ACTIVATIONS:
+    if clip_cfg.activation not in vit.ACTIVATIONS:
         raise ValueError(
-            f"config.model.clip.activation must be one of {list(ACTIVATIONS)}, got "
+            f"config.model.clip.activation must be one of {list(vit.ACTIVATIONS)}, got "
             f"{clip_cfg.activation!r}"
         )
     return CLIPVision(
