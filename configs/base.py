@@ -120,6 +120,20 @@ def _clip() -> ml_collections.ConfigDict:
     return c
 
 
+def _dinov2() -> ml_collections.ConfigDict:
+    """DINOv2 ViT (wow_jax/models/dinov2.py); defaults: facebook/dinov2-small (ViT-S/14)."""
+    c = ml_collections.ConfigDict()
+    c.image_size = 518  # Input size the positions are learned for (interpolated to other sizes).
+    c.patch_size = 14  # ViT patch size; inputs must be multiples of it.
+    c.width = 384  # ViT width (hidden_size): 384 S, 768 B, 1024 L.
+    c.num_layers = 12  # ViT blocks (num_hidden_layers).
+    c.num_heads = 6  # Attention heads.
+    c.mlp_dim = 1536  # MLP hidden width (hidden_size * mlp_ratio).
+    c.param_dtype = "float32"  # Dtype parameters are stored in.
+    c.dtype = "float32"  # Compute dtype.
+    return c
+
+
 def _idm() -> ml_collections.ConfigDict:
     """The FM-IDM (wow_jax/models/idm.py): frames t and t+k, flow and mask -> action."""
     c = ml_collections.ConfigDict()
@@ -301,7 +315,7 @@ def _checkpoint() -> ml_collections.ConfigDict:
 def _convert() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.direction = "import"  # 'import' (PyTorch -> Orbax) or 'export' (Orbax -> PyTorch).
-    c.component = "dit"  # Model converted: 'dit', 'vae', 'text' (umT5) or 'clip'.
+    c.component = "dit"  # Model converted: 'dit', 'vae', 'text' (umT5), 'clip' or 'dinov2'.
     c.source = ""  # Import: file/folder/index.json/release folder; export: Orbax checkpoint.
     c.target = ""  # Output folder ('' = <workdir>/<component>_<orbax|wan|diffusers>).
     c.naming = "auto"  # 'wan' or 'diffusers' ('hf' = same for umT5/CLIP); 'auto': detect/diffusers.
@@ -328,6 +342,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.vae = _vae()
     config.model.text = _text()
     config.model.clip = _clip()
+    config.model.dinov2 = _dinov2()
     config.model.idm = _idm()
     config.data = _data()
     config.train = _train()

@@ -24,6 +24,10 @@ def get_config(arg=None):
     clip.image_size, clip.patch_size, clip.width = 28, 14, 32
     clip.num_layers, clip.num_heads, clip.mlp_dim = 3, 2, 64
 
+    dinov2 = config.model.dinov2
+    dinov2.image_size, dinov2.patch_size, dinov2.width = 16, 4, 32
+    dinov2.num_layers, dinov2.num_heads, dinov2.mlp_dim = 2, 2, 128
+
     idm = config.model.idm
     idm.width, idm.motion_width, idm.stage_mult, idm.norm_groups = 8, 8, (1, 2), 4
     idm.fuse_width, idm.pool_grid, idm.mlp_dim = 16, 2, 32

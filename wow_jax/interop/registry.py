@@ -166,6 +166,16 @@ LAYOUTS = {
         None,
         None,
     ),
+    "dinov2": Component(
+        "dinov2",
+        "Dinov2Model",
+        "",  # No pipeline holds it: a transformers folder (config.json + model.safetensors).
+        "model",
+        "",  # No Wan-native release.
+        (),
+        None,
+        None,
+    ),
 }
 
 

@@ -47,6 +47,7 @@ COMPONENTS = {
     "vae": Component("vae", "wow_jax.models.vae", "wow_jax.interop.vae_table"),
     "text": Component("text", "wow_jax.models.text_encoder", "wow_jax.interop.umt5_table"),
     "clip": Component("clip", "wow_jax.models.clip", "wow_jax.interop.clip_table"),
+    "dinov2": Component("dinov2", "wow_jax.models.dinov2", "wow_jax.interop.dinov2_table"),
     "idm": Component("idm", "wow_jax.models.idm"),  # Trained from scratch: no PyTorch release.
 }
 COMPONENT_NAMES = tuple(COMPONENTS)
