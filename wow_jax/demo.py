@@ -127,6 +127,22 @@ def collect(config, workdir: str) -> tuple[dict, dict]:
 # ----------------------------------------------------------------------------- vae
 
 
+def check_vae_frames(config) -> None:
+    """The VAE trains on crops of config.demo.vae_frames frames (0 = whole clip) of clips of
+    config.data.num_frames frames. A shorter crop has fewer latent frames than a clip, so the
+    causal temporal taps that reach further back than the crop only ever read zero padding in
+    training: they get zero gradient, keep their random init and turn the later latent frames of
+    every encoded clip into noise. Crops longer than the clips cannot be cut from them."""
+    frames, clip_frames = config.demo.vae_frames, config.data.num_frames
+    if frames not in (0, clip_frames):
+        raise ValueError(
+            f"config.demo.vae_frames must be 0 (whole clip) or config.data.num_frames="
+            f"{clip_frames}: shorter VAE training crops leave the temporal taps that clips of "
+            f"{clip_frames} frames use untrained (zero gradient), longer ones cannot be cut from "
+            f"them; got {frames}; set --config.demo.vae_frames=0"
+        )
+
+
 def vae_crops(videos: np.ndarray, frames: int, size: int, per_clip: int, seed: int) -> np.ndarray:
     """Random [frames, size, size] crops of [N, T, H, W, 3] clips (size 0 = full frames): the
     convolutional VAE trains on small crops far faster and still codes whole frames."""
@@ -350,6 +366,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Mode 'demo': runs every stage; returns the summary (also <workdir>/demo_summary.json)."""
     from wow_jax.sampling import compare
 
+    check_vae_frames(config)
     start = time.perf_counter()
 
     def done(stage: str) -> None:
