@@ -40,6 +40,7 @@ def _outputs(workdir) -> dict:
     """Modification times of every file a stage writes besides its checkpoints."""
     names = ["clips/train.npz", "clips/heldout.npz", "cache/train.npz", "cache/heldout.npz"]
     names += ["latent_stats.json", "tokenizer/spiece.model", "imagined/metrics.json"]
+    names += ["imagined/per_frame.png"]
     names += [f"imagined/compare_{i}.gif" for i in range(2)]
     return {name: os.stat(workdir / name).st_mtime_ns for name in names}
 
@@ -85,6 +86,10 @@ def test_quick_demo_trains_checkpoints_imagines_and_resumes(tmp_path):
         assert os.path.getsize(clip["gif"]) > 0
         assert np.isfinite(clip["psnr"]) and -1.0 <= clip["ssim"] <= 1.0
     assert "PSNR dB" in out.stdout and f"{imagined['mean_psnr']:.2f}" in out.stdout
+    # Per frame: the model against copy-first-frame and the VAE's reconstruction ceiling.
+    later = imagined["frames_2_to_T"]
+    assert sorted(later) == ["copy_first", "imagined", "reconstruction"]
+    assert f"{later['reconstruction']['psnr']:.2f}" in out.stdout
 
     # A second run reuses every stage: no collection, training, encoding or imagining again.
     written = _outputs(tmp_path)

@@ -19,10 +19,12 @@ last checkpoint and stops at its step count; delete a stage's outputs to redo it
             directory (wow_jax.rundir: config.json with the tokenizer copy and the latent
             statistics) whose checkpoints/ hold params {'dit', 'vae', 'text', 'clip'}: mode
             generate reads it with --config.checkpoint.init_from=<workdir>/world_model alone
-  imagine   every held-out clip imagined from its first frame and instruction
-            -> <workdir>/imagined/compare_<i>.gif (real | imagined), <workdir>/imagined/metrics.json
+  imagine   every held-out clip imagined from its first frame and instruction; PSNR/SSIM per
+            clip and per frame index of the imagined clip, copy-first-frame (the do-nothing
+            baseline) and the VAE's reconstruction of the real clip (the latent ceiling)
+            -> <workdir>/imagined/compare_<i>.gif (real | imagined), metrics.json, per_frame.png
 
-run_demo writes <workdir>/demo_summary.json and prints the held-out PSNR/SSIM table.
+run_demo writes <workdir>/demo_summary.json and prints the held-out PSNR/SSIM tables.
 """
 
 import json
@@ -336,9 +338,10 @@ def train_world_model(config, workdir: str, params: dict, cache: dict, held_cach
 
 
 def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dict:
-    """Stage imagine: per-clip PSNR/SSIM of every held-out clip imagined from its first frame
-    and instruction by the step-`step` world model (reused when metrics.json has that step and
-    clip count)."""
+    """Stage imagine: every held-out clip imagined from its first frame and instruction by the
+    step-`step` world model, scored per clip and per frame against copy-first-frame and the VAE
+    reconstruction (compare.imagine_and_compare; reused when metrics.json has that step and clip
+    count)."""
     from wow_jax import sharding
     from wow_jax.data.clips import to_uint8
     from wow_jax.sampling import compare, generator, models
@@ -348,7 +351,8 @@ def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dic
     if os.path.exists(metrics_path):
         with open(metrics_path) as f:
             stored = json.load(f)
-        if stored["world_model_step"] == step and len(stored["clips"]) == len(heldout["video"]):
+        same_run = stored["world_model_step"] == step and "frames_2_to_T" in stored
+        if same_run and len(stored["clips"]) == len(heldout["video"]):
             return stored
     mesh = sharding.make_mesh(config.mesh)
     gen = generator.Generator(config, params, models.from_config(config), mesh)
