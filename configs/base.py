@@ -259,7 +259,7 @@ def _demo() -> ml_collections.ConfigDict:
     c.heldout = 4  # Held-out clips (other collection seed) imagined after training.
     c.vae_steps = 300  # Steps of the VAE stage.
     c.vae_lr = 1e-3  # Peak learning rate of the VAE stage.
-    c.vae_frames = 5  # Frames (1+4k) of the VAE's training crops (0 = whole clip).
+    c.vae_frames = 0  # Frames of the VAE's training crops: 0 or data.num_frames (whole clip).
     c.vae_crop = 32  # Height/width of the VAE's training crops (0 = whole frames).
     return c
 

@@ -6,12 +6,16 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
+from flax import linen as nn
 
 pytest.importorskip("metaworld")
 
-from wow_jax import checkpointing  # noqa: E402
+from configs import demo as demo_config  # noqa: E402
+from wow_jax import checkpointing, demo  # noqa: E402
+from wow_jax.train.tasks.vae import VAETask  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,6 +40,7 @@ def _outputs(workdir) -> dict:
     """Modification times of every file a stage writes besides its checkpoints."""
     names = ["clips/train.npz", "clips/heldout.npz", "cache/train.npz", "cache/heldout.npz"]
     names += ["latent_stats.json", "tokenizer/spiece.model", "imagined/metrics.json"]
+    names += ["imagined/per_frame.png"]
     names += [f"imagined/compare_{i}.gif" for i in range(2)]
     return {name: os.stat(workdir / name).st_mtime_ns for name in names}
 
@@ -81,6 +86,10 @@ def test_quick_demo_trains_checkpoints_imagines_and_resumes(tmp_path):
         assert os.path.getsize(clip["gif"]) > 0
         assert np.isfinite(clip["psnr"]) and -1.0 <= clip["ssim"] <= 1.0
     assert "PSNR dB" in out.stdout and f"{imagined['mean_psnr']:.2f}" in out.stdout
+    # Per frame: the model against copy-first-frame and the VAE's reconstruction ceiling.
+    later = imagined["frames_2_to_T"]
+    assert sorted(later) == ["copy_first", "imagined", "reconstruction"]
+    assert f"{later['reconstruction']['psnr']:.2f}" in out.stdout
 
     # A second run reuses every stage: no collection, training, encoding or imagining again.
     written = _outputs(tmp_path)
@@ -90,3 +99,61 @@ def test_quick_demo_trains_checkpoints_imagines_and_resumes(tmp_path):
     assert "Meta-World episodes" not in again.stderr
     assert json.loads((tmp_path / "demo_summary.json").read_text()) == summary
     assert f"{imagined['mean_psnr']:.2f}" in again.stdout
+
+
+# issue 18: the demo trained its VAE on 5-frame crops of 9-frame clips; nothing refused it.
+def test_vae_crops_shorter_than_the_clips_are_refused_before_collecting(tmp_path):
+    config = demo_config.get_config("quick")
+    config.demo.vae_frames = config.data.num_frames - 4
+    with pytest.raises(
+        ValueError, match=r"config.demo.vae_frames must be 0 .*--config.demo.vae_frames=0"
+    ):
+        demo.run_demo(config, str(tmp_path))
+    assert not os.listdir(tmp_path)  # Refused before any stage ran.
+    config.demo.vae_frames = config.data.num_frames
+    demo.check_vae_frames(config)
+
+
+def _taps(grads) -> dict:
+    """{'path[tap k]': gradient slice}: a 3D kernel per temporal tap, any other leaf whole."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
+        name, leaf = jax.tree_util.keystr(path), np.asarray(leaf)
+        if leaf.ndim == 5 and leaf.shape[0] > 1:  # [kt, kh, kw, Cin, Cout]
+            out.update({f"{name}[tap {k}]": leaf[k] for k in range(leaf.shape[0])})
+        else:
+            out[name] = leaf
+    return out
+
+
+# issue 18: with 5-frame crops (2 latent frames) of 9-frame clips (3 latent frames) the causal
+# temporal taps reaching the third latent frame got exactly zero gradient and kept their random
+# init (decoder conv_in, mid, up_blocks_0; encoder down_blocks_6, mid, conv_out; both temporal
+# upsamplers), so the last frames of every imagined clip decoded as noise.
+def test_demo_vae_stage_trains_every_parameter_the_clips_use():
+    """The demo's VAE stage settings (configs/demo.py: clip frames, crop frames) at a tiny width
+    on 16x16 frames: after one step (the attention output projection starts at zero, blocking
+    its inputs' gradient at step 0), every parameter and temporal tap gets a non-zero gradient,
+    except taps that only ever read the causal zero padding of a clip of data.num_frames frames;
+    those must not change the clip's reconstruction either."""
+    config = demo_config.get_config()
+    config.model.vae.base_dim = 4
+    clips = np.random.default_rng(0).uniform(-1, 1, (1, config.data.num_frames, 16, 16, 3))
+    clips = clips.astype(np.float32)
+    crops = demo.vae_crops(clips, config.demo.vae_frames, 0, 1, seed=0)
+    task = VAETask(config)
+    rng = jax.random.PRNGKey(1)
+    params = nn.meta.unbox(task.init_params(jax.random.PRNGKey(0)))
+    loss = jax.jit(lambda p, video: task.loss(p, {"video": video}, rng)[0])
+    grad = jax.jit(jax.grad(lambda p: loss(p, crops)))
+    params = jax.tree.map(lambda p, g: p - 1e-3 * np.sign(g), params, grad(params))
+    dead = [name for name, g in _taps(grad(params)).items() if not np.any(g)]
+
+    def scramble(path, leaf):
+        name = jax.tree_util.keystr(path)
+        taps = [k for k in range(leaf.shape[0]) if f"{name}[tap {k}]" in dead]
+        return leaf.at[np.asarray(taps, int)].add(1.0) if taps else leaf
+
+    scrambled = jax.tree_util.tree_map_with_path(scramble, params)
+    assert all("[tap " in name for name in dead), dead  # No whole parameter is left untrained.
+    assert float(loss(scrambled, clips)) == float(loss(params, clips)), dead

@@ -19,10 +19,12 @@ last checkpoint and stops at its step count; delete a stage's outputs to redo it
             directory (wow_jax.rundir: config.json with the tokenizer copy and the latent
             statistics) whose checkpoints/ hold params {'dit', 'vae', 'text', 'clip'}: mode
             generate reads it with --config.checkpoint.init_from=<workdir>/world_model alone
-  imagine   every held-out clip imagined from its first frame and instruction
-            -> <workdir>/imagined/compare_<i>.gif (real | imagined), <workdir>/imagined/metrics.json
+  imagine   every held-out clip imagined from its first frame and instruction; PSNR/SSIM per
+            clip and per frame index of the imagined clip, copy-first-frame (the do-nothing
+            baseline) and the VAE's reconstruction of the real clip (the latent ceiling)
+            -> <workdir>/imagined/compare_<i>.gif (real | imagined), metrics.json, per_frame.png
 
-run_demo writes <workdir>/demo_summary.json and prints the held-out PSNR/SSIM table.
+run_demo writes <workdir>/demo_summary.json and prints the held-out PSNR/SSIM tables.
 """
 
 import json
@@ -125,6 +127,22 @@ def collect(config, workdir: str) -> tuple[dict, dict]:
 
 
 # ----------------------------------------------------------------------------- vae
+
+
+def check_vae_frames(config) -> None:
+    """The VAE trains on crops of config.demo.vae_frames frames (0 = whole clip) of clips of
+    config.data.num_frames frames. A shorter crop has fewer latent frames than a clip, so the
+    causal temporal taps that reach further back than the crop only ever read zero padding in
+    training: they get zero gradient, keep their random init and turn the later latent frames of
+    every encoded clip into noise. Crops longer than the clips cannot be cut from them."""
+    frames, clip_frames = config.demo.vae_frames, config.data.num_frames
+    if frames not in (0, clip_frames):
+        raise ValueError(
+            f"config.demo.vae_frames must be 0 (whole clip) or config.data.num_frames="
+            f"{clip_frames}: shorter VAE training crops leave the temporal taps that clips of "
+            f"{clip_frames} frames use untrained (zero gradient), longer ones cannot be cut from "
+            f"them; got {frames}; set --config.demo.vae_frames=0"
+        )
 
 
 def vae_crops(videos: np.ndarray, frames: int, size: int, per_clip: int, seed: int) -> np.ndarray:
@@ -320,9 +338,10 @@ def train_world_model(config, workdir: str, params: dict, cache: dict, held_cach
 
 
 def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dict:
-    """Stage imagine: per-clip PSNR/SSIM of every held-out clip imagined from its first frame
-    and instruction by the step-`step` world model (reused when metrics.json has that step and
-    clip count)."""
+    """Stage imagine: every held-out clip imagined from its first frame and instruction by the
+    step-`step` world model, scored per clip and per frame against copy-first-frame and the VAE
+    reconstruction (compare.imagine_and_compare; reused when metrics.json has that step and clip
+    count)."""
     from wow_jax import sharding
     from wow_jax.data.clips import to_uint8
     from wow_jax.sampling import compare, generator, models
@@ -332,7 +351,8 @@ def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dic
     if os.path.exists(metrics_path):
         with open(metrics_path) as f:
             stored = json.load(f)
-        if stored["world_model_step"] == step and len(stored["clips"]) == len(heldout["video"]):
+        same_run = stored["world_model_step"] == step and "frames_2_to_T" in stored
+        if same_run and len(stored["clips"]) == len(heldout["video"]):
             return stored
     mesh = sharding.make_mesh(config.mesh)
     gen = generator.Generator(config, params, models.from_config(config), mesh)
@@ -350,6 +370,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Mode 'demo': runs every stage; returns the summary (also <workdir>/demo_summary.json)."""
     from wow_jax.sampling import compare
 
+    check_vae_frames(config)
     start = time.perf_counter()
 
     def done(stage: str) -> None:

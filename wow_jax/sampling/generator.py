@@ -114,6 +114,15 @@ class Generator:
         tokens = self._clip(self.params["clip"], images) if self._clip else None
         return cond, tokens
 
+    def reconstruct(self, video) -> np.ndarray:
+        """The latent space's round trip: video [B, T, H, W, 3] in [-1, 1] -> VAE encode ->
+        decode -> [B, T, H, W, 3] in [-1, 1] (the best any latent world model can render)."""
+        with sharding.activate(self.mesh, self.rules):
+            latents = self._encode(self.params["vae"], jnp.asarray(video, jnp.float32))
+            video = self._decode(self.params["vae"], latents)
+            video = np.asarray(multihost_utils.process_allgather(video, tiled=True), np.float32)
+        return np.clip(video, -1.0, 1.0)
+
     def _check_inputs(self, images, prompts, seeds):
         if len(prompts) != len(seeds):
             raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one each")
