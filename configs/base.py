@@ -252,6 +252,20 @@ def _act() -> ml_collections.ConfigDict:
     return c
 
 
+def _evaluate() -> ml_collections.ConfigDict:
+    """Mode 'evaluate' and the demo's last stage (wow_jax/evaluate.py): closed-loop Meta-World."""
+    c = ml_collections.ConfigDict()
+    c.policies = ("imagine_act", "idm_replay", "expert", "random", "zero")  # Compared per seed.
+    c.tasks = ()  # Meta-World tasks evaluated (() = data.tasks).
+    c.episodes_per_task = 4  # Held-out episodes (reset seeds) per task.
+    c.seed_offset = 2000  # Held-out reset seeds: the collection's scheme at collect_seed + this.
+    c.max_steps = 0  # Env steps per episode before it counts as failed (0 = data.episode_length).
+    c.execute_frames = 0  # Imagined frame steps executed before re-planning (0 = the whole clip).
+    c.batch = 4  # Episodes run in lockstep; imagine-then-act imagines their clips in one batch.
+    c.gif_episodes = 2  # Imagine-then-act episodes per task written as imagined|executed gifs.
+    return c
+
+
 def _demo() -> ml_collections.ConfigDict:
     """Mode 'demo' (wow_jax/demo.py); train.steps / learning_rate are its world-model stage."""
     c = ml_collections.ConfigDict()
@@ -332,7 +346,7 @@ def get_config() -> ml_collections.ConfigDict:
     wow_jax/configuration.py validates it at start-up: numeric ranges (NUMERIC_RANGES), choices
     and the relations between keys."""
     config = ml_collections.ConfigDict()
-    config.mode = "describe"  # describe, train, generate, act, convert or demo (MODE_RUNNERS).
+    config.mode = "describe"  # describe, train, generate, act, evaluate, convert or demo.
     config.seed = 0  # Seed for parameter init and training randomness.
     config.model = ml_collections.ConfigDict()
     # CPU-only kernels (docs/cpu.md): 'auto' (on when the programs compile for CPU), 'on', 'off';
@@ -353,5 +367,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.demo = _demo()
     config.idm = _idm_task()
     config.act = _act()
+    config.evaluate = _evaluate()
     config.lock()
     return config

@@ -81,8 +81,9 @@ def load_action_stats(config: ml_collections.ConfigDict) -> dict | None:
 
 
 def check_frame_size(config: ml_collections.ConfigDict) -> None:
-    """ValueError when the IDM's run was trained on frames of another size than the world
-    model makes (config.data.height/width); a checkpoint outside a run is not checked."""
+    """ValueError when the IDM's run was trained on frames of another size or frame stride than
+    the world model makes (config.data.height/width/frame_stride); a checkpoint outside a run is
+    not checked."""
     run = rundir.find_run(config.act.idm_checkpoint)
     if run is None:
         return
@@ -95,6 +96,14 @@ def check_frame_size(config: ml_collections.ConfigDict) -> None:
             f"data.height/width) but the world model makes {imagined[0]}x{imagined[1]} frames "
             "(config.data.height/width); the IDM reads motion in pixels of its own frame size: "
             "train it at the world model's size"
+        )
+    stride = stored.get("data.frame_stride", config.data.frame_stride)
+    if stride != config.data.frame_stride:
+        raise ValueError(
+            f"the IDM of {run} was trained on frames {stride} env steps apart (its "
+            f"data.frame_stride) but the world model's frames are {config.data.frame_stride} "
+            "apart (config.data.frame_stride); an action read between two frames moves the arm "
+            "by their spacing: train the IDM at the world model's frame stride"
         )
 
 

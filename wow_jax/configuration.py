@@ -19,6 +19,7 @@ MODE_RUNNERS = {
     "train": ("wow_jax.train.loop", "run_train"),
     "generate": ("wow_jax.sampling.pipeline", "run_generate"),
     "act": ("wow_jax.act", "run_act"),
+    "evaluate": ("wow_jax.evaluate", "run_evaluate"),
     "convert": ("wow_jax.interop.convert", "run_convert"),
     "demo": ("wow_jax.demo", "run_demo"),
 }
@@ -258,6 +259,11 @@ NUMERIC_RANGES = (
     ("sample.batch_size", _at_least(1), "jobs per batch"),
     ("sample.num_clips", _at_least(1), "clips per rollout"),
     ("sample.fps", _at_least(1), "frame rate of the written files"),
+    ("evaluate.episodes_per_task", _at_least(1), "held-out episodes per task"),
+    ("evaluate.max_steps", _at_least(0), "0 = data.episode_length"),
+    ("evaluate.execute_frames", _at_least(0), "0 = the whole imagined clip"),
+    ("evaluate.batch", _at_least(1), "episodes run in lockstep"),
+    ("evaluate.gif_episodes", _at_least(0), "gifs per task"),
     ("sample.sheet_frames", _at_least(1), "frames in the contact sheet"),
     ("act.pair_batch", _at_least(1), "frame pairs per IDM call"),
     ("idm.baseline_batches", _at_least(1), "training pair batches of the baselines"),
@@ -322,7 +328,7 @@ def _check_convert(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_act(config: ml_collections.ConfigDict) -> None:
-    if config.mode == "act" and not config.act.idm_checkpoint:
+    if config.mode in ("act", "evaluate") and not config.act.idm_checkpoint:
         raise ValueError(
             "config.act.idm_checkpoint is empty; set it to the IDM's run directory (trained with "
             "--config.train.task=idm): --config.act.idm_checkpoint=PATH"

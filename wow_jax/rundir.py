@@ -85,7 +85,7 @@ RESUME_SAFE_KEYS = (
     "act.*",
 )
 # What `adopt` takes from a run besides its model.* keys: the clip geometry it was trained on.
-ADOPTED_DATA_KEYS = ("data.num_frames", "data.height", "data.width")
+ADOPTED_DATA_KEYS = ("data.num_frames", "data.height", "data.width", "data.frame_stride")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +114,7 @@ RUN_SOURCES = {
         RunSource("act.idm_checkpoint", IDM_KEYS, IDM_FILES),
     ),
 }
+RUN_SOURCES["evaluate"] = RUN_SOURCES["act"]  # Imagine-then-act in the simulator reads both.
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
