@@ -275,6 +275,8 @@ def _demo() -> ml_collections.ConfigDict:
     c.vae_lr = 1e-3  # Peak learning rate of the VAE stage.
     c.vae_frames = 0  # Frames of the VAE's training crops: 0 or data.num_frames (whole clip).
     c.vae_crop = 32  # Height/width of the VAE's training crops (0 = whole frames).
+    c.idm_steps = 300  # Steps of the IDM stage (task 'idm' on the training episodes).
+    c.idm_lr = 1e-3  # Peak learning rate of the IDM stage.
     return c
 
 

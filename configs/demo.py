@@ -39,6 +39,13 @@ def get_config(arg=None):
     config.sample.negative_prompt = ""
     config.checkpoint.save_every = 500
 
+    # The IDM stage (FM-IDM from scratch on the same episodes) and the closed-loop evaluation.
+    config.data.action_reduce = "mean"  # A clip action is the mean of its env steps (replay).
+    config.model.idm.width = 16
+    config.idm.frame_gap = 2
+    config.demo.idm_steps, config.demo.idm_lr = 300, 1e-3
+    config.evaluate.episodes_per_task, config.evaluate.batch = 4, 4
+
     if arg == "quick":
         config.data.tasks = ("reach-v3",)
         config.data.episodes_per_task = 2
@@ -48,6 +55,10 @@ def get_config(arg=None):
         config.train.log_every, config.train.eval_every = 5, 10
         config.sample.steps = 4
         config.checkpoint.save_every = 10
+        config.demo.idm_steps = 10
+        config.idm.heldout_episodes, config.idm.baseline_batches = 1, 2
+        config.evaluate.episodes_per_task, config.evaluate.max_steps = 2, 12
+        config.evaluate.batch, config.evaluate.gif_episodes = 2, 1
     elif arg is not None:
         raise ValueError(f"configs/demo.py variant must be omitted or 'quick', got {arg!r}")
     return config

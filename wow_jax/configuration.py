@@ -276,6 +276,8 @@ NUMERIC_RANGES = (
     ("demo.vae_lr", _above(0), "the VAE stage's peak learning rate"),
     ("demo.vae_frames", _at_least(0), "0 = whole clip"),
     ("demo.vae_crop", _at_least(0), "0 = whole frames"),
+    ("demo.idm_steps", _at_least(1), "steps of the demo's IDM stage"),
+    ("demo.idm_lr", _above(0), "the IDM stage's peak learning rate"),
 )
 
 

@@ -23,8 +23,17 @@ last checkpoint and stops at its step count; delete a stage's outputs to redo it
             clip and per frame index of the imagined clip, copy-first-frame (the do-nothing
             baseline) and the VAE's reconstruction of the real clip (the latent ceiling)
             -> <workdir>/imagined/compare_<i>.gif (real | imagined), metrics.json, per_frame.png
+  idm       the FM-IDM (task 'idm', demo.idm_steps) on the training episodes, scored on held-out
+            episodes against zero / mean / nearest-flow actions and replayed open loop from the
+            real frames (wow_jax/sim/idm_eval.py)        -> <workdir>/idm, idm/idm_eval.json
+  evaluate  closed loop in Meta-World on held-out seeds (wow_jax/evaluate.py): imagine-then-act
+            against the IDM on the expert's video, the expert, random and zero actions
+            -> <workdir>/evaluate/results.json, gifs/ (imagined | executed); finished episode
+            groups survive a kill
+  report    <workdir>/report.html and summary.md (wow_jax/report.py)
 
-run_demo writes <workdir>/demo_summary.json and prints the held-out PSNR/SSIM tables.
+run_demo writes <workdir>/demo_summary.json and prints the held-out PSNR/SSIM and closed-loop
+tables.
 """
 
 import json
@@ -37,6 +46,7 @@ import numpy as np
 from absl import logging
 
 import wow_jax.sim  # noqa: F401 (registers the 'metaworld' data source the demo collects)
+from wow_jax import evaluate, report
 from wow_jax.sampling import conditioning
 from wow_jax.train import loop
 from wow_jax.train.array_data import ArrayIterator
@@ -46,6 +56,7 @@ from wow_jax.train.tasks.world_model import WorldModelTask
 SPM_VOCAB = 256  # Sentencepiece pieces (+100 sentinels must fit config.model.text.vocab_size).
 HELDOUT_SEED_OFFSET = 1000  # Collection and shuffle seeds of the held-out episodes.
 ENCODE_BATCH = 8  # Clips / captions per encoder call while building the cache.
+IDM_DIR = "idm"  # <workdir>/idm: the IDM stage's run directory.
 
 
 def stage_config(config, task: str, steps: int, lr: float) -> ml_collections.ConfigDict:
@@ -366,6 +377,61 @@ def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dic
     return summary
 
 
+# ----------------------------------------------------------------------------- idm, evaluate
+
+
+def idm_config(config, workdir: str) -> ml_collections.ConfigDict:
+    """The IDM stage's config: task 'idm' (demo.idm_steps at demo.idm_lr) on the training
+    episodes the collect stage prepared."""
+    from wow_jax.data import prepare
+
+    cfg = stage_config(config, "idm", config.demo.idm_steps, config.demo.idm_lr)
+    with cfg.unlocked():
+        cfg.data.path = str(prepare.prepare_dataset(config.data, workdir))
+    return cfg
+
+
+def train_idm(config, workdir: str) -> dict:
+    """Stage idm: the FM-IDM trained on the training episodes and scored on held-out ones
+    against its baselines, with open-loop replay from the real frames (sim/idm_eval.py)
+    -> <workdir>/idm (a run directory) with idm_eval.json; reused when that report is of the
+    configured step count."""
+    from wow_jax.sim import idm_eval
+
+    idm_dir = os.path.join(workdir, IDM_DIR)
+    path = os.path.join(idm_dir, idm_eval.REPORT_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+        if stored["settings"]["train_steps"] == config.demo.idm_steps:
+            return stored
+    return idm_eval.run_evaluate_idm(idm_config(config, workdir), idm_dir)
+
+
+def evaluate_closed_loop(config, workdir: str, params: dict, world_step: int, idm_report: dict):
+    """Stage evaluate: imagine-then-act and the comparison policies in Meta-World
+    (wow_jax/evaluate.py) with the world model `params` and the IDM of the idm stage."""
+    from wow_jax import act, evaluate, rundir, sharding
+    from wow_jax.data import stats
+    from wow_jax.sampling import generator, models
+
+    idm_dir = os.path.join(workdir, IDM_DIR)
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.act.idm_checkpoint = os.path.join(idm_dir, "checkpoints")
+        cfg.act.action_stats = os.path.join(idm_dir, rundir.ACTION_STATS_FILE)
+    mesh = sharding.make_mesh(cfg.mesh)
+    reader = act.ActionReader(cfg, mesh, stats.read_stats(cfg.act.action_stats))
+    gen = generator.Generator(cfg, params, models.from_config(cfg), mesh)
+    return evaluate.evaluate(
+        cfg,
+        workdir,
+        evaluate.generator_imagine(gen),
+        lambda video: reader.read(video)["actions"],
+        {"world_model_step": world_step, "idm_step": idm_report["settings"]["train_steps"]},
+    )
+
+
 def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Mode 'demo': runs every stage; returns the summary (also <workdir>/demo_summary.json)."""
     from wow_jax.sampling import compare
@@ -388,16 +454,25 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     wm_cfg = stage_config(config, "world_model", config.train.steps, config.train.learning_rate)
     imagined = imagine(wm_cfg, workdir, params, step, heldout)
     done("imagine")
+    idm_report = train_idm(config, workdir)
+    done("idm")
+    closed_loop = evaluate_closed_loop(wm_cfg, workdir, params, step, idm_report)
+    done("evaluate")
     summary = {
         "vae_final_loss": _final_loss(os.path.join(workdir, "vae")),
         "world_model_final_loss": _final_loss(os.path.join(workdir, "world_model")),
         "checkpoint": os.path.join(workdir, "world_model", "checkpoints"),
         "imagined": imagined,
+        "idm": {k: idm_report[k] for k in ("heldout", "replay")},
+        "closed_loop": {k: closed_loop[k] for k in ("tasks", "mean")},
         "latent_stats": os.path.join(workdir, "latent_stats.json"),
         "tokenizer": config.model.text.tokenizer_path,
     }
     with open(os.path.join(workdir, "demo_summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
+    paths = report.write_report(workdir)
     print(compare.format_summary(summary["imagined"]))
-    print(f"demo done: {workdir}/demo_summary.json, imagined clips in {workdir}/imagined")
+    print("closed-loop success rate [Wilson 95% interval], per task and policy:")
+    print(evaluate.format_table(closed_loop))
+    print(f"demo done: open {paths['html']} (also {paths['markdown']}, demo_summary.json)")
     return summary
