@@ -42,6 +42,7 @@ def _outputs(workdir) -> dict:
     names += ["latent_stats.json", "tokenizer/spiece.model", "imagined/metrics.json"]
     names += ["imagined/per_frame.png"]
     names += [f"imagined/compare_{i}.gif" for i in range(2)]
+    names += ["idm/idm_eval.json", "evaluate/episodes/imagine_act/reach-v3/group_0.json"]
     return {name: os.stat(workdir / name).st_mtime_ns for name in names}
 
 
@@ -91,11 +92,22 @@ def test_quick_demo_trains_checkpoints_imagines_and_resumes(tmp_path):
     assert sorted(later) == ["copy_first", "imagined", "reconstruction"]
     assert f"{later['reconstruction']['psnr']:.2f}" in out.stdout
 
+    # issue 18: the IDM stage, the closed loop and the report a person opens first.
+    assert set(summary["idm"]["heldout"]) >= {"idm", "zero", "mean", "nearest_flow"}
+    closed = summary["closed_loop"]["tasks"]["reach-v3"]
+    assert list(closed) == ["imagine_act", "idm_replay", "expert", "random", "zero"]
+    assert all(s["episodes"] == 2 and len(s["ci95"]) == 2 for s in closed.values())
+    assert "closed-loop success rate" in out.stdout
+    report = (tmp_path / "report.html").read_text()
+    for title in ("Closed loop in Meta-World", "World model", "Inverse dynamics", "Training"):
+        assert title in report
+    assert 'src="evaluate/gifs/reach-v3_' in report and (tmp_path / "summary.md").exists()
+
     # A second run reuses every stage: no collection, training, encoding or imagining again.
     written = _outputs(tmp_path)
     again = _run_demo(tmp_path)
     assert _outputs(tmp_path) == written
-    assert again.stderr.count("nothing to do: checkpoint step") == 2
+    assert again.stderr.count("nothing to do: checkpoint step") == 2  # vae, world_model
     assert "Meta-World episodes" not in again.stderr
     assert json.loads((tmp_path / "demo_summary.json").read_text()) == summary
     assert f"{imagined['mean_psnr']:.2f}" in again.stdout
