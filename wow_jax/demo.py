@@ -29,7 +29,8 @@ last checkpoint and stops at its step count; delete a stage's outputs to redo it
   evaluate  closed loop in Meta-World on held-out seeds (wow_jax/evaluate.py): imagine-then-act
             against the IDM on the expert's video, the expert, random and zero actions
             -> <workdir>/evaluate/results.json, gifs/ (imagined | executed); finished episode
-            groups survive a kill
+            groups survive a kill; the IDM's actions from real vs imagined first clips of the
+            IDM's held-out episodes (the imagination gap) -> evaluate/idm_gap.json
   report    <workdir>/report.html and summary.md (wow_jax/report.py)
 
 run_demo writes <workdir>/demo_summary.json and prints the held-out PSNR/SSIM and closed-loop
@@ -79,6 +80,13 @@ def _load_npz(path: str) -> dict | None:
         return None
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
+
+
+def _load_json(path: str):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def _final_loss(stage_dir: str) -> float | None:
@@ -410,10 +418,13 @@ def train_idm(config, workdir: str) -> dict:
 
 def evaluate_closed_loop(config, workdir: str, params: dict, world_step: int, idm_report: dict):
     """Stage evaluate: imagine-then-act and the comparison policies in Meta-World
-    (wow_jax/evaluate.py) with the world model `params` and the IDM of the idm stage."""
-    from wow_jax import act, evaluate, rundir, sharding
+    (wow_jax/evaluate.py) with the world model `params` and the IDM of the idm stage, and the
+    IDM's actions from real vs imagined held-out clips (evaluate.idm_gap, reused for the same
+    models). -> (closed-loop results, imagination gap)."""
+    from wow_jax import act, rundir, sharding
     from wow_jax.data import stats
     from wow_jax.sampling import generator, models
+    from wow_jax.sim import idm_eval
 
     idm_dir = os.path.join(workdir, IDM_DIR)
     cfg = config.copy_and_resolve_references()
@@ -421,15 +432,27 @@ def evaluate_closed_loop(config, workdir: str, params: dict, world_step: int, id
         cfg.act.idm_checkpoint = os.path.join(idm_dir, "checkpoints")
         cfg.act.action_stats = os.path.join(idm_dir, rundir.ACTION_STATS_FILE)
     mesh = sharding.make_mesh(cfg.mesh)
-    reader = act.ActionReader(cfg, mesh, stats.read_stats(cfg.act.action_stats))
+    action_stats = stats.read_stats(cfg.act.action_stats)
+    reader = act.ActionReader(cfg, mesh, action_stats)
     gen = generator.Generator(cfg, params, models.from_config(cfg), mesh)
-    return evaluate.evaluate(
-        cfg,
-        workdir,
-        evaluate.generator_imagine(gen),
-        lambda video: reader.read(video)["actions"],
-        {"world_model_step": world_step, "idm_step": idm_report["settings"]["train_steps"]},
-    )
+    imagine = evaluate.generator_imagine(gen)
+
+    def read(video):
+        return reader.read(video)["actions"]
+
+    models_used = {
+        "world_model_step": world_step,
+        "idm_step": idm_report["settings"]["train_steps"],
+    }
+    results = evaluate.evaluate(cfg, workdir, imagine, read, models_used)
+    gap_path = os.path.join(workdir, evaluate.EVAL_DIR, evaluate.GAP_FILE)
+    gap = _load_json(gap_path)
+    if gap is None or gap["models"] != models_used:
+        heldout_cfg = idm_eval.heldout_data_config(idm_config(config, workdir), idm_dir)
+        gap = evaluate.idm_gap(cfg, imagine, read, heldout_cfg, action_stats)
+        gap["models"] = models_used
+        evaluate.write_json(gap_path, gap)
+    return results, gap
 
 
 def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -456,7 +479,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     done("imagine")
     idm_report = train_idm(config, workdir)
     done("idm")
-    closed_loop = evaluate_closed_loop(wm_cfg, workdir, params, step, idm_report)
+    closed_loop, gap = evaluate_closed_loop(wm_cfg, workdir, params, step, idm_report)
     done("evaluate")
     summary = {
         "vae_final_loss": _final_loss(os.path.join(workdir, "vae")),
@@ -465,6 +488,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "imagined": imagined,
         "idm": {k: idm_report[k] for k in ("heldout", "replay")},
         "closed_loop": {k: closed_loop[k] for k in ("tasks", "mean")},
+        "idm_on_imagined": gap,
         "latent_stats": os.path.join(workdir, "latent_stats.json"),
         "tokenizer": config.model.text.tokenizer_path,
     }

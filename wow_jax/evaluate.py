@@ -38,6 +38,7 @@ from wow_jax.sim import closed_loop, metaworld_collect
 EVAL_DIR = "evaluate"
 RESULTS_FILE = "results.json"
 SETTINGS_FILE = "settings.json"
+GAP_FILE = "idm_gap.json"  # The demo's IDM on real vs imagined held-out clips (idm_gap).
 
 
 class ImagineActPolicy:
@@ -65,14 +66,8 @@ class ImagineActPolicy:
     def plan(self, rows, frames, observations) -> list[np.ndarray]:
         del observations
         seeds = [self.plan_seed(r) for r in rows]
-        videos = []
-        for i in range(0, len(rows), self.batch):
-            chunk, chunk_seeds = frames[i : i + self.batch], seeds[i : i + self.batch]
-            pad = self.batch - len(chunk)
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
-            chunk_seeds = chunk_seeds + [chunk_seeds[-1]] * pad
-            out = self.imagine(chunk, [self.instruction] * self.batch, chunk_seeds)
-            videos.extend(out[: self.batch - pad])
+        prompts = [self.instruction] * len(rows)
+        videos = imagine_in_batches(self.imagine, frames, prompts, seeds, self.batch)
         for r in rows:
             self.plans[r] += 1
         self.imagined = videos
@@ -85,6 +80,25 @@ class ImagineActPolicy:
         return plans
 
 
+def imagine_in_batches(imagine, frames, prompts, seeds, batch: int) -> list[np.ndarray]:
+    """`imagine` over rows `batch` at a time, a short batch padded by repeating its last row (one
+    compiled shape; a row's clip does not depend on the others) -> [uint8 [T, h, w, 3]]."""
+    videos = []
+    for i in range(0, len(frames), batch):
+        chunk, chunk_prompts, chunk_seeds = (
+            frames[i : i + batch],
+            list(prompts[i : i + batch]),
+            list(seeds[i : i + batch]),
+        )
+        pad = batch - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
+            chunk_prompts += chunk_prompts[-1:] * pad
+            chunk_seeds += chunk_seeds[-1:] * pad
+        videos.extend(imagine(chunk, chunk_prompts, chunk_seeds)[: batch - pad])
+    return videos
+
+
 def generator_imagine(generator):
     """imagine(frames uint8 [R, h, w, 3], prompts, seeds) -> uint8 [R, T, h, w, 3] of a
     sampling.generator.Generator."""
@@ -94,6 +108,66 @@ def generator_imagine(generator):
         return clips.to_uint8(video)
 
     return imagine
+
+
+# ----------------------------------------------------------------------------- imagination gap
+
+
+def action_scores(predicted: np.ndarray, true: np.ndarray, config) -> dict:
+    """Actions [N, A] in dataset units against the true ones: per-dimension 'mae', the
+    'translation_mae' (xyz) and, with a gripper, 'gripper_accuracy' (closed = above
+    config.idm.gripper_threshold)."""
+    model_cfg = config.model.idm
+    error = np.abs(predicted - true).mean(0)
+    dims = [d for d in range(3) if d != model_cfg.gripper_index]
+    scores = {"mae": error.tolist(), "translation_mae": float(error[dims].mean())}
+    grip = model_cfg.gripper_index
+    if grip >= 0:
+        threshold = config.idm.gripper_threshold
+        agree = (predicted[:, grip] > threshold) == (true[:, grip] > threshold)
+        scores["gripper_accuracy"] = float(agree.mean())
+    return scores
+
+
+def idm_gap(config, imagine, read, data_cfg, action_stats: dict) -> dict:
+    """How physically faithful the imagination is, read by the IDM: for the first clip
+    (data.num_frames frames) of every episode in `data_cfg`'s held-out dataset, the IDM's
+    actions from the REAL frames and from the clip IMAGINED from its first frame and
+    instruction, against the episode's true actions (dataset units), with the zero and the
+    dataset-mean action as baselines. -> {method: action_scores} and 'clips'."""
+    from wow_jax.data import rlds
+    from wow_jax.sim import replay
+    from wow_jax.sim.instructions import TASK_INSTRUCTIONS
+
+    source = rlds.EpisodeSource(data_cfg.path)
+    frames = config.data.num_frames
+    real, true, prompts = [], [], []
+    for index in range(len(source)):
+        clip = replay.episode_clip(source, index, data_cfg)
+        if clip["video"].shape[1] < frames:
+            continue
+        real.append(clips.to_uint8(clip["video"][0, :frames]))
+        true.append(clip["actions"][0, : frames - 1])
+        prompts.append(TASK_INSTRUCTIONS[clip["episode_id"].split("/")[0]])
+    if not real:
+        raise ValueError(
+            f"no held-out episode in {data_cfg.path} has {frames} frames (data.num_frames) at "
+            "the dataset's frame stride; collect longer episodes (data.episode_length)"
+        )
+    seeds = list(range(len(real)))
+    imagined = imagine_in_batches(
+        imagine, np.stack([r[0] for r in real]), prompts, seeds, config.evaluate.batch
+    )
+    true_all = np.concatenate(true)
+    predicted = {
+        "real": np.concatenate([read(video) for video in real]),
+        "imagined": np.concatenate([read(video) for video in imagined]),
+        "zero": np.zeros_like(true_all),
+        "mean": np.broadcast_to(np.asarray(action_stats["mean"], np.float32), true_all.shape),
+    }
+    report = {k: action_scores(v, true_all, config) for k, v in predicted.items()}
+    report["clips"] = len(real)
+    return report
 
 
 # ----------------------------------------------------------------------------- settings, store
@@ -141,7 +215,7 @@ def settings(config, models: dict) -> dict:
     }
 
 
-def _write_json(path: str, value) -> None:
+def write_json(path: str, value) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(value, f, indent=1)
@@ -162,7 +236,7 @@ def prepare_store(out_dir: str, current: dict) -> None:
         aside = f"{episodes}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
         os.replace(episodes, aside)
         logging.warning("evaluate: settings or models changed; earlier episodes moved to %s", aside)
-    _write_json(path, current)
+    write_json(path, current)
 
 
 # ----------------------------------------------------------------------------- running
@@ -209,7 +283,7 @@ def run_task_policy(config, policy, name: str, task_index: int, out_dir: str, en
                 gif = os.path.join(out_dir, "gifs", f"{name}_{episode['seed']}.gif")
                 os.makedirs(os.path.dirname(gif), exist_ok=True)
                 episode["gif"] = write_gif(gif, episode.pop("record"), config.sample.fps)
-        _write_json(path, episodes)
+        write_json(path, episodes)
         results.extend(episodes)
     return results
 
@@ -281,7 +355,7 @@ def evaluate(config, workdir: str, imagine, read, models: dict, make_task=None) 
     results["gifs"] = sorted(
         e["gif"] for runs in per_task.values() for e in runs.get("imagine_act", []) if "gif" in e
     )
-    _write_json(os.path.join(out_dir, RESULTS_FILE), results)
+    write_json(os.path.join(out_dir, RESULTS_FILE), results)
     print("closed-loop success rate [Wilson 95% interval], per task and policy:")
     print(format_table(results))
     return results

@@ -9,6 +9,7 @@ Sections (file read):
                    clips, copy-first-frame and the VAE reconstruction; per_frame.png; compare gifs
   IDM              idm/idm_eval.json: held-out translation MAE and gripper accuracy against the
                    baselines; open-loop replay success from the real frames
+  imagination gap  evaluate/idm_gap.json: the IDM on real vs imagined held-out clips
   training curves  <stage>/metrics.jsonl of vae, world_model and idm -> training_curves.png
 """
 
@@ -88,10 +89,22 @@ def quality_rows(imagined: dict) -> tuple[list[str], list[list[str]]]:
 
 def idm_rows(idm_eval: dict) -> tuple[list[str], list[list[str]]]:
     rows = [
-        [method, f"{s['translation_mae']:.3f}", f"{s.get('gripper_accuracy', float('nan')):.3f}"]
+        [method, f"{s['translation_mae']:.3f}", _accuracy(s)]
         for method, s in idm_eval["heldout"].items()
     ]
     return ["IDM on held-out real frames", "translation MAE", "gripper accuracy"], rows
+
+
+def gap_rows(gap: dict) -> tuple[list[str], list[list[str]]]:
+    rows = [
+        [method, f"{gap[method]['translation_mae']:.3f}", _accuracy(gap[method])]
+        for method in ("real", "imagined", "mean", "zero")
+    ]
+    return ["IDM reading", "translation MAE", "gripper accuracy"], rows
+
+
+def _accuracy(scores: dict) -> str:
+    return f"{scores['gripper_accuracy']:.3f}" if "gripper_accuracy" in scores else "-"
 
 
 def replay_rows(idm_eval: dict) -> tuple[list[str], list[list[str]]]:
@@ -166,6 +179,20 @@ def sections(workdir: str) -> list[dict]:
                 "text": "Dataset units; baselines: zero action, mean action, nearest flow.",
                 "tables": [idm_rows(idm_eval), replay_rows(idm_eval)],
                 "images": [idm_eval["plot"]] if idm_eval.get("plot") else [],
+            }
+        )
+    gap = _read(workdir, "evaluate", "idm_gap.json")
+    if gap is not None:
+        out.append(
+            {
+                "title": "Imagination gap: the IDM on real vs imagined held-out clips",
+                "text": (
+                    f"{gap['clips']} held-out clips; actions read from the real frames and from "
+                    "the clip the world model imagined from the same first frame and instruction, "
+                    "against the true actions (dataset units)."
+                ),
+                "tables": [gap_rows(gap)],
+                "images": [],
             }
         )
     curves = plot_curves(workdir)

@@ -181,3 +181,39 @@ def test_kill9_during_evaluation_then_rerun_equals_an_uninterrupted_run(tmp_path
     for results in read:
         results.pop("gifs")
     assert read[0] == read[1]
+
+
+def test_idm_gap_separates_a_faithful_imagination_from_a_still_one(tmp_path, tiny_config):
+    # issue 17: the IDM reads the world model's imagined frames as well as the real ones; the
+    # gap between the two measures how physically faithful the imagination is.
+    from wow_jax.data import rlds, stats
+    from wow_jax.sim import metaworld_collect
+
+    path = metaworld_collect.collect(tmp_path, ["reach-v3"], 3, 8, size=SIZE, make_task=FakeTask)
+    cfg = tiny_config
+    cfg.data.path, cfg.data.height, cfg.data.width = str(path), SIZE, SIZE
+    cfg.data.num_frames, cfg.data.action_norm = 5, "none"
+    cfg.evaluate.batch = 2
+    action_stats = stats.load_stats(path)
+    source = rlds.EpisodeSource(path)
+
+    def replay_truth(frames, prompts, seeds):  # Imagines the real clip exactly.
+        del prompts
+        starts = {int(s): i for i, s in enumerate(seeds)}
+        return [truth[starts[int(s)]] for s in seeds]
+
+    def stand_still(frames, prompts, seeds):
+        del prompts, seeds
+        return [np.repeat(f[None], 5, axis=0) for f in frames]
+
+    truth = [source.read(i, np.arange(5), [], min_size=(SIZE, SIZE))["frames"] for i in range(3)]
+    read = lambda video: read_motion(video, stride=1)  # noqa: E731
+    faithful = evaluate.idm_gap(cfg, replay_truth, read, cfg.data, action_stats)
+    still = evaluate.idm_gap(cfg, stand_still, read, cfg.data, action_stats)
+    assert faithful["clips"] == still["clips"] == 3
+    # Reading the fake frames recovers x to 1/40 per frame: real and faithful imagination agree.
+    assert faithful["real"]["mae"][0] < 0.03
+    assert faithful["imagined"]["mae"] == pytest.approx(faithful["real"]["mae"], abs=1e-6)
+    # A still imagination scores no better than the zero action; the real frames far better.
+    assert still["imagined"]["mae"][0] == pytest.approx(still["zero"]["mae"][0], abs=1e-6)
+    assert still["imagined"]["mae"][0] > 10 * still["real"]["mae"][0]
