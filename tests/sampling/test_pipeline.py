@@ -1,5 +1,6 @@
 """Generation plumbing with stand-in models: I2V conditioning, CFG, rollout, files, errors."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -178,6 +179,27 @@ def test_bad_inputs_have_clear_errors(i2v_config, tmp_path):
     c.sample.jobs = str(tmp_path / "bad.jsonl")
     with pytest.raises(ValueError, match="unknown keys \\['colour'\\]"):
         run()
+
+
+# issue 16: image_resize='wan' sizes the clip by Wan2.1's max-area rule and shows CLIP the whole
+# frame; 'diffsynth' stretches the frame to the configured size and shows CLIP that.
+def test_image_resize_modes_set_clip_size_and_clip_input(i2v_config, tmp_path):
+    c = i2v_config
+    c.sample.image = write_image(tmp_path / "tall.png", 48, 32)
+    models, params = fakes.fake_models(c), fakes.fake_params(c)
+    seen = []
+    clip = models.clip
+    models = dataclasses.replace(models, clip=lambda p, x: seen.append(x.shape) or clip(p, x))
+    c.sample.image_resize = "wan"  # 48x32 in 32x32 = 1024 pixels: 32x16 keeps the aspect.
+    mp4, _, _, info = read_outputs(pipeline.generate(c, str(tmp_path), models, params)[0])
+    assert mp4.shape[1:3] == (32, 16) and (info["height"], info["width"]) == (32, 16)
+    assert seen == [(1, 28, 28, 3)] and info["image_resize"] == "wan"  # CLIP's own size.
+    c.sample.image_resize, seen[:] = "diffsynth", []
+    mp4, _, _, info = read_outputs(pipeline.generate(c, str(tmp_path), models, params)[0])
+    assert mp4.shape[1:3] == (32, 32) and seen == [(1, 32, 32, 3)]
+    c.sample.image_resize, c.sample.image_mismatch = "wan", "error"
+    with pytest.raises(ValueError, match=r"is 48x32 \(HxW\) but the model generates 32x32"):
+        pipeline.generate(c, str(tmp_path), models, params)
 
 
 # issue 14 B10: a non-folder or read-only output_dir failed only after all denoising.

@@ -138,6 +138,10 @@ def clip_geometry(config: ml_collections.ConfigDict, images: dict) -> ml_collect
         )
     if not sizes or sizes[0] == (config.data.height, config.data.width):
         return config
+    logging.warning(
+        "Wan2.1's max-area rule (sample.image_resize='wan') makes the clip %dx%d, not "
+        "data.height x data.width = %dx%d", *sizes[0], config.data.height, config.data.width,
+    )  # fmt: skip
     config = copy.deepcopy(config)
     config.data.height, config.data.width = sizes[0]
     return config
