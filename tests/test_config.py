@@ -19,6 +19,17 @@ def test_configs_validate(module):
     configuration.validate(module.get_config(), num_devices=num_devices)
 
 
+# issue 16: each recipe config runs every component at its reference's precision.
+@pytest.mark.parametrize(
+    "module, clip_dtype", [(wow14b, "float32"), (wan_i2v14b, "float16"), (wan1_3b, "float32")]
+)
+def test_recipe_configs_use_reference_precisions(module, clip_dtype):
+    model = module.get_config().model
+    assert (model.dit.dtype, model.text.dtype) == ("bfloat16", "bfloat16")
+    assert model.vae.dtype == "float32" and model.clip.dtype == clip_dtype
+    assert {model[n].param_dtype for n in ("dit", "vae", "text", "clip")} == {"float32"}
+
+
 def test_demo_quick_variant_validates():
     configuration.validate(demo.get_config("quick"), num_devices=1)
 
