@@ -19,4 +19,5 @@ def get_config(arg=None):
     sample.solver, sample.sigma_grid, sample.timestep_dtype = "unipc", "wan", "float32"
     sample.steps, sample.shift, sample.guidance = 50, 5.0, 5.0
     sample.negative_prompt = base.WAN_NEGATIVE_PROMPT
+    sample.image_resize = "wan"  # (Used only if switched to an i2v DiT.)
     return config
