@@ -1,8 +1,9 @@
 """Shared defaults for every wow_jax config.
 
-Each config file (tiny, demo, wan1_3b, wow14b) starts from `get_config()` here and changes only
-what differs. The returned ConfigDict is locked: assigning a key that does not exist here raises,
-so a typo in a config file or a `--config.key=value` flag is an error, never a silent new field.
+Each config file (tiny, demo, wan1_3b, wan_i2v14b, wow14b) starts from `get_config()` here (or
+from another config) and changes only what differs. The returned ConfigDict is locked: assigning
+a key that does not exist here raises, so a typo in a config file or a `--config.key=value` flag
+is an error, never a silent new field.
 Model sizes default to Wan2.1-1.3B text-to-video; the video geometry defaults to a small clip.
 """
 
