@@ -279,9 +279,7 @@ def _sample() -> ml_collections.ConfigDict:
     c.steps = 50  # Denoising steps.
     c.guidance = 5.0  # Classifier-free guidance scale (>= 1).
     c.shift = 5.0  # Flow shift of the sigma schedule.
-    # Sigmas before the shift: unipc 'diffusers' (linspace 1..1/1000) or 'wan' (Wan2.1, 0.999..0);
-    # euler 'diffusers' (FlowMatchEulerDiscrete) or 'diffsynth' (DiffSynth, linspace 1..0).
-    c.sigma_grid = "diffusers"
+    c.sigma_grid = "diffusers"  # Sigmas: unipc 'diffusers'/'wan', euler 'diffusers'/'diffsynth'.
     c.timestep_dtype = "float32"  # DiT timestep input rounded to: 'float32' or 'bfloat16'.
     c.image_resize = "diffsynth"  # Conditioning frame prep: 'diffsynth' or 'wan' (frames.py).
     c.prompt = ""  # Instruction for a single generate job.
