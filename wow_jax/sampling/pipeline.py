@@ -114,7 +114,7 @@ def conditioning_frame(config: ml_collections.ConfigDict, path: str) -> frames.C
                 "--config.sample.image_mismatch=resize"
             )
         logging.warning(
-            "conditioning image %s is %s, the clip will be %dx%d (sample.image_resize=%r)",
+            "conditioning image %s is %s, resizing to %dx%d (sample.image_resize=%r)",
             path, got, *size, sample.image_resize,
         )  # fmt: skip
     if sample.image_resize == "wan":
