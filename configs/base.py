@@ -1,8 +1,9 @@
 """Shared defaults for every wow_jax config.
 
-Each config file (tiny, demo, wan1_3b, wow14b) starts from `get_config()` here and changes only
-what differs. The returned ConfigDict is locked: assigning a key that does not exist here raises,
-so a typo in a config file or a `--config.key=value` flag is an error, never a silent new field.
+Each config file (tiny, demo, wan1_3b, wan_i2v14b, wow14b) starts from `get_config()` here (or
+from another config) and changes only what differs. The returned ConfigDict is locked: assigning
+a key that does not exist here raises, so a typo in a config file or a `--config.key=value` flag
+is an error, never a silent new field.
 Model sizes default to Wan2.1-1.3B text-to-video; the video geometry defaults to a small clip.
 """
 
@@ -18,13 +19,21 @@ WAN_LATENTS_STD = (
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )  # fmt: skip
 
+# Negative prompt of the Wan2.1 repository (wan/configs/shared_config.py, sample_neg_prompt), in
+# English: bright colors, overexposed, static, blurred details, subtitles, style, artwork,
+# painting, picture, still, overall gray, worst quality, low quality, JPEG compression residue,
+# ugly, incomplete, extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured,
+# malformed limbs, fused fingers, still picture, cluttered background, three legs, many people in
+# the background, walking backwards.
 WAN_NEGATIVE_PROMPT = (
-    "bright colors, overexposed, static, blurred details, subtitles, style, artwork, painting, "
-    "picture, still, overall gray, worst quality, low quality, JPEG compression residue, ugly, "
-    "incomplete, extra fingers, poorly drawn hands, poorly drawn faces, deformed, disfigured, "
-    "malformed limbs, fused fingers, still picture, cluttered background, three legs, many people "
-    "in the background, walking backwards"
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
+    "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，"
+    "毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
+# Wan2.1 I2V-14B prefixes it with "camera shake, " (wan/configs/wan_i2v_14B.py).
+WAN_I2V_NEGATIVE_PROMPT = "镜头晃动，" + WAN_NEGATIVE_PROMPT
+# WoW's released inference (its DiffSynth WanVideoPipeline demo).
+WOW_NEGATIVE_PROMPT = "low quality, distorted, ugly, bad anatomy"
 
 
 def _dit() -> ml_collections.ConfigDict:
@@ -286,17 +295,17 @@ def _sample() -> ml_collections.ConfigDict:
     c.steps = 50  # Denoising steps.
     c.guidance = 5.0  # Classifier-free guidance scale (>= 1).
     c.shift = 5.0  # Flow shift of the sigma schedule.
-    c.sigma_grid = (
-        "diffusers"  # UniPC sigmas: 'diffusers' (linspace 1..1/1000) or 'wan' (0.999..0).
-    )
+    c.sigma_grid = "diffusers"  # Sigmas: unipc 'diffusers'/'wan', euler 'diffusers'/'diffsynth'.
+    c.timestep_dtype = "float32"  # DiT timestep input rounded to: 'float32' or 'bfloat16'.
+    c.image_resize = "diffsynth"  # Conditioning frame prep: 'diffsynth' or 'wan' (frames.py).
     c.prompt = ""  # Instruction for a single generate job.
-    c.negative_prompt = WAN_NEGATIVE_PROMPT  # Negative prompt for guidance.
+    c.negative_prompt = WAN_NEGATIVE_PROMPT  # Negative prompt for guidance (Wan2.1's).
     c.image = ""  # Conditioning frame path for a single image-to-video job.
     c.jobs = ""  # A jsonl file of jobs (image, prompt, seed) instead of image/prompt.
     c.seed = 0  # Noise seed.
     c.num_clips = 1  # Clips chained in a long-horizon rollout.
     c.batch_size = 1  # Jobs denoised together in one batch.
-    c.image_mismatch = "resize"  # Conditioning frame of another size: 'resize' (warn) or 'error'.
+    c.image_mismatch = "resize"  # Image not data.height x width: 'resize' (warn) or 'error'.
     c.output_dir = ""  # Where generated files go ('' = <workdir>/generate); checked writable first.
     c.fps = 16  # Frame rate of the written mp4/gif (Wan2.1: 16).
     c.sheet_frames = 16  # Most frames shown in the contact-sheet png.

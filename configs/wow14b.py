@@ -1,23 +1,24 @@
-"""WoW-1-Wan-14B: the Wan2.1-I2V-14B DiT post-trained on robot data (480x832, 81 frames,
-50 steps, guidance 5, shift 5), with the Wan2.1 VAE, umT5-XXL and CLIP ViT-H/14 encoders.
+"""WoW-1-Wan-14B: the Wan2.1-I2V-14B DiT post-trained on robot data, sampled as WoW's release
+does (DiffSynth-Studio's WanVideoPipeline): FlowMatchScheduler with Euler steps on DiffSynth's
+sigma grid, 50 steps, shift 5, guidance 5, negative prompt "low quality, distorted, ugly, bad
+anatomy", seed 42, timesteps fed to the DiT in bfloat16, the frame resized as DiffSynth does.
+Precision: each component as its reference runs it (DiT and umT5 bfloat16, VAE float32, CLIP
+float32 as WoW's pipeline loads it); docs/generation.md gives the cost of a bfloat16 VAE.
 """
 
-from configs import base
+from configs import base, wan_i2v14b
 
 
 def get_config(arg=None):
     del arg
-    config = base.get_config()
-    dit = config.model.dit
-    dit.variant, dit.in_channels = "i2v", 36
-    dit.dim, dit.ffn_dim, dit.num_heads, dit.num_layers = 5120, 13824, 40, 40
-    dit.dtype = "bfloat16"
-    dit.remat_policy = "full"
-    config.model.vae.dtype = "bfloat16"
-    config.model.text.dtype = "bfloat16"
-    config.model.clip.dtype = "bfloat16"
-    config.data.num_frames, config.data.height, config.data.width = 81, 480, 832
+    config = wan_i2v14b.get_config()
+    config.model.clip.dtype = "float32"
     config.data.batch_size = 8
     config.train.learning_rate = 1e-5
-    config.sample.steps, config.sample.guidance, config.sample.shift = 50, 5.0, 5.0
+    sample = config.sample
+    sample.solver, sample.sigma_grid, sample.timestep_dtype = "euler", "diffsynth", "bfloat16"
+    sample.steps, sample.shift, sample.guidance = 50, 5.0, 5.0
+    sample.negative_prompt = base.WOW_NEGATIVE_PROMPT
+    sample.seed = 42
+    sample.image_resize = "diffsynth"
     return config

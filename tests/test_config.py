@@ -7,16 +7,27 @@ import sys
 
 import pytest
 
-from configs import base, demo, tiny, wan1_3b, wow14b
+from configs import base, demo, tiny, wan1_3b, wan_i2v14b, wow14b
 from wow_jax import configuration
 from wow_jax.models import dit
 
 
-@pytest.mark.parametrize("module", [base, tiny, demo, wan1_3b, wow14b])
+@pytest.mark.parametrize("module", [base, tiny, demo, wan1_3b, wan_i2v14b, wow14b])
 def test_configs_validate(module):
     # The demo trains on one CPU device (its batch of 2 would not split over 8).
     num_devices = 1 if module is demo else 8
     configuration.validate(module.get_config(), num_devices=num_devices)
+
+
+# issue 16: each recipe config runs every component at its reference's precision.
+@pytest.mark.parametrize(
+    "module, clip_dtype", [(wow14b, "float32"), (wan_i2v14b, "float16"), (wan1_3b, "float32")]
+)
+def test_recipe_configs_use_reference_precisions(module, clip_dtype):
+    model = module.get_config().model
+    assert (model.dit.dtype, model.text.dtype) == ("bfloat16", "bfloat16")
+    assert model.vae.dtype == "float32" and model.clip.dtype == clip_dtype
+    assert {model[n].param_dtype for n in ("dit", "vae", "text", "clip")} == {"float32"}
 
 
 def test_demo_quick_variant_validates():
@@ -39,6 +50,10 @@ def test_config_is_locked_against_typos():
         ("model.dit.text_dim", 7, r"config.model.dit.text_dim"),
         ("model.dit.attention", "flash", r"config.model.dit.attention must be one of"),
         ("sample.guidance", 0.5, r"config.sample.guidance must be >= 1"),
+        # issue 16: the sigma grid must have a reference schedule for the solver.
+        ("sample.sigma_grid", "diffsynth", r"sigma_grid must be one of \('diffusers', 'wan'\) for"),
+        ("sample.timestep_dtype", "int8", r"config.sample.timestep_dtype must be one of"),
+        ("sample.image_resize", "crop", r"config.sample.image_resize must be one of"),
         (
             "mode",
             "dance",

@@ -11,6 +11,7 @@ import ml_collections
 
 from wow_jax import models, sharding
 from wow_jax.models import dit
+from wow_jax.sampling import frames, schedulers
 from wow_jax.train import flow_matching
 
 # config.mode -> (module, function `run_<mode>(config, workdir)`); wow_jax.main dispatches on it.
@@ -28,7 +29,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 CPU_KERNELS = ("auto", "on", "off")
 ATTENTION_KERNELS = ("xla", "cudnn", "splash")
 DIT_VARIANTS = ("t2v", "i2v")
-SOLVERS = ("unipc", "euler")
 IMAGE_MISMATCH = ("resize", "error")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
@@ -81,9 +81,10 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("train.schedule", config.train.schedule, SCHEDULES)
     _choice("train.timestep_sampling", config.train.timestep_sampling, TIMESTEP_SAMPLING)
     _choice("train.loss_weighting", config.train.loss_weighting, flow_matching.LOSS_WEIGHTINGS)
-    _choice("sample.solver", config.sample.solver, SOLVERS)
     _choice("sample.image_mismatch", config.sample.image_mismatch, IMAGE_MISMATCH)
-    _choice("sample.sigma_grid", config.sample.sigma_grid, ("diffusers", "wan"))
+    _choice("sample.image_resize", config.sample.image_resize, frames.IMAGE_RESIZE)
+    sample = config.sample
+    schedulers.check_recipe(sample.solver, sample.sigma_grid, sample.timestep_dtype)
     _choice("model.text.checkpoint_naming", config.model.text.checkpoint_naming, TEXT_NAMINGS)
     _choice("model.text.cache_dtype", config.model.text.cache_dtype, DTYPES)
     _choice("model.clip.activation", config.model.clip.activation, CLIP_ACTIVATIONS)

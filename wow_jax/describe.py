@@ -1,5 +1,6 @@
-"""Mode `describe`: parameter count and bytes of every model component, and the mesh, without
-allocating device memory (shapes come from `jax.eval_shape`)."""
+"""Mode `describe`: the sampling recipe of the config (scheduler, grid, steps, shift, guidance,
+negative prompt, component precisions), then parameter count and bytes of every model component
+and the mesh, without allocating device memory (shapes come from `jax.eval_shape`)."""
 
 import jax
 import ml_collections
@@ -7,6 +8,7 @@ import numpy as np
 from flax import linen as nn
 
 from wow_jax import models, sharding
+from wow_jax.sampling import schedulers
 
 
 def component_summary(
@@ -29,9 +31,28 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
+def recipe_lines(config: ml_collections.ConfigDict) -> list[str]:
+    """The generation recipe of `config` (config.sample and each world-model component's compute
+    and parameter dtypes), one line per aspect."""
+    sample = config.sample
+    precisions = ", ".join(
+        f"{n} {config.model[n].dtype} (params {config.model[n].param_dtype})"
+        for n in models.WORLD_MODEL_NAMES
+    )
+    return [
+        f"scheduler: {schedulers.describe(sample)}",
+        f"guidance: {sample.guidance}, seed {sample.seed}, conditioning frame "
+        f"{sample.image_resize!r} (sample.image_resize)",
+        f"negative prompt: {sample.negative_prompt!r}",
+        f"precision: {precisions}",
+    ]
+
+
 def run_describe(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Prints and returns {component: summary} for every component of the model registry."""
+    """Prints the recipe, then prints and returns {component: summary} for every component of the
+    model registry."""
     del workdir
+    print("\n".join(recipe_lines(config)))
     mesh, rules = sharding.make_mesh(config.mesh), sharding.rules(config.mesh)
     axes = ", ".join(f"{n}={s}" for n, s in mesh.shape.items())
     print(f"mesh: {axes} over {mesh.devices.size} {jax.devices()[0].platform} device(s)")

@@ -10,7 +10,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from tests.models import dit_torch
 from wow_jax.models import dit
-from wow_jax.sampling import guidance, solvers
+from wow_jax.sampling import guidance, schedulers, solvers
 
 
 @pytest.mark.parametrize("solver", ["unipc", "euler"])
@@ -36,7 +36,8 @@ def test_i2v_cfg_loop_matches_diffusers(tiny_config, solver):
             return module.apply({"params": params}, inputs, jnp.full((reps,), t), states, tokens)
 
         velocity = guidance.guided_velocity(model_fn, x["text_states"], negative, scale)
-        return solvers.sample(solver, velocity, noise, steps, shift)
+        schedule = schedulers.make_schedule(solver, steps, shift, "diffusers")
+        return solvers.sample(solver, velocity, noise, schedule)
 
     if solver == "unipc":
         scheduler = UniPCMultistepScheduler(

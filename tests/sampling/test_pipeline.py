@@ -1,5 +1,6 @@
 """Generation plumbing with stand-in models: I2V conditioning, CFG, rollout, files, errors."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -180,6 +181,27 @@ def test_bad_inputs_have_clear_errors(i2v_config, tmp_path):
         run()
 
 
+# issue 16: image_resize='wan' sizes the clip by Wan2.1's max-area rule and shows CLIP the whole
+# frame; 'diffsynth' stretches the frame to the configured size and shows CLIP that.
+def test_image_resize_modes_set_clip_size_and_clip_input(i2v_config, tmp_path):
+    c = i2v_config
+    c.sample.image = write_image(tmp_path / "tall.png", 48, 32)
+    models, params = fakes.fake_models(c), fakes.fake_params(c)
+    seen = []
+    clip = models.clip
+    models = dataclasses.replace(models, clip=lambda p, x: seen.append(x.shape) or clip(p, x))
+    c.sample.image_resize = "wan"  # 48x32 in 32x32 = 1024 pixels: 32x16 keeps the aspect.
+    mp4, _, _, info = read_outputs(pipeline.generate(c, str(tmp_path), models, params)[0])
+    assert mp4.shape[1:3] == (32, 16) and (info["height"], info["width"]) == (32, 16)
+    assert seen == [(1, 28, 28, 3)] and info["image_resize"] == "wan"  # CLIP's own size.
+    c.sample.image_resize, seen[:] = "diffsynth", []
+    mp4, _, _, info = read_outputs(pipeline.generate(c, str(tmp_path), models, params)[0])
+    assert mp4.shape[1:3] == (32, 32) and seen == [(1, 32, 32, 3)]
+    c.sample.image_resize, c.sample.image_mismatch = "wan", "error"
+    with pytest.raises(ValueError, match=r"is 48x32 \(HxW\) but the model generates 32x32"):
+        pipeline.generate(c, str(tmp_path), models, params)
+
+
 # issue 14 B10: a non-folder or read-only output_dir failed only after all denoising.
 @pytest.mark.parametrize("where", ["a_file", "a_file/below"])
 def test_an_unwritable_output_dir_fails_before_any_model_loads(
@@ -204,7 +226,7 @@ def test_a_decompression_bomb_image_is_a_value_error_naming_file_and_limit(tmp_p
     path = tmp_path / "huge.png"
     Image.new("1", (14000, 14000)).save(path)  # 196 Mpixel, a 24 kB file.
     with pytest.raises(ValueError, match=r"huge.png.*196000000 pixels.*exceeds limit of \d+"):
-        media.load_image(str(path), 32, 32)
+        media.read_image(str(path))
 
 
 def test_checkpoint_layouts(i2v_config, tmp_path):

@@ -8,6 +8,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from jax.sharding import NamedSharding, PartitionSpec
 
+from configs import wan1_3b, wan_i2v14b, wow14b
+from tests.sampling import reference_schedulers
 from wow_jax.sampling import euler, schedulers, solvers, unipc
 
 
@@ -37,23 +39,65 @@ def test_unipc_schedule_matches_diffusers(steps, shift):
     assert ours.sigmas.shape == (steps + 1,) and ours.sigmas[-1] == 0
 
 
-def wan_repo_schedule(steps, shift):
-    """FlowUniPCMultistepScheduler.set_timesteps of the Wan2.1 repository, restated in torch."""
-    alphas = np.linspace(1, 1 / 1000, 1000)[::-1].copy()
-    train = torch.from_numpy(1.0 - alphas).to(torch.float32)
-    sigmas = np.linspace(train[0].item(), train[-1].item(), steps + 1).copy()[:-1]
-    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
-    timesteps = torch.from_numpy(sigmas * 1000).to(dtype=torch.int64)
-    return np.concatenate([sigmas, [0]]).astype(np.float32), timesteps.numpy()
-
-
 @pytest.mark.parametrize("steps", [10, 50])
 def test_unipc_wan_grid_matches_wan_repository(steps):
-    sigmas, timesteps = wan_repo_schedule(steps, 5.0)
+    sigmas, timesteps = reference_schedulers.wan_repo_schedule(steps, 5.0)
     ours = schedulers.unipc_schedule(steps, 5.0, grid="wan")
     np.testing.assert_allclose(ours.sigmas, sigmas, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(ours.timesteps, timesteps)
     assert ours.timesteps[0] == 999 and ours.sigmas[0] < 0.9999  # Differs from the diffusers grid.
+
+
+# issue 16: wan_i2v14b and wan1_3b sample as the Wan2.1 repository does (FlowUniPC, its grid).
+@pytest.mark.parametrize("module", [wan_i2v14b, wan1_3b])
+def test_wan_configs_sample_as_the_wan_repository(module):
+    sample = module.get_config().sample
+    schedule = schedulers.from_config(sample)
+    sigmas, timesteps = reference_schedulers.wan_repo_schedule(sample.steps, sample.shift)
+    np.testing.assert_allclose(schedule.sigmas, sigmas, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(schedule.timesteps, timesteps)
+    w, bias = fake_model_weights()
+    noise = np.random.default_rng(3).normal(size=(2, 3, 5, 4)).astype(np.float32)
+    expected = reference_schedulers.wan_repo_loop(
+        torch_velocity(w, bias), noise, sample.steps, sample.shift
+    )
+    run = jax.jit(lambda n: solvers.sample(sample.solver, jax_velocity(w, bias), n, schedule))
+    got = np.asarray(run(noise))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert np.abs(got - noise).max() > 0.1  # The loop moved the sample.
+
+
+# issue 16: wow14b samples as WoW's release (DiffSynth FlowMatchScheduler, Euler, bf16 timesteps).
+def test_wow14b_schedule_matches_diffsynth():
+    sample = wow14b.get_config().sample
+    ref = reference_schedulers.DiffSynthFlowMatch(sample.steps, sample.shift)
+    schedule = schedulers.from_config(sample)
+    np.testing.assert_allclose(schedule.sigmas[:-1], ref.sigmas.numpy(), rtol=0, atol=1e-6)
+    assert schedule.sigmas[-1] == 0 and schedule.num_steps == 50
+    fed = ref.timesteps.to(torch.bfloat16).float().numpy()  # What the pipeline's DiT sees.
+    np.testing.assert_array_equal(schedule.timesteps, fed)
+    unrounded = schedulers.make_schedule("euler", sample.steps, sample.shift, "diffsynth")
+    np.testing.assert_allclose(unrounded.timesteps, ref.timesteps.numpy(), rtol=1e-6, atol=0)
+    assert np.abs(unrounded.timesteps - schedule.timesteps).max() > 1  # bf16 rounding matters.
+    diffusers_grid = schedulers.make_schedule("euler", sample.steps, sample.shift, "diffusers")
+    assert np.abs(diffusers_grid.sigmas - schedule.sigmas).max() > 1e-3  # Another grid.
+
+
+# issue 16: a 10-step sample of wow14b's recipe equals DiffSynth's loop to 1e-6.
+def test_wow14b_sample_matches_diffsynth_loop():
+    sample = wow14b.get_config().sample
+    w, bias = fake_model_weights()
+    noise = np.random.default_rng(4).normal(size=(2, 3, 5, 4)).astype(np.float32)
+    expected = reference_schedulers.diffsynth_pipeline_loop(
+        torch_velocity(w, bias), noise, 10, sample.shift, torch.bfloat16
+    )
+    schedule = schedulers.make_schedule(
+        sample.solver, 10, sample.shift, sample.sigma_grid, sample.timestep_dtype
+    )
+    run = jax.jit(lambda n: solvers.sample(sample.solver, jax_velocity(w, bias), n, schedule))
+    got = np.asarray(run(noise))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert np.abs(got - noise).max() > 0.1
 
 
 @pytest.mark.parametrize("steps", [10, 30, 50])
@@ -118,7 +162,8 @@ def test_euler_steps_match_diffusers(steps, shift):
 def test_sharded_over_8_devices_equals_one_device(solver):
     w, bias = fake_model_weights()
     noise = jax.random.normal(jax.random.key(0), (8, 8, 4))  # [B, L, C]
-    fn = jax.jit(lambda n: solvers.sample(solver, jax_velocity(w, bias), n, 6, 5.0))
+    schedule = schedulers.make_schedule(solver, 6, 5.0, "diffusers")
+    fn = jax.jit(lambda n: solvers.sample(solver, jax_velocity(w, bias), n, schedule))
     single = np.asarray(fn(jax.device_put(noise, jax.devices()[0])))
     mesh = jax.make_mesh((8,), ("shard",))
     for spec in (PartitionSpec("shard"), PartitionSpec(None, "shard")):  # Batch, then length.
@@ -134,5 +179,7 @@ def test_bad_schedule_arguments():
         schedulers.unipc_schedule(0, 5.0)
     with pytest.raises(ValueError, match="shift must be > 0"):
         schedulers.euler_schedule(10, 0.0)
-    with pytest.raises(ValueError, match="'unipc' or 'euler'"):
-        schedulers.make_schedule("ddim", 10, 5.0)
+    with pytest.raises(ValueError, match=r"solver must be one of \['euler', 'unipc'\]"):
+        schedulers.make_schedule("ddim", 10, 5.0, "diffusers")
+    with pytest.raises(ValueError, match=r"sigma_grid must be one of \('diffusers', 'diffsynth'\)"):
+        schedulers.make_schedule("euler", 10, 5.0, "wan")

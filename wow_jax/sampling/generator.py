@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from wow_jax import compiler, configuration, sharding
-from wow_jax.sampling import conditioning, guidance, solvers
+from wow_jax.sampling import conditioning, guidance, schedulers, solvers
 from wow_jax.sampling.models import Models
 
 
@@ -49,6 +49,7 @@ class Generator:
                     f"generation needs '{name}' params, the checkpoint holds {sorted(params)}; "
                     "see docs/generation.md ('Checkpoint layout')"
                 )
+        self.schedule = schedulers.from_config(config.sample)
         self._bar = None
         self._negative = {}
         self._encode = jax.jit(models.encode)
@@ -84,9 +85,7 @@ class Generator:
             return self.models.dit(dit_params, inputs, timesteps, states, tokens)
 
         velocity = guidance.guided_velocity(model_fn, text, negative, cfg.guidance)
-        return solvers.sample(
-            cfg.solver, velocity, noise, cfg.steps, cfg.shift, self._on_step, cfg.sigma_grid
-        )
+        return solvers.sample(cfg.solver, velocity, noise, self.schedule, self._on_step)
 
     def _shard(self, x):
         """Batch-shards x along ('data', 'fsdp') when the batch divides; else replicates."""
@@ -105,14 +104,17 @@ class Generator:
             self._negative[batch] = self.encode_text([self.config.sample.negative_prompt] * batch)
         return self._negative[batch]
 
-    def condition(self, images):
-        """images [B, H, W, 3] in [-1, 1] -> (cond [B, t, h, w, 4 + z], image tokens or None)."""
+    def condition(self, images, clip_images=None):
+        """images [B, H, W, 3] in [-1, 1] -> (cond [B, t, h, w, 4 + z], image tokens or None);
+        CLIP reads clip_images [B, S, S, 3] when given (frames.py, 'wan'), else `images`."""
         images = jnp.asarray(images, jnp.float32)
         video = conditioning.conditioning_video(images, self.num_frames)
         latents = self._encode(self.params["vae"], video)
         cond = conditioning.i2v_condition(latents, self.num_frames, self.t_stride)
-        tokens = self._clip(self.params["clip"], images) if self._clip else None
-        return cond, tokens
+        if not self._clip:
+            return cond, None
+        clip_view = images if clip_images is None else jnp.asarray(clip_images, jnp.float32)
+        return cond, self._clip(self.params["clip"], clip_view)
 
     def reconstruct(self, video) -> np.ndarray:
         """The latent space's round trip: video [B, T, H, W, 3] in [-1, 1] -> VAE encode ->
@@ -146,8 +148,11 @@ class Generator:
 
     # -- one clip ----------------------------------------------------------------------------
 
-    def generate_clip(self, images, prompts, seeds, clip_index: int = 0, bar=None):
-        """-> (video np.float32 [B, T, H, W, 3] in [-1, 1], timings in seconds)."""
+    def generate_clip(
+        self, images, prompts, seeds, clip_index: int = 0, bar=None, clip_images=None
+    ):
+        """-> (video np.float32 [B, T, H, W, 3] in [-1, 1], timings in seconds); clip_images:
+        CLIP's view of the frames (see `condition`)."""
         self._check_inputs(images, prompts, seeds)
         timings, start = {}, time.perf_counter()
         with sharding.activate(self.mesh, self.rules):
@@ -155,7 +160,7 @@ class Generator:
             negative = self.negative_states(len(prompts))
             timings["text_s"] = time.perf_counter() - start
             start = time.perf_counter()
-            cond, tokens = (None, None) if images is None else self.condition(images)
+            cond, tokens = (None, None) if images is None else self.condition(images, clip_images)
             jax.block_until_ready((cond, tokens))
             timings["condition_s"] = time.perf_counter() - start
             start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Reading the conditioning frame and writing generated clips (mp4, gif, contact sheet, json).
+"""Reading the conditioning image and writing generated clips (mp4, gif, contact sheet, json).
 
 Frames on the host are uint8 [T, H, W, 3]; model-side video is float in [-1, 1].
 """
@@ -11,48 +11,28 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import mediapy
 import numpy as np
-from absl import logging
 from PIL import Image
 
-IMAGE_MISMATCH = ("resize", "error")
 
-
-def load_image(path: str, height: int, width: int, mismatch: str = "resize") -> np.ndarray:
-    """Reads an RGB frame -> float32 [height, width, 3] in [-1, 1].
-
-    A frame of another size is resized (with a warning) or refused, per `mismatch`.
-    """
-    if mismatch not in IMAGE_MISMATCH:
-        raise ValueError(
-            f"config.sample.image_mismatch must be one of {IMAGE_MISMATCH}, got {mismatch!r}"
-        )
+def read_image(path: str) -> np.ndarray:
+    """Reads an RGB frame -> uint8 [H, W, 3] (sampling/frames.py prepares it for the model)."""
     if not path:
         raise ValueError("no conditioning image given; set --config.sample.image=PATH")
     if not os.path.isfile(path):
         raise ValueError(f"conditioning image {path!r} does not exist; check the path")
     try:
         with Image.open(path) as file:
-            image = np.asarray(file.convert("RGB"))
+            return np.asarray(file.convert("RGB"))
     except Image.DecompressionBombError as error:  # Refused before decoding (PIL's pixel cap).
         raise ValueError(
             f"conditioning image {path!r} is too large to decode: {error} (PIL's "
-            f"Image.MAX_IMAGE_PIXELS guard); downscale it to {height}x{width} (HxW) first"
+            "Image.MAX_IMAGE_PIXELS guard); downscale it to the clip size first"
         ) from None
     except (OSError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError.
         raise ValueError(
             f"cannot read conditioning image {path!r} ({type(error).__name__}: {error}); "
             "give a PNG or JPEG file"
         ) from None
-    if image.shape[:2] != (height, width):
-        got = f"{image.shape[0]}x{image.shape[1]}"
-        if mismatch == "error":
-            raise ValueError(
-                f"conditioning image {path!r} is {got} (HxW) but the model generates "
-                f"{height}x{width}; resize it, or set --config.sample.image_mismatch=resize"
-            )
-        logging.warning("conditioning image %s is %s, resizing to %dx%d", path, got, height, width)
-        image = np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC))
-    return image.astype(np.float32) / 127.5 - 1.0
 
 
 def contact_sheet(frames: np.ndarray, max_frames: int) -> np.ndarray:

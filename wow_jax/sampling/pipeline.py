@@ -10,6 +10,7 @@ batches of sample.batch_size (jobs with the same number of clips), with a progre
 denoising steps.
 """
 
+import copy
 import importlib
 import itertools
 import os
@@ -21,10 +22,10 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from wow_jax import checkpointing, sharding, writable
+from wow_jax import checkpointing, configuration, sharding, writable
 from wow_jax import models as registry
 from wow_jax.data import clips
-from wow_jax.sampling import guidance, jobs, media, rollout
+from wow_jax.sampling import frames, guidance, jobs, media, rollout
 from wow_jax.sampling import models as models_lib
 from wow_jax.sampling.generator import Generator
 
@@ -93,14 +94,65 @@ def _batches(job_list: list[jobs.Job], batch_size: int):
             yield group[i : i + batch_size]
 
 
-def load_images(config: ml_collections.ConfigDict, job_list) -> dict[str, np.ndarray]:
-    """{job name: frame [H, W, 3] in [-1, 1]} for the jobs that give an image."""
+def conditioning_frame(config: ml_collections.ConfigDict, path: str) -> frames.ConditioningFrame:
+    """The frame at `path` prepared as config.sample.image_resize says (sampling/frames.py); an
+    image of another size than data.height x data.width is refused or warned about, per
+    sample.image_mismatch."""
     data, sample = config.data, config.sample
-    return {
-        job.name: media.load_image(job.image, data.height, data.width, sample.image_mismatch)
-        for job in job_list
-        if job.image
-    }
+    image, want = media.read_image(path), (data.height, data.width)
+    size = want
+    if sample.image_resize == "wan":
+        stride = configuration.vae_spatial_stride(config.model.vae)
+        patch = tuple(config.model.dit.patch_size[1:])
+        size = frames.wan_size(*image.shape[:2], data.height * data.width, stride, patch)
+    if image.shape[:2] != want:
+        got = f"{image.shape[0]}x{image.shape[1]}"
+        if sample.image_mismatch == "error":
+            raise ValueError(
+                f"conditioning image {path!r} is {got} (HxW) but the model generates "
+                f"{data.height}x{data.width}; resize it, or set "
+                "--config.sample.image_mismatch=resize"
+            )
+        logging.warning(
+            "conditioning image %s is %s, resizing to %dx%d (sample.image_resize=%r)",
+            path, got, *size, sample.image_resize,
+        )  # fmt: skip
+    if sample.image_resize == "wan":
+        return frames.wan_frame(image, size, config.model.clip.image_size)
+    return frames.diffsynth_frame(image, *size)
+
+
+def load_images(config: ml_collections.ConfigDict, job_list) -> dict[str, frames.ConditioningFrame]:
+    """{job name: its conditioning frame} for the jobs that give an image."""
+    return {job.name: conditioning_frame(config, job.image) for job in job_list if job.image}
+
+
+def clip_geometry(config: ml_collections.ConfigDict, images: dict) -> ml_collections.ConfigDict:
+    """config, or a copy with data.height/width set to the frames' size when Wan2.1's max-area
+    rule (sample.image_resize='wan') sized them otherwise; all frames must agree."""
+    sizes = sorted({tuple(f.frame.shape[:2]) for f in images.values()})
+    if len(sizes) > 1:
+        raise ValueError(
+            f"the jobs' images give clips of different sizes {sizes} (HxW) under "
+            "sample.image_resize='wan'; run jobs of one aspect ratio together"
+        )
+    if not sizes or sizes[0] == (config.data.height, config.data.width):
+        return config
+    logging.warning(
+        "Wan2.1's max-area rule (sample.image_resize='wan') makes the clip %dx%d, not "
+        "data.height x data.width = %dx%d", *sizes[0], config.data.height, config.data.width,
+    )  # fmt: skip
+    config = copy.deepcopy(config)
+    config.data.height, config.data.width = sizes[0]
+    return config
+
+
+def stack_frames(batch: list[frames.ConditioningFrame]):
+    """-> (frames [B, H, W, 3] or None without frames, CLIP frames [B, S, S, 3] or None)."""
+    if not batch:
+        return None, None
+    clip = None if batch[0].clip_frame is None else np.stack([f.clip_frame for f in batch])
+    return np.stack([f.frame for f in batch]), clip
 
 
 def generate_jobs(
@@ -126,10 +178,12 @@ def generate_jobs(
                 raise ValueError(
                     "jobs of one batch must all have an image or none; set batch_size=1"
                 )
-            batch_images = np.stack([images[j.name] for j in batch]) if all(has_image) else None
+            batch_images, clip_images = stack_frames(
+                [images[j.name] for j in batch if j.name in images]
+            )
             prompts = [[j.prompts[k] for j in batch] for k in range(len(batch[0].prompts))]
             video, timings = rollout.rollout(
-                generator, batch_images, prompts, [j.seed for j in batch], bar=bar
+                generator, batch_images, prompts, [j.seed for j in batch], bar, clip_images
             )
             elapsed = time.perf_counter() - start
             for row, job in enumerate(batch):
@@ -140,6 +194,9 @@ def generate_jobs(
                     "negative_prompt": sample.negative_prompt,
                     "seed": job.seed,
                     "solver": sample.solver,
+                    "sigma_grid": sample.sigma_grid,
+                    "timestep_dtype": sample.timestep_dtype,
+                    "image_resize": sample.image_resize,
                     "steps": sample.steps,
                     "shift": sample.shift,
                     "guidance": sample.guidance,
@@ -180,6 +237,7 @@ def generate(
     out_dir = config.sample.output_dir or os.path.join(workdir, "generate")
     writable.ensure_writable_dir(out_dir, "config.sample.output_dir (default <workdir>/generate)")
     images = load_images(config, job_list)
+    config = clip_geometry(config, images)
     if config.model.dit.variant == "i2v" and len(images) < len(job_list):
         missing = [j.name for j in job_list if j.name not in images]
         raise ValueError(

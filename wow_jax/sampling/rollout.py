@@ -17,8 +17,11 @@ def rollout(
     prompts: list[list[str]],
     seeds: list[int],
     bar=None,
+    clip_images: np.ndarray | None = None,
 ):
-    """images [B, H, W, 3] in [-1, 1] (None: T2V, one clip); prompts[k][b]: clip k, row b.
+    """images [B, H, W, 3] in [-1, 1] (None: T2V, one clip); prompts[k][b]: clip k, row b;
+    clip_images [B, S, S, 3]: CLIP's view of the first clip's frame (None: `images`; later clips
+    always show CLIP their conditioning frame).
 
     Returns (video float32 [B, T_total, H, W, 3] in [-1, 1], per-clip timings).
     """
@@ -32,7 +35,8 @@ def rollout(
         )
     pieces, timings, condition = [], [], images
     for k, clip_prompts in enumerate(prompts):
-        video, timing = generator.generate_clip(condition, clip_prompts, seeds, k, bar=bar)
+        clip_view = clip_images if k == 0 else None
+        video, timing = generator.generate_clip(condition, clip_prompts, seeds, k, bar, clip_view)
         pieces.append(video if k == 0 else video[:, 1:])
         timings.append(timing)
         condition = video[:, -1]

@@ -5,11 +5,16 @@ sigma noise and the DiT predicts the velocity v = noise - x0 at timestep t = 100
 walks sigma from ~1 down to 0. The flow shift `s` bends the schedule towards high noise:
 sigma' = s sigma / (1 + (s - 1) sigma) (Wan2.1 uses s = 3 for 480p I2V, 5 for 720p/T2V).
 
-Both schedules reproduce diffusers exactly (float32 values); UniPC also has Wan2.1's own grid:
-- `unipc_schedule`: UniPCMultistepScheduler(use_flow_sigmas=True, flow_shift=s,
+A schedule is chosen by (solver, sigma grid); each pair reproduces one reference (`SCHEDULES`):
+- ('unipc', 'diffusers'): UniPCMultistepScheduler(use_flow_sigmas=True, flow_shift=s,
   prediction_type='flow_prediction'), the solver of the Wan2.1 diffusers pipelines. Timesteps are
   integers (truncated 1000 sigma), as the DiT sees them there and in Wan2.1's FlowUniPC solver.
-- `euler_schedule`: FlowMatchEulerDiscreteScheduler(shift=s); float timesteps.
+- ('unipc', 'wan'): FlowUniPCMultistepScheduler of the Wan2.1 repository (its own sigma grid).
+- ('euler', 'diffusers'): FlowMatchEulerDiscreteScheduler(shift=s); float timesteps.
+- ('euler', 'diffsynth'): DiffSynth-Studio's FlowMatchScheduler as its WanVideoPipeline sets it
+  up (WoW's released inference); float timesteps.
+`timestep_dtype` rounds the timesteps the DiT sees ('bfloat16': DiffSynth casts them to its
+bfloat16 pipeline dtype before the DiT); the sigmas of the update stay float32.
 
 A `Schedule` holds `sigmas` [N + 1] (last one 0) and `timesteps` [N] as host numpy arrays: they
 are static per (steps, shift) and become constants of the jitted denoising loop.
@@ -17,6 +22,8 @@ are static per (steps, shift) and become constants of the jitted denoising loop.
 
 import dataclasses
 
+import ml_collections
+import ml_dtypes
 import numpy as np
 
 NUM_TRAIN_TIMESTEPS = 1000  # Timestep = NUM_TRAIN_TIMESTEPS * sigma, the DiT's time input scale.
@@ -86,10 +93,74 @@ def euler_schedule(steps: int, shift: float) -> Schedule:
     return Schedule(sigmas=sigmas, timesteps=timesteps.astype(np.float32))
 
 
-def make_schedule(solver: str, steps: int, shift: float, grid: str = "diffusers") -> Schedule:
-    """The schedule of `solver` ('unipc' or 'euler'); `grid` picks the UniPC sigma grid."""
-    if solver == "unipc":
-        return unipc_schedule(steps, shift, grid)
-    if solver == "euler":
-        return euler_schedule(steps, shift)
-    raise ValueError(f"solver must be 'unipc' or 'euler', got {solver!r}")
+def diffsynth_schedule(steps: int, shift: float) -> Schedule:
+    """Schedule of DiffSynth's FlowMatchScheduler(shift, sigma_min=0, extra_one_step=True), as
+    WanVideoPipeline builds it: sigmas linspace(1, 0, N + 1)[:-1], shifted, a final 0 (the last
+    Euler step goes to sigma 0); float timesteps 1000 sigma."""
+    _check(steps, shift)
+    sigmas = shift_sigmas(np.linspace(1.0, 0.0, steps + 1)[:-1], shift).astype(np.float32)
+    timesteps = sigmas * np.float32(NUM_TRAIN_TIMESTEPS)
+    return Schedule(sigmas=np.concatenate([sigmas, np.zeros(1, np.float32)]), timesteps=timesteps)
+
+
+# (solver, sigma grid) -> (the reference it reproduces, schedule builder (steps, shift)).
+SCHEDULES = {
+    ("unipc", "diffusers"): (
+        "diffusers UniPCMultistepScheduler (flow sigmas, bh2, order 2)",
+        lambda steps, shift: unipc_schedule(steps, shift, "diffusers"),
+    ),
+    ("unipc", "wan"): (
+        "Wan2.1 FlowUniPCMultistepScheduler (bh2, order 2)",
+        lambda steps, shift: unipc_schedule(steps, shift, "wan"),
+    ),
+    ("euler", "diffusers"): ("diffusers FlowMatchEulerDiscreteScheduler", euler_schedule),
+    ("euler", "diffsynth"): ("DiffSynth FlowMatchScheduler (Euler)", diffsynth_schedule),
+}
+TIMESTEP_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
+
+
+def grids(solver: str) -> tuple[str, ...]:
+    """The sigma grids `solver` has a reference schedule for."""
+    return tuple(grid for s, grid in SCHEDULES if s == solver)
+
+
+def check_recipe(solver: str, grid: str, timestep_dtype: str) -> None:
+    """ValueError naming the config key unless (solver, grid, timestep_dtype) is a known recipe."""
+    solvers = sorted({s for s, _ in SCHEDULES})
+    if solver not in solvers:
+        raise ValueError(f"config.sample.solver must be one of {solvers}, got {solver!r}")
+    if (solver, grid) not in SCHEDULES:
+        raise ValueError(
+            f"config.sample.sigma_grid must be one of {grids(solver)} for solver {solver!r}, "
+            f"got {grid!r}"
+        )
+    if timestep_dtype not in TIMESTEP_DTYPES:
+        raise ValueError(
+            f"config.sample.timestep_dtype must be one of {tuple(TIMESTEP_DTYPES)}, "
+            f"got {timestep_dtype!r}"
+        )
+
+
+def make_schedule(
+    solver: str, steps: int, shift: float, grid: str, timestep_dtype: str = "float32"
+) -> Schedule:
+    """The schedule of (solver, grid) (`SCHEDULES`), its timesteps rounded to timestep_dtype."""
+    check_recipe(solver, grid, timestep_dtype)
+    schedule = SCHEDULES[solver, grid][1](steps, shift)
+    rounded = schedule.timesteps.astype(TIMESTEP_DTYPES[timestep_dtype]).astype(np.float32)
+    return Schedule(sigmas=schedule.sigmas, timesteps=rounded)
+
+
+def from_config(sample_cfg: ml_collections.ConfigDict) -> Schedule:
+    """The schedule config.sample describes (solver, sigma_grid, steps, shift, timestep_dtype)."""
+    c = sample_cfg
+    return make_schedule(c.solver, c.steps, c.shift, c.sigma_grid, c.timestep_dtype)
+
+
+def describe(sample_cfg: ml_collections.ConfigDict) -> str:
+    """One line naming the reference scheduler and the recipe of config.sample."""
+    c = sample_cfg
+    return (
+        f"{SCHEDULES[c.solver, c.sigma_grid][0]}: solver={c.solver} sigma_grid={c.sigma_grid} "
+        f"steps={c.steps} shift={c.shift} timestep_dtype={c.timestep_dtype}"
+    )
