@@ -323,6 +323,8 @@ def _convert() -> ml_collections.ConfigDict:
     c.max_shard_size = "5GB"  # Export: largest safetensors shard (bytes or '500MB', '5GB').
     c.params_key = "params"  # Export: params sub-tree in the Orbax checkpoint ('ema_params' = EMA).
     c.overwrite = False  # Replace an existing target instead of refusing.
+    c.overlay = "auto"  # Import: file loaded over source ('auto': its WoW_video_dit.pt; '': none).
+    c.trust_pickle = False  # Import: allow .pth/.pt needing full unpickling (runs code from it).
     return c
 
 
