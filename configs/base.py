@@ -36,6 +36,7 @@ def _dit() -> ml_collections.ConfigDict:
     c.ffn_dim = 8960  # Feed-forward hidden width.
     c.freq_dim = 256  # Sinusoidal timestep embedding width.
     c.text_dim = 4096  # Width of the text encoder states (umT5-XXL).
+    c.text_len = 512  # Text tokens attended to: shorter text_states are zero-padded (Wan's).
     c.image_dim = 1280  # Width of the CLIP image tokens (i2v only).
     c.num_heads = 12  # Attention heads.
     c.num_layers = 30  # Transformer blocks.

@@ -49,7 +49,7 @@ def _dit_wan_config(c: ml_collections.ConfigDict) -> dict:
         "_diffusers_version": "0.30.0",
         "model_type": c.variant,
         "patch_size": list(c.patch_size),
-        "text_len": 512,
+        "text_len": c.text_len,
         "in_dim": c.in_channels,
         "dim": c.dim,
         "ffn_dim": c.ffn_dim,
