@@ -5,7 +5,9 @@ each Flax param is built from its PyTorch tensors read one at a time, straight i
 shard buffers this host owns (`addressable_devices_indices_map`), turned into a sharded jax.Array
 with `jax.make_array_from_callback`, and written to the Orbax checkpoint in groups with Orbax's
 partial save. A param stacked by `nn.scan` ([layers, ...]) is filled layer slice by layer slice.
-Host memory peaks at about one group of params (`group_bytes`) plus one source tensor.
+Host memory peaks at about one group of params (`group_bytes`) plus one source tensor. A
+release's fine-tuned weights file (WoW's WoW_video_dit.pt) is read over the base the same way
+(`overlay.OverlaySource`: each tensor from the file that wins, when it is asked for).
 
 Everything is written under `.<target>.importing/` and renamed to `target` only when complete.
 `target` is an epath path (`checkpointing.as_path`): a local folder or a URL such as gs://b/x.
