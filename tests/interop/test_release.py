@@ -14,7 +14,7 @@ from flax import linen as nn
 from tests.interop.test_dit_roundtrip import load_dit
 from tests.models import dit_torch
 from wow_jax import sharding as shd
-from wow_jax.interop import convert, dit_table, formats, importer, mapping
+from wow_jax.interop import convert, dit_table, formats, mapping
 from wow_jax.models import dit
 
 SHARDS = 7  # The Wan2.1-I2V-14B DiT ships as 7 safetensors shards.
@@ -120,13 +120,13 @@ def test_release_folder_imports_base_then_overlay(tiny_config, cfg, tmp_path, ca
 def test_overlay_refusals(tiny_config, cfg, tmp_path):
     base = random_base(cfg)
     release = write_release(tmp_path / "release", base)
-    mesh = shd.make_mesh(tiny_config.mesh)
-    target = tmp_path / "ckpt"
+    config, target = tiny_config, tmp_path / "ckpt"
+    config.mode, config.model.dit = "convert", cfg
+    config.convert.source, config.convert.target = str(release), str(target)
 
-    def run(overlay: Path, **kwargs):
-        importer.import_checkpoint(
-            "dit", release, target, cfg, mesh, overlay=str(overlay), progress=False, **kwargs
-        )
+    def run(overlay: Path, trust_pickle: bool = False):
+        config.convert.overlay, config.convert.trust_pickle = str(overlay), trust_pickle
+        convert.convert(config, str(tmp_path), progress=False)
 
     unrelated = save_overlay(tmp_path / "other.pt", {"decoder.conv.weight": np.zeros(3)}, "module.")
     with pytest.raises(formats.CheckpointFormatError, match="none of its 1 tensors.*names a"):
@@ -144,4 +144,4 @@ def test_overlay_refusals(tiny_config, cfg, tmp_path):
 
     run(pickled, trust_pickle=True)  # Opted in: the same file imports.
     want = expected_params(cfg, base | overlay_subset(base))
-    assert_params_equal(load_dit(target, cfg, mesh), want)
+    assert_params_equal(load_dit(target, cfg, shd.make_mesh(config.mesh)), want)
