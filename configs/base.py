@@ -45,6 +45,7 @@ def _dit() -> ml_collections.ConfigDict:
     c.ffn_dim = 8960  # Feed-forward hidden width.
     c.freq_dim = 256  # Sinusoidal timestep embedding width.
     c.text_dim = 4096  # Width of the text encoder states (umT5-XXL).
+    c.text_len = 512  # Text tokens attended to: shorter text_states are zero-padded (Wan's).
     c.image_dim = 1280  # Width of the CLIP image tokens (i2v only).
     c.num_heads = 12  # Attention heads.
     c.num_layers = 30  # Transformer blocks.
@@ -348,6 +349,8 @@ def _convert() -> ml_collections.ConfigDict:
     c.max_shard_size = "5GB"  # Export: largest safetensors shard (bytes or '500MB', '5GB').
     c.params_key = "params"  # Export: params sub-tree in the Orbax checkpoint ('ema_params' = EMA).
     c.overwrite = False  # Replace an existing target instead of refusing.
+    c.overlay = "auto"  # Import: file loaded over source ('auto': its WoW_video_dit.pt; '': none).
+    c.trust_pickle = False  # Import: allow .pth/.pt needing full unpickling (runs code from it).
     return c
 
 

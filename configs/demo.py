@@ -13,7 +13,7 @@ def get_config(arg=None):
     dit = config.model.dit
     dit.variant, dit.in_channels = "i2v", 36
     dit.dim, dit.ffn_dim, dit.num_heads, dit.num_layers = 128, 256, 4, 4
-    dit.text_dim, dit.image_dim = 64, 64
+    dit.text_dim, dit.image_dim, dit.text_len = 64, 64, 32
     dit.rope_max_len = 256
 
     vae = config.model.vae

@@ -9,7 +9,7 @@ def get_config(arg=None):
     dit = config.model.dit
     dit.dim, dit.ffn_dim, dit.num_heads, dit.num_layers = 32, 64, 2, 2
     dit.freq_dim = 32
-    dit.text_dim, dit.image_dim = 32, 32
+    dit.text_dim, dit.image_dim, dit.text_len = 32, 32, 16
     dit.rope_max_len = 64
 
     vae = config.model.vae

@@ -97,6 +97,7 @@ def main(argv):
     rng = np.random.default_rng(0)
     b, (f, h, w) = _BATCH.value, (int(s) for s in _GRID.value)
     text_len = 512 if cfg.variant == "i2v" else _TEXT_LEN.value
+    cfg.text_len = text_len  # The JAX DiT zero-pads to text_len; diffusers takes them as given.
     x = {
         "latents": rng.standard_normal((b, f, h, w, cfg.in_channels), np.float32),
         "timesteps": rng.uniform(0, 1000, (b,)).astype(np.float32),

@@ -48,6 +48,7 @@ def small_dit_config():
     cfg.variant, cfg.in_channels = "i2v", 36
     cfg.dim, cfg.ffn_dim, cfg.num_heads, cfg.num_layers = 256, 1024, 4, 4
     cfg.freq_dim, cfg.text_dim, cfg.image_dim = 256, 256, 256
+    cfg.text_len = TEXT_TOKENS
     return cfg
 
 

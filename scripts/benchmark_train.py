@@ -37,6 +37,7 @@ def make_config():
     for key, value in SIZES.items():
         dit[key] = value
     cfg.model.text.dim = SIZES["text_dim"]
+    dit.text_len = cfg.model.text.text_len = TEXT_LEN  # The torch reference is fed TEXT_LEN tokens.
     cfg.train.freeze, cfg.train.warmup_steps, cfg.train.schedule = "", 0, "constant"
     cfg.train.timestep_sampling, cfg.train.text_dropout = "uniform", 0.0
     return cfg

@@ -114,11 +114,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
             f"config.model.dit.out_channels must equal config.model.vae.z_dim ({vae.z_dim}), "
             f"got {dit.out_channels}"
         )
-    if dit.text_dim != config.model.text.dim:
-        raise ValueError(
-            f"config.model.dit.text_dim ({dit.text_dim}) must equal config.model.text.dim "
-            f"({config.model.text.dim}), the width of the text encoder states"
-        )
+    _check_dit_text(dit, config.model.text)
     if dit.variant == "i2v" and dit.image_dim != config.model.clip.width:
         raise ValueError(
             f"config.model.dit.image_dim ({dit.image_dim}) must equal config.model.clip.width "
@@ -142,6 +138,21 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
                 f"config.model.vae.{key} needs z_dim={vae.z_dim} values, got {len(vae[key])}"
             )
     _check_vae(vae)
+
+
+def _check_dit_text(dit: ml_collections.ConfigDict, text: ml_collections.ConfigDict) -> None:
+    """The DiT takes the text encoder's states: same width, at most dit.text_len tokens."""
+    if dit.text_dim != text.dim:
+        raise ValueError(
+            f"config.model.dit.text_dim ({dit.text_dim}) must equal config.model.text.dim "
+            f"({text.dim}), the width of the text encoder states"
+        )
+    if not text.text_len <= dit.text_len:
+        raise ValueError(
+            f"config.model.dit.text_len ({dit.text_len}) must be >= config.model.text.text_len "
+            f"({text.text_len}), the tokens per caption the DiT is given (Wan: 512 for both); "
+            "raise config.model.dit.text_len"
+        )
 
 
 def _check_vae(vae: ml_collections.ConfigDict) -> None:

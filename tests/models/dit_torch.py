@@ -15,6 +15,8 @@ def dit_config(base: ml_collections.ConfigDict, variant: str = "t2v", **override
     cfg = ml_collections.ConfigDict(base.to_dict())
     cfg.variant = variant
     cfg.in_channels = 16 if variant == "t2v" else 36
+    if variant == "i2v":
+        cfg.text_len = TEXT_TOKENS_I2V  # The Flax DiT zero-pads the text to text_len.
     cfg.update(overrides)
     return cfg
 

@@ -187,6 +187,7 @@ def test_every_parameter_has_logical_axes(tiny_config):
         ("t2v", dict(latents=(1, 3, 5, 8, 16)), r"height \(5\) must be divisible by .* 2"),
         ("t2v", dict(latents=(1, 3, 4, 7, 16)), r"width \(7\) must be divisible"),
         ("t2v", dict(text_states=(1, 16, 31)), r"text_states must be \[B, L, text_dim\] = \[1, L, 32"),  # noqa: E501
+        ("t2v", dict(text_states=(1, 17, 32)), r"17 tokens, more than config.model.dit.text_len = 16"),  # noqa: E501
         ("t2v", dict(image_tokens=(1, 257, 32)), "t2v DiT"),
         ("i2v", dict(image_tokens=None), r"needs image_tokens \[B, 257, image_dim\]"),
         ("i2v", dict(image_tokens=(1, 257, 16)), r"image_tokens must be \[B, Li, 32\]"),
@@ -207,6 +208,27 @@ def test_bad_inputs_raise_value_error_naming_the_shape(tiny_config, variant, cha
     params = nn.meta.unbox(dit.abstract_params(cfg))
     with pytest.raises(ValueError, match=message):
         jax.eval_shape(lambda p, a: module.apply({"params": p}, **a), params, args)
+
+
+# issue 16: the public DiT call zero-pads short text to text_len as Wan does: unpadded text
+# gives exactly the padded output, which is the reference's (diffusers fed the padded states),
+# and differs from attending to the unpadded tokens only.
+@pytest.mark.parametrize("variant", ["t2v", "i2v"])
+def test_short_text_is_zero_padded_to_text_len(variant):
+    cfg, model, _, _, _, _ = _reference(variant)
+    params = dit_torch.flax_params(cfg, dit_torch.state_dict_numpy(model))
+    x = dit_torch.inputs(cfg, batch=1, seed=5)
+    short = dict(x, text_states=x["text_states"][:, :5])
+    pad = ((0, 0), (0, cfg.text_len - 5), (0, 0))
+    padded = dict(x, text_states=np.pad(short["text_states"], pad))
+    got = np.asarray(jax.jit(dit.create(cfg).apply)({"params": params}, **short))
+    np.testing.assert_array_equal(got, jax.jit(dit.create(cfg).apply)({"params": params}, **padded))
+    with torch.no_grad():
+        assert dit_torch.rel_err(got, dit_torch.torch_forward(model, padded)) <= OUTPUT_TOL
+    unpadded = ml_collections.ConfigDict(cfg.to_dict())
+    unpadded.text_len = 5  # Attends to the 5 given tokens only: another model's semantics.
+    other = jax.jit(dit.create(unpadded).apply)({"params": params}, **short)
+    assert dit_torch.rel_err(other, got) > 1e-2
 
 
 def test_frames_not_divisible_by_temporal_patch_raise(tiny_config):

@@ -5,7 +5,9 @@
         --config.convert.target=/ckpt/wow14b_dit_orbax
 
 import: `source` is a Wan-native file/folder or a diffusers folder; the Orbax checkpoint is laid
-out for `config.mesh` and stores params in `config.model.<component>.param_dtype`.
+out for `config.mesh` and stores params in `config.model.<component>.param_dtype`. `overlay` is a
+file loaded over the source's tensors ('auto': a WoW release folder's WoW_video_dit.pt for the
+DiT); `trust_pickle` allows .pth files that load only with full unpickling.
 export: `source` is an Orbax checkpoint (imported or from training; `params_key` picks the
 params or EMA params); the output is a diffusers folder or Wan-native files.
 """
@@ -48,6 +50,8 @@ def convert(config: ml_collections.ConfigDict, workdir: str, progress: bool = Tr
             mesh,
             naming=c.naming,
             overwrite=c.overwrite,
+            overlay=c.overlay,
+            trust_pickle=c.trust_pickle,
             progress=progress,
         )
     return exporter.export_checkpoint(

@@ -6,7 +6,11 @@ time as a numpy array (bf16 as `ml_dtypes.bfloat16`). Safetensors headers are pa
 against the file size up front, so a truncated download fails before anything is converted; data
 is read with plain file reads (no mmap), so resident memory holds only the tensor asked for.
 `.pth` files need torch (a test-only dependency here) and are opened with
-`torch.load(mmap=True, weights_only=True)`.
+`torch.load(mmap=True, weights_only=True)`; a file that only loads with full unpickling (which
+runs code named by the file: a downloaded checkpoint is untrusted input) is refused unless the
+caller opts in with `trust_pickle=True` (mode convert: `--config.convert.trust_pickle=true`).
+A state dict wrapped as `{'state_dict' | 'module' | 'model': {...}, ...}` (Lightning, DeepSpeed)
+is unwrapped.
 
 The writer produces safetensors files whose header is known before any data is written, so a
 shard of many tensors is streamed to disk without holding it in memory.
@@ -16,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,6 +42,8 @@ SAFETENSORS_DTYPES = {
 }
 DTYPE_CODES = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
 PTH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+WRAPPER_KEYS = ("state_dict", "module", "model")  # Keys a .pth file may nest its state dict in.
+TRUST_PICKLE_FLAG = "--config.convert.trust_pickle=true"  # The opt-in named by the refusal.
 HEADER_LIMIT = 100 * 2**20  # A safetensors JSON header larger than this is corrupt.
 
 
@@ -207,33 +214,68 @@ def _torch():
 
 
 def _state_dict(loaded, path: Path) -> dict:
-    """The flat {name: tensor} dict of a torch.load result (unwraps {'state_dict': ...})."""
+    """The flat {name: tensor} dict of a torch.load result: unwraps a dict with one entry or
+    with a `WRAPPER_KEYS` entry (other entries, e.g. a training step count, are dropped)."""
     torch = _torch()
-    if isinstance(loaded, dict) and len(loaded) == 1:
-        (only,) = loaded.values()
-        if isinstance(only, dict):
-            loaded = only
+    if isinstance(loaded, dict) and not all(torch.is_tensor(v) for v in loaded.values()):
+        wrapped = [loaded[k] for k in WRAPPER_KEYS if isinstance(loaded.get(k), dict)]
+        if len(loaded) == 1 and isinstance(next(iter(loaded.values())), dict):
+            wrapped = list(loaded.values())
+        loaded = wrapped[0] if wrapped else loaded
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
+        kinds = {type(v).__name__ for v in loaded.values()} if isinstance(loaded, dict) else ""
         raise CheckpointFormatError(
-            f"{path}: expected a state dict of tensors, got {type(loaded).__name__}"
+            f"{path}: expected a state dict of tensors (possibly inside one of {WRAPPER_KEYS}), "
+            f"got {type(loaded).__name__} {sorted(kinds) if kinds else ''}"
         )
     return loaded
 
 
+def _load_pth(path: Path, trust_pickle: bool):
+    """torch.load of `path` (memory-mapped): weights_only first; full unpickling only if
+    `trust_pickle`, else refused naming the opt-in."""
+    torch = _torch()
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = _first_line(error)
+    except Exception as error:  # torch raises many types for a broken file
+        raise _unreadable(path, error) from None
+    if not trust_pickle:
+        raise CheckpointFormatError(
+            f"{path}: loads only with full unpickling (torch.load weights_only=True refused it: "
+            f"{refused}). Unpickling runs code named by the file, so it is not done silently: if "
+            f"you trust the file, pass {TRUST_PICKLE_FLAG} (trust_pickle=True in code), or "
+            "re-save its state dict as safetensors"
+        )
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as error:
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointFormatError:
+    return CheckpointFormatError(
+        f"{path}: cannot read as a PyTorch checkpoint ({type(error).__name__}: "
+        f"{_first_line(error)}); the file is truncated or not a state dict, download it again"
+    )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else ""
+
+
 class PthSource(TensorSource):
-    def __init__(self, files: list[Path], weight_map: dict[str, str] | None = None):
+    def __init__(
+        self,
+        files: list[Path],
+        weight_map: dict[str, str] | None = None,
+        trust_pickle: bool = False,
+    ):
         torch = _torch()
         self._tensors, infos = {}, {}
         for path in files:
-            try:
-                loaded = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-            except Exception as error:  # torch raises many types for a broken file
-                raise CheckpointFormatError(
-                    f"{path}: cannot read as a PyTorch checkpoint ({type(error).__name__}: "
-                    f"{str(error).splitlines()[0] if str(error) else ''}); the file is truncated "
-                    "or not a state dict, download it again"
-                ) from None
-            for name, tensor in _state_dict(loaded, path).items():
+            for name, tensor in _state_dict(_load_pth(path, trust_pickle), path).items():
                 self._tensors[name] = tensor
                 dtype = np.dtype(ml_dtypes.bfloat16) if tensor.dtype == torch.bfloat16 else None
                 dtype = dtype or np.dtype(str(tensor.dtype).removeprefix("torch."))
@@ -271,7 +313,7 @@ def _check_index(weight_map: dict[str, str], infos: dict[str, TensorInfo]) -> No
         )
 
 
-def open_index(index_path: Path) -> TensorSource:
+def open_index(index_path: Path, trust_pickle: bool = False) -> TensorSource:
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
     except (json.JSONDecodeError, KeyError) as error:
@@ -285,24 +327,25 @@ def open_index(index_path: Path) -> TensorSource:
         )
     if all(f.suffix == ".safetensors" for f in files):
         return SafetensorsSource(files, weight_map)
-    return PthSource(files, weight_map)
+    return PthSource(files, weight_map, trust_pickle)
 
 
-def open_source(path: str | os.PathLike) -> TensorSource:
+def open_source(path: str | os.PathLike, trust_pickle: bool = False) -> TensorSource:
     """Opens a checkpoint file, a `*.index.json`, or a folder of shards for tensor-wise reading.
 
     A folder must hold exactly one index json, or else safetensors files, or else .pth files.
+    trust_pickle: allow .pth files that load only with full unpickling (see the module doc).
     """
     path = Path(path)
     if not path.exists():
         raise CheckpointFormatError(f"checkpoint {path} does not exist")
     if path.is_file():
         if path.name.endswith(".index.json"):
-            return open_index(path)
+            return open_index(path, trust_pickle)
         if path.suffix == ".safetensors":
             return SafetensorsSource([path])
         if path.suffix in PTH_SUFFIXES:
-            return PthSource([path])
+            return PthSource([path], trust_pickle=trust_pickle)
         raise CheckpointFormatError(
             f"{path}: unknown checkpoint file type; expected .safetensors, .pth/.pt/.bin or "
             "an *.index.json"
@@ -313,13 +356,13 @@ def open_source(path: str | os.PathLike) -> TensorSource:
             f"{path} holds several index files {[i.name for i in indexes]}; point at one of them"
         )
     if indexes:
-        return open_index(indexes[0])
+        return open_index(indexes[0], trust_pickle)
     safetensors = sorted(path.glob("*.safetensors"))
     if safetensors:
         return SafetensorsSource(safetensors)
     pth = sorted(p for p in path.iterdir() if p.suffix in PTH_SUFFIXES)
     if pth:
-        return PthSource(pth)
+        return PthSource(pth, trust_pickle=trust_pickle)
     raise CheckpointFormatError(
         f"{path} holds no .safetensors, .pth or *.index.json checkpoint files"
     )

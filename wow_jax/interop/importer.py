@@ -5,12 +5,15 @@ each Flax param is built from its PyTorch tensors read one at a time, straight i
 shard buffers this host owns (`addressable_devices_indices_map`), turned into a sharded jax.Array
 with `jax.make_array_from_callback`, and written to the Orbax checkpoint in groups with Orbax's
 partial save. A param stacked by `nn.scan` ([layers, ...]) is filled layer slice by layer slice.
-Host memory peaks at about one group of params (`group_bytes`) plus one source tensor.
+Host memory peaks at about one group of params (`group_bytes`) plus one source tensor. A
+release's fine-tuned weights file (WoW's WoW_video_dit.pt) is read over the base the same way
+(`overlay.OverlaySource`: each tensor from the file that wins, when it is asked for).
 
 Everything is written under `.<target>.importing/` and renamed to `target` only when complete.
 `target` is an epath path (`checkpointing.as_path`): a local folder or a URL such as gs://b/x.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -27,6 +30,7 @@ from tqdm import tqdm
 
 from wow_jax import checkpointing, sharding
 from wow_jax.interop import formats, mapping, registry
+from wow_jax.interop import overlay as overlay_lib
 from wow_jax.interop.mapping import MappingError, Rule
 
 GROUP_BYTES = 512 * 2**20  # Params buffered before each partial save.
@@ -235,28 +239,72 @@ def config_hint(component: registry.Component, model_cfg) -> str:
     )
 
 
+def resolve_overlay(path: str | os.PathLike, component: registry.Component, overlay: str):
+    """The overlay file loaded over the base, or None: `overlay` itself, or for 'auto' the
+    component's overlay file in the release folder `path` (e.g. WoW_video_dit.pt) if it is there."""
+    if overlay == "auto":
+        found = Path(path) / component.wan_overlay
+        return found if component.wan_overlay and found.is_file() else None
+    if overlay and not Path(overlay).is_file():
+        raise formats.CheckpointFormatError(
+            f"config.convert.overlay {overlay} is not a file; point it at the weights to load over "
+            "the base (e.g. WoW_video_dit.pt), or set it to '' for the base alone"
+        )
+    return Path(overlay) if overlay else None
+
+
+@contextlib.contextmanager
+def open_release(path, component: registry.Component, overlay: str, trust_pickle: bool):
+    """(source, overlay report or None): the component's tensors in the release at `path`, with
+    the overlay file (`resolve_overlay`) loaded over them; prints the overlay's counts."""
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(
+            formats.open_source(resolve_source(path, component), trust_pickle)
+        )
+        overlay_file, report = resolve_overlay(path, component, overlay), None
+        if overlay_file is not None:
+            top = stack.enter_context(formats.open_source(overlay_file, trust_pickle))
+            source = overlay_lib.OverlaySource(source, top)
+            report = source.report
+            print(report.summary())
+        yield source, report
+
+
 def import_checkpoint(
     component_name: str,
     source_path: str | os.PathLike,
     target: str | os.PathLike,
     model_cfg,
     mesh,
+    *,
+    overlay: str = "auto",
+    trust_pickle: bool = False,
     **kwargs,
 ) -> dict:
-    """Imports one component (dit, vae, text, clip) of a Wan-native or diffusers release."""
+    """Imports one component (dit, vae, text, clip) of a Wan-native or diffusers release.
+
+    overlay: a file loaded over the release's tensors (name by name), 'auto' for the release's
+      own (WoW_video_dit.pt for the dit, when `source_path` is a folder holding it), '' for none.
+    trust_pickle: allow .pth/.pt files that load only with full unpickling.
+    kwargs: `import_params` options (naming, dtype, overwrite, progress, ...).
+    """
     component = registry.get(component_name)
     rules_by_naming = registry.rules_by_naming(component, model_cfg)
     abstract = registry.abstract_params(component, model_cfg)
     if "naming" in kwargs and kwargs["naming"] != "auto":
         kwargs["naming"] = registry.resolve_naming(component, kwargs["naming"])
-    with formats.open_source(resolve_source(source_path, component)) as source:
-        return import_params(
+    with open_release(source_path, component, overlay, trust_pickle) as (source, report):
+        metadata = {"component": component_name}
+        if report is not None:
+            metadata["overlay"] = report.counts()
+        result = import_params(
             registry.source_view(component, source, model_cfg),
             target,
             rules_by_naming,
             abstract,
             mesh,
             hint=config_hint(component, model_cfg),
-            metadata={"component": component_name},
+            metadata=metadata,
             **kwargs,
         )
+    return result | ({"overlay": report.counts()} if report is not None else {})

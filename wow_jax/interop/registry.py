@@ -49,7 +49,7 @@ def _dit_wan_config(c: ml_collections.ConfigDict) -> dict:
         "_diffusers_version": "0.30.0",
         "model_type": c.variant,
         "patch_size": list(c.patch_size),
-        "text_len": 512,
+        "text_len": c.text_len,
         "in_dim": c.in_channels,
         "dim": c.dim,
         "ffn_dim": c.ffn_dim,
@@ -122,6 +122,7 @@ class Component:
     wan_globs: tuple[str, ...]  # File patterns locating it inside a Wan-native release folder.
     diffusers_config: Callable | None  # model_cfg -> config.json dict of the diffusers folder.
     wan_config: Callable | None  # model_cfg -> config.json dict of the Wan release (if any).
+    wan_overlay: str = ""  # Fine-tuned weights a release loads over these (WoW: WoW_video_dit.pt).
 
 
 # Component name (wow_jax.models.COMPONENTS) -> its PyTorch layout.
@@ -135,6 +136,7 @@ LAYOUTS = {
         ("diffusion_pytorch_model*.index.json", "diffusion_pytorch_model*.safetensors"),
         _dit_diffusers_config,
         _dit_wan_config,
+        wan_overlay="WoW_video_dit.pt",
     ),
     "vae": Component(
         "vae",

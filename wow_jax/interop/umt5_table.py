@@ -10,12 +10,14 @@ naming='hf': transformers `UMT5EncoderModel`: shared.weight (tied with
   encoder.final_layer_norm.weight.
 """
 
+import os
 from collections.abc import Mapping
 
 import ml_collections
+import ml_dtypes
 import numpy as np
 
-from wow_jax.interop import mapping
+from wow_jax.interop import formats, mapping
 from wow_jax.interop.mapping import Rule, Transform
 
 NAMINGS = ("wan", "hf")
@@ -102,52 +104,18 @@ def import_params(
 
 def read_checkpoint(path: str, config_key: str = "config.model.text.checkpoint_path") -> dict:
     """All tensors of a .safetensors (read without torch) or .pth/.pt/.bin (needs torch)
-    checkpoint as numpy arrays; floating point widened to float32 (numpy has no bf16 math)."""
-    import os
-
+    checkpoint, read through the one checkpoint reader (`formats.open_source`), as numpy arrays;
+    floating point widened to float32 (numpy has no bf16 math)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"checkpoint {path!r} ({config_key}) not found; point {config_key} at the file: "
             "Wan2.1's models_t5_umt5-xxl-enc-bf16.pth / models_clip_*.pth (naming 'wan') or a "
             "transformers model.safetensors (naming 'hf')"
         )
-    if path.endswith(".safetensors"):
-        return read_safetensors(path)
-    import torch  # Only the .pth format needs PyTorch.
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
-
-
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": "bfloat16",
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-    "BOOL": np.bool_,
-}  # fmt: skip
-
-
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """Memory-mapped tensors of a .safetensors file (bf16 included, via ml_dtypes), float32
-    for floating point. The format: 8-byte header size, JSON header, raw little-endian data."""
-    import json
-
-    import ml_dtypes
-
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + size)
     out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
-        dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
-        start, end = info["data_offsets"]
-        array = data[start:end].view(dtype).reshape(info["shape"])
-        out[name] = (
-            array.astype(np.float32)
-            if np.issubdtype(dtype, np.floating) or dtype == ml_dtypes.bfloat16
-            else np.asarray(array)
-        )
+    with formats.open_source(path) as source:
+        for name in source.names():
+            array = source.read(name)
+            floating = np.issubdtype(array.dtype, np.floating) or array.dtype == ml_dtypes.bfloat16
+            out[name] = array.astype(np.float32) if floating else array
     return out

@@ -7,7 +7,9 @@ the velocity (noise - clean latent) of a noisy video latent.
     latents      [B, F, H, W, C_in]  channels-last; C_in = 16 (t2v) or 16 + 4 + 16 = 36 (i2v:
                                      noisy latent, 4-channel frame mask, conditioning latent)
     timesteps    [B]                 float in [0, 1000]
-    text_states  [B, Lt, text_dim]   umT5 states (padded positions zero)
+    text_states  [B, Lt, text_dim]   umT5 states, zero past the caption's tokens; Lt <= text_len,
+                                     zero-padded here to text_len (Wan pads to 512 before the
+                                     text embedding and attends to every padded token)
     image_tokens [B, Li, image_dim]  CLIP ViT-H/14 penultimate tokens (Li = 257), i2v only
     -> velocity  [B, F, H, W, C_out] float32
 
@@ -75,6 +77,7 @@ class DiTSpec:
     ffn_dim: int
     freq_dim: int
     text_dim: int
+    text_len: int
     image_dim: int
     num_heads: int
     num_layers: int
@@ -342,6 +345,12 @@ class ImageEmbedding(nn.Module):
         return layers.LayerNorm(IMAGE_NORM_EPS, True, EMBED, param_dtype=w, name="norm_out")(h)
 
 
+def pad_text(text_states: jax.Array, text_len: int) -> jax.Array:
+    """[B, L, D] -> [B, text_len, D]: zeros after the L given tokens (L <= text_len), as Wan pads
+    the umT5 states before the text embedding (the padded tokens are then attended to)."""
+    return jnp.pad(text_states, ((0, 0), (0, text_len - text_states.shape[1]), (0, 0)))
+
+
 def check_inputs(spec: DiTSpec, latents, timesteps, text_states, image_tokens) -> None:
     """Raises ValueError naming the expected shape for any malformed input."""
     pt, ph, pw = spec.patch_size
@@ -364,6 +373,12 @@ def check_inputs(spec: DiTSpec, latents, timesteps, text_states, image_tokens) -
         raise ValueError(
             f"text_states must be [B, L, text_dim] = [{b}, L, {spec.text_dim}], got "
             f"{tuple(text_states.shape)}; check config.model.dit.text_dim against the text encoder"
+        )
+    if text_states.shape[1] > spec.text_len:
+        raise ValueError(
+            f"text_states has {text_states.shape[1]} tokens, more than config.model.dit.text_len "
+            f"= {spec.text_len} (the model attends to exactly text_len tokens, zero-padded); "
+            "truncate the caption to text_len tokens, as Wan's tokenizer does"
         )
     if spec.has_image:
         if image_tokens is None:
@@ -441,7 +456,7 @@ class WanDiT(nn.Module):
         text_mlp = MLPBlock(
             s, s.dim, s.dim, True, (MLP, EMBED), (BATCH, None, EMBED), name="text_embedding"
         )
-        context = text_mlp(text_states.astype(s.compute_dtype))
+        context = text_mlp(pad_text(text_states, s.text_len).astype(s.compute_dtype))
         context = nn.with_logical_constraint(context, (BATCH, None, EMBED))
         image_context = None
         if s.has_image:
