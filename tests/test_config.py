@@ -57,7 +57,7 @@ def test_config_is_locked_against_typos():
         (
             "mode",
             "dance",
-            r"config.mode must be one of \['describe', 'train', 'generate', 'act', 'convert",
+            r"config.mode must be one of \['describe', 'train', 'generate', 'act', 'evaluate', 'convert",
         ),
         ("model.cpu_kernels", "yes", r"config.model.cpu_kernels must be one of \['auto', 'on'"),
         ("model.dit.remat_policy", "some", r"config.model.dit.remat_policy must be one of"),
