@@ -39,7 +39,7 @@ WOW_NEGATIVE_PROMPT = "low quality, distorted, ugly, bad anatomy"
 def _dit() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.variant = "t2v"  # 't2v' (text-to-video, 16 input channels) or 'i2v' (image-to-video, 36).
-    c.in_channels = 16  # Channels entering the patch embedding: 16 for t2v, 16+4+16=36 for i2v.
+    c.in_channels = 16  # Patch-embedding input: z (t2v); i2v: z + VAE temporal stride + z = 36.
     c.out_channels = 16  # Latent channels predicted (velocity).
     c.dim = 1536  # Transformer width.
     c.ffn_dim = 8960  # Feed-forward hidden width.

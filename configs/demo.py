@@ -11,13 +11,17 @@ def get_config(arg=None):
     config.mode = "demo"
 
     dit = config.model.dit
-    dit.variant, dit.in_channels = "i2v", 36
+    # 2x temporal VAE stride: Wan's frame mask has 2 channels, so 16 + 2 + 16 input channels.
+    dit.variant, dit.in_channels, dit.patch_size = "i2v", 34, (1, 4, 4)
     dit.dim, dit.ffn_dim, dit.num_heads, dit.num_layers = 128, 256, 4, 4
     dit.text_dim, dit.image_dim, dit.text_len = 64, 64, 32
     dit.rope_max_len = 256
 
     vae = config.model.vae
-    vae.base_dim, vae.dim_mult, vae.num_res_blocks = 16, (1, 2, 2, 2), 1
+    # 2x spatial and 2x temporal compression: at 64x64 the 8x/4x Wan layout reconstructs below
+    # copy-first-frame (docs/demo.md, the measured designs).
+    vae.base_dim, vae.dim_mult, vae.num_res_blocks = 16, (1, 2), 1
+    vae.temporal_downsample = (True,)
 
     text = config.model.text
     text.vocab_size, text.dim, text.ffn_dim = 1024, 64, 128
@@ -27,12 +31,16 @@ def get_config(arg=None):
     clip.image_size, clip.patch_size, clip.width = 56, 14, 64
     clip.num_layers, clip.num_heads, clip.mlp_dim = 3, 2, 128
 
+    # A clip is a whole expert episode: 9 frames 12 steps apart cover 96 steps, in which the
+    # scripted experts of all four tasks succeed (first success at ~45-95 steps).
     config.data.num_frames, config.data.height, config.data.width = 9, 64, 64
+    config.data.frame_stride, config.data.episode_length = 12, 96
     config.data.tasks = ("reach-v3", "push-v3", "drawer-open-v3", "button-press-v3")
-    config.data.episodes_per_task = 8
-    config.train.steps, config.train.warmup_steps = 2000, 100
+    config.data.episodes_per_task = 16
+    config.train.steps, config.train.warmup_steps = 4000, 100
     config.train.learning_rate = 3e-4
-    config.demo.vae_steps, config.demo.clips, config.demo.heldout = 600, 64, 4
+    config.demo.vae_steps, config.demo.clips, config.demo.heldout = 600, 64, 8
+    config.demo.vae_lr = 3e-3
     config.train.shift, config.train.timestep_sampling = 3.0, "uniform"
     config.train.log_every, config.train.eval_every, config.train.eval_batches = 50, 500, 2
     config.sample.steps, config.sample.guidance, config.sample.shift = 20, 3.0, 3.0
@@ -49,7 +57,7 @@ def get_config(arg=None):
     if arg == "quick":
         config.data.tasks = ("reach-v3",)
         config.data.episodes_per_task = 2
-        config.data.episode_length = 24
+        config.data.episode_length, config.data.frame_stride = 24, 3
         config.train.steps, config.train.warmup_steps = 20, 2
         config.demo.vae_steps, config.demo.clips, config.demo.heldout = 10, 8, 2
         config.train.log_every, config.train.eval_every = 5, 10

@@ -88,6 +88,18 @@ def _refused(config, key: str, value, message: str) -> None:
         configuration.validate(config, num_devices=8)
 
 
+# issue 18: Wan's i2v frame mask has one channel per frame of a temporal chunk, but in_channels
+# had to be 2z + 4, so the demo's 2x temporal VAE (mask of 2 channels) could not be configured.
+def test_i2v_in_channels_follow_the_vae_temporal_stride():
+    config = demo.get_config()
+    assert configuration.vae_temporal_stride(config.model.vae) == 2
+    assert config.model.dit.in_channels == 2 * config.model.vae.z_dim + 2
+    configuration.validate(config, num_devices=1)
+    _refused(
+        config, "model.dit.in_channels", 36, r"in_channels must be 34 .* temporal stride 2, got 36"
+    )
+
+
 # issue 14 B11: train.learning_rate=-1 trained (loss 0.36 -> 249,690) and exited 0.
 def test_negative_learning_rate_is_refused(tiny_config):
     _refused(tiny_config, "train.learning_rate", -1.0, r"^config.train.learning_rate must be > 0")

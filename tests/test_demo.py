@@ -113,6 +113,31 @@ def test_quick_demo_trains_checkpoints_imagines_and_resumes(tmp_path):
     assert f"{imagined['mean_psnr']:.2f}" in again.stdout
 
 
+# issue 18: demo clips were 9 consecutive steps of 64-step episodes, mostly the approach; a clip
+# now spans a whole episode, long enough for each task's scripted expert to finish the task.
+@pytest.mark.parametrize("variant", [None, "quick"])
+def test_demo_clips_span_whole_episodes(variant):
+    data = demo_config.get_config(variant).data
+    assert (data.num_frames - 1) * data.frame_stride == data.episode_length
+
+
+# issue 18: the held-out clips the demo scores show the task done, not only the approach.
+def test_demo_experts_succeed_within_the_held_out_episodes():
+    from wow_jax.sim import metaworld_collect as mc
+
+    data = demo_config.get_config().data
+    seed = data.collect_seed + demo.HELDOUT_SEED_OFFSET
+    for index, name in enumerate(data.tasks):
+        task = mc.MetaWorldTask(name, size=16, camera=data.camera)
+        try:
+            episode = mc.collect_episode(
+                task, mc.episode_seed(seed, index, 0), data.episode_length, 0.0, name
+            )
+        finally:
+            task.close()
+        assert episode.success[-1], f"{name}: the expert did not succeed in {data.episode_length}"
+
+
 # issue 18: the demo trained its VAE on 5-frame crops of 9-frame clips; nothing refused it.
 def test_vae_crops_shorter_than_the_clips_are_refused_before_collecting(tmp_path):
     config = demo_config.get_config("quick")

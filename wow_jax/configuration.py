@@ -38,7 +38,6 @@ CONVERT_NAMINGS = ("auto", "wan", "diffusers", "hf")
 CONVERT_DTYPES = ("bfloat16", "float32")
 TEXT_NAMINGS = ("wan", "hf")  # Checkpoint layouts the umT5 and CLIP importers read.
 CLIP_ACTIVATIONS = ("gelu", "quick_gelu")
-I2V_MASK_CHANNELS = 4  # Frame-mask channels (one per frame of a 4-frame temporal chunk).
 
 
 def vae_spatial_stride(vae: ml_collections.ConfigDict) -> int:
@@ -103,11 +102,14 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
             f"config.model.dit head width dim/num_heads = {head_dim} must be even and >= 6 for "
             "the 3D rotary embedding; change dim or num_heads"
         )
-    expected_in = vae.z_dim if dit.variant == "t2v" else 2 * vae.z_dim + I2V_MASK_CHANNELS
+    # I2V: [noisy latent z | frame mask, one channel per frame of a temporal chunk | cond z].
+    t_stride = vae_temporal_stride(vae)
+    expected_in = vae.z_dim if dit.variant == "t2v" else 2 * vae.z_dim + t_stride
     if dit.in_channels != expected_in:
         raise ValueError(
             f"config.model.dit.in_channels must be {expected_in} for variant {dit.variant!r} "
-            f"with a {vae.z_dim}-channel VAE, got {dit.in_channels}"
+            f"with a {vae.z_dim}-channel VAE of temporal stride {t_stride}, "
+            f"got {dit.in_channels}"
         )
     if dit.out_channels != vae.z_dim:
         raise ValueError(

@@ -9,7 +9,8 @@ and a 4-channel frame mask marks which pixel frames are given. Pixel frames T = 
 t = 1 + k latent frames. Wan's mask is over pixel frames (1 for the first, 0 after), the first
 entry repeated 4 times so there are 4t entries, then reshaped to [t, 4]: latent frame i carries
 pixel-frame flags 4i..4i+3 as channels. The DiT input is the channel concat
-[noisy latent z | mask 4 | conditioning latent z] (16 + 4 + 16 = 36 channels):
+[noisy latent z | mask 4 | conditioning latent z] (16 + 4 + 16 = 36 channels; with a VAE of
+temporal stride s the mask has s channels, e.g. 2 in configs/demo.py):
     conditioning_latents(vae_params, first_frame [B, H, W, 3], T, vae_cfg) -> [B, t, h, w, z]
     i2v_condition(cond_latents [B, t, h, w, z], T, temporal_stride) -> [B, t, h, w, 4 + z]
 
