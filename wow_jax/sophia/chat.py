@@ -170,7 +170,7 @@ class ChatClient:
             with urllib.request.urlopen(request, timeout=self.endpoint.timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as error:
-            detail = error.read()[:200].decode("utf-8", "replace")
+            detail = " ".join(error.read()[:200].decode("utf-8", "replace").split())
             if error.code < 500 and error.code not in RETRIED_STATUS:
                 raise ChatError(
                     f"the chat endpoint {self.url} refused the request with HTTP {error.code}: "

@@ -16,7 +16,8 @@ Backends (config.sophia.critic):
                         the scripted expert's from the same start state (mean per frame step):
                         3 + 2 * cosine of the two action sequences
              motion     temporal consistency of the clip: 1 + 4 * median / max of the mean
-                        absolute change between consecutive frames (a jump or flicker lowers it)
+                        absolute changes between consecutive frames that move (MOVING_FRACTION);
+                        a jump or a flickering frame lowers it
              quality    the clip against the simulator's frames under the IDM's actions: PSNR
                         mapped linearly from sophia.psnr_range to 1..5
            verdict 'completed' exactly when the simulator reports success.
@@ -42,6 +43,9 @@ TEMPLATES = {
     "layout kept?",
 }
 VERDICTS = ("completed", "failed")
+# Offline motion: frame-to-frame changes above this fraction of the largest count as moving (a
+# clip that reaches its goal and then holds still is not inconsistent).
+MOVING_FRACTION = 0.05
 _RATIONALE = {"type": "string", "minLength": 1}
 TEMPLATE_SCHEMA = {
     "type": "object",
@@ -206,7 +210,10 @@ def motion(frames: np.ndarray) -> dict:
     """The temporal-consistency template of uint8 [T, h, w, 3] (module docstring)."""
     change = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
     largest = float(change.max()) if len(change) else 0.0
-    consistency = float(np.median(change)) / largest if largest > 1e-6 else 1.0
+    if largest <= 1e-6:
+        return {"score": 5.0, "rationale": "no frame-to-frame change"}
+    moving = change[change > MOVING_FRACTION * largest]
+    consistency = float(np.median(moving)) / largest
     return {
         "score": 1.0 + 4.0 * consistency,
         "rationale": f"median / largest frame-to-frame change {consistency:.2f}",
