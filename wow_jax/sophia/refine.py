@@ -68,7 +68,8 @@ def case_seeds(config, task_index: int) -> list[int]:
 def settings(config, models: dict) -> dict:
     """What the rounds depend on (never the endpoint's key)."""
     sophia = {k: v for k, v in config.sophia.to_dict().items() if k != "api_key"}
-    return {**evaluate.settings(config, models), "sophia": sophia, "tasks": refine_tasks(config)}
+    current = {**evaluate.settings(config, models), "sophia": sophia, "tasks": refine_tasks(config)}
+    return json.loads(json.dumps(current))  # As settings.json reads back (tuples as lists).
 
 
 def make_refiner(config, client):
@@ -76,7 +77,7 @@ def make_refiner(config, client):
         return refiner.ChatRefiner(
             client, config.sophia.candidates, config.sophia.refiner_temperature
         )
-    return refiner.CaptionRefiner(config.data.robot_name or metaworld_collect.ROBOT_NAME)
+    return refiner.CaptionRefiner(metaworld_collect.ROBOT_NAME)  # As Meta-World episodes name it.
 
 
 def make_critic(config, client, read, env, seed: int, spec):
