@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,3 +156,17 @@ def test_a_chat_backend_without_an_endpoint_is_refused_before_any_work(tmp_path,
     with pytest.raises(ValueError, match="config.sophia.base_url is empty"):
         refine.refine(config, str(tmp_path), None, None, MODELS, make_task=fake_world.make_task)
     assert not (tmp_path / "refine").exists()
+
+
+def test_the_run_report_gets_a_sophia_section(tmp_path):
+    # issue 19: the workdir's report.html (wow_jax/report.py) summarises the refinement.
+    from wow_jax import report as run_report
+
+    config = fake_world.refine_config()
+    refine.refine(config, str(tmp_path), fake_world.imagine_fn(9), fake_world.read, MODELS,
+                  make_task=fake_world.make_task)  # fmt: skip
+    paths = run_report.write_report(str(tmp_path))
+    page = Path(paths["html"]).read_text()
+    assert "SOPHIA: critic-guided refinement" in page and "refine/scores.png" in page
+    markdown = Path(paths["markdown"]).read_text()
+    assert "| closed-loop success rate | 0.00 | 1.00 |" in markdown
