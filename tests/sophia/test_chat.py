@@ -126,3 +126,10 @@ def test_frames_go_as_png_data_urls_and_fenced_json_is_read():
     part = chat.image_part(np.full((4, 6, 3), 7, np.uint8))
     assert part["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
     assert chat.parse_content("```json\n" + GOOD + "\n```", SCHEMA)["score"] == 4
+
+
+def test_wow_jax_main_reports_a_chat_error_in_one_line():
+    # issue 19: an unusable endpoint is the user's to fix: one line, no traceback.
+    from wow_jax import main
+
+    assert main.is_user_fault(chat.ChatError("the chat endpoint ... gave no usable answer"))

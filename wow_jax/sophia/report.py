@@ -15,11 +15,13 @@ import html
 import os
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from wow_jax.sophia import critic
 
 HTML_FILE, PLOT_FILE = "report.html", "scores.png"
+OUTCOME = {True: "solved", False: "failed"}  # A closed-loop episode's success.
 STYLE = (
     "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
     "td,th{border:1px solid #bbb;padding:4px 8px}.round{display:flex;gap:8px;margin:8px 0}"
@@ -40,6 +42,7 @@ def plot_scores(cases: list[dict], threshold: float, path: str) -> str:
         axis.plot(rounds, mean, linestyle=":", color=line.get_color())
     axis.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="threshold")
     axis.set_xlabel("round")
+    axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     axis.set_ylabel("critic score (best so far; mean dotted)")
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)
@@ -67,7 +70,9 @@ def summary_rows(results: dict) -> list[list[str]]:
                 f"{case['best']['score']:.3f} ({case['best']['verdict']}, round "
                 f"{case['best']['round']})",
                 case["best"]["prompt"],
-                "-" if loop is None else f"{loop['original']} -> {loop['refined']}",
+                "-"
+                if loop is None
+                else f"{OUTCOME[loop['original']]} -> {OUTCOME[loop['refined']]}",
             ]
         )
     return rows
