@@ -21,6 +21,7 @@ import os
 
 import imageio.v3 as iio
 import numpy as np
+from absl import logging
 
 from wow_jax import evaluate
 
@@ -104,6 +105,11 @@ def run_round(case, rounds, imagine, critic, refiner, sophia_cfg, folder, fps) -
         "stop": stop_reason(candidate, index, sophia_cfg),
     }
     write_round(round_dir(folder, index), record, videos, fps)
+    logging.info(
+        "refine %s round %d: scores %s, best so far %.3f (%s), stop %s",
+        case["name"], index, [round(r["score"], 3) for r in reports], candidate["score"],
+        candidate["verdict"], record["stop"],
+    )  # fmt: skip
     return record
 
 
