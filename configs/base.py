@@ -276,6 +276,30 @@ def _evaluate() -> ml_collections.ConfigDict:
     return c
 
 
+def _sophia() -> ml_collections.ConfigDict:
+    """Mode 'refine' (wow_jax/sophia/): critic-guided refinement of the prompt imagined from."""
+    c = ml_collections.ConfigDict()
+    c.critic = "offline"  # 'offline' (simulator + IDM signals) or 'chat' (a VLM endpoint).
+    c.refiner = "offline"  # 'offline' (mixture-caption vocabulary) or 'chat' (the endpoint).
+    c.candidates = 4  # Clips imagined per round (one sampler batch).
+    c.rounds = 3  # Most rounds per start state; round 0 imagines the original instruction.
+    c.threshold = 0.9  # Stop when the best normalised critic score reaches this (or 'completed').
+    c.tasks = ()  # Meta-World tasks refined (() = evaluate.tasks, else data.tasks).
+    c.episodes_per_task = 2  # Start states per task: the first held-out evaluation seeds.
+    c.closed_loop = True  # Also run imagine-then-act with the original vs the refined prompts.
+    c.base_url = ""  # Chat endpoint, e.g. http://127.0.0.1:8000/v1 ('' = $OPENAI_BASE_URL).
+    c.model = ""  # Model the endpoint serves ('' = $OPENAI_MODEL).
+    c.api_key = ""  # Endpoint key ('' = $OPENAI_API_KEY); never written to the workdir.
+    c.timeout = 120.0  # Seconds per HTTP socket operation before an attempt counts as failed.
+    c.retries = 3  # Further attempts after a failed request or an unusable answer.
+    c.backoff = 1.0  # Seconds before the first retry, doubled for each next one.
+    c.frames = 4  # Frames sampled evenly from a clip and sent to the chat critic.
+    c.refiner_temperature = 0.7  # Sampling temperature of the chat refiner's rewrites.
+    c.reward_scale = 10.0  # Offline physics: the env reward of a finished task (Meta-World v3: 10).
+    c.psnr_range = (10.0, 30.0)  # Offline quality: PSNR (dB) mapped linearly to scores 1..5.
+    return c
+
+
 def _demo() -> ml_collections.ConfigDict:
     """Mode 'demo' (wow_jax/demo.py); train.steps / learning_rate are its world-model stage."""
     c = ml_collections.ConfigDict()
@@ -360,7 +384,7 @@ def get_config() -> ml_collections.ConfigDict:
     wow_jax/configuration.py validates it at start-up: numeric ranges (NUMERIC_RANGES), choices
     and the relations between keys."""
     config = ml_collections.ConfigDict()
-    config.mode = "describe"  # describe, train, generate, act, evaluate, convert or demo.
+    config.mode = "describe"  # describe, train, generate, act, evaluate, refine, convert, demo.
     config.seed = 0  # Seed for parameter init and training randomness.
     config.model = ml_collections.ConfigDict()
     # CPU-only kernels (docs/cpu.md): 'auto' (on when the programs compile for CPU), 'on', 'off';
@@ -382,5 +406,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.idm = _idm_task()
     config.act = _act()
     config.evaluate = _evaluate()
+    config.sophia = _sophia()
     config.lock()
     return config

@@ -50,7 +50,7 @@ def get_config(arg=None):
     # The IDM stage (FM-IDM from scratch on the same episodes) and the closed-loop evaluation.
     config.data.action_reduce = "mean"  # A clip action is the mean of its env steps (replay).
     config.model.idm.width = 16
-    config.idm.frame_gap = 2
+    config.idm.frame_gap = 1  # Frames are 12 env steps apart: adjacent ones show the motion.
     config.demo.idm_steps, config.demo.idm_lr = 300, 1e-3
     config.evaluate.episodes_per_task, config.evaluate.batch = 4, 4
 

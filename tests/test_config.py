@@ -57,7 +57,8 @@ def test_config_is_locked_against_typos():
         (
             "mode",
             "dance",
-            r"config.mode must be one of \['describe', 'train', 'generate', 'act', 'evaluate', 'convert",
+            r"config.mode must be one of \['describe', 'train', 'generate', 'act', 'evaluate', "
+            "'refine', 'convert",
         ),
         ("model.cpu_kernels", "yes", r"config.model.cpu_kernels must be one of \['auto', 'on'"),
         ("model.dit.remat_policy", "some", r"config.model.dit.remat_policy must be one of"),
@@ -66,6 +67,12 @@ def test_config_is_locked_against_typos():
         ("checkpoint.keep", -1, r"config.checkpoint.keep must be >= 1"),
         ("checkpoint.keep_best", -1, r"config.checkpoint.keep_best must be >= 0"),
         ("checkpoint.save_every", 0, r"config.checkpoint.save_every must be >= 1"),
+        # issue 19: SOPHIA's keys are checked at start-up.
+        ("sophia.critic", "gpt", r"config.sophia.critic must be one of \['offline', 'chat'\]"),
+        ("sophia.refiner", "", r"config.sophia.refiner must be one of"),
+        ("sophia.candidates", 0, r"config.sophia.candidates must be >= 1"),
+        ("sophia.threshold", 1.5, r"config.sophia.threshold must be in \[0, 1\]"),
+        ("sophia.psnr_range", (30.0, 10.0), r"config.sophia.psnr_range must be \(low, high\)"),
     ],
 )
 def test_bad_values_name_the_key(tiny_config, key, value, message):

@@ -21,6 +21,7 @@ MODE_RUNNERS = {
     "generate": ("wow_jax.sampling.pipeline", "run_generate"),
     "act": ("wow_jax.act", "run_act"),
     "evaluate": ("wow_jax.evaluate", "run_evaluate"),
+    "refine": ("wow_jax.sophia.refine", "run_refine"),
     "convert": ("wow_jax.interop.convert", "run_convert"),
     "demo": ("wow_jax.demo", "run_demo"),
 }
@@ -33,6 +34,7 @@ IMAGE_MISMATCH = ("resize", "error")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
+SOPHIA_BACKENDS = ("offline", "chat")  # config.sophia.critic / refiner (wow_jax/sophia).
 CONVERT_DIRECTIONS = ("import", "export")
 CONVERT_NAMINGS = ("auto", "wan", "diffusers", "hf")
 CONVERT_DTYPES = ("bfloat16", "float32")
@@ -77,6 +79,8 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("model.dit.remat_policy", config.model.dit.remat_policy, tuple(dit.REMAT_POLICIES))
     _choice("model.dit.attention", config.model.dit.attention, ATTENTION_KERNELS)
     _choice("train.task", config.train.task, TRAIN_TASKS)
+    _choice("sophia.critic", config.sophia.critic, SOPHIA_BACKENDS)
+    _choice("sophia.refiner", config.sophia.refiner, SOPHIA_BACKENDS)
     _choice("train.schedule", config.train.schedule, SCHEDULES)
     _choice("train.timestep_sampling", config.train.timestep_sampling, TIMESTEP_SAMPLING)
     _choice("train.loss_weighting", config.train.loss_weighting, flow_matching.LOSS_WEIGHTINGS)
@@ -278,6 +282,16 @@ NUMERIC_RANGES = (
     ("evaluate.execute_frames", _at_least(0), "0 = the whole imagined clip"),
     ("evaluate.batch", _at_least(1), "episodes run in lockstep"),
     ("evaluate.gif_episodes", _at_least(0), "gifs per task"),
+    ("sophia.candidates", _at_least(1), "clips per round"),
+    ("sophia.rounds", _at_least(1), "rounds per start state"),
+    ("sophia.threshold", _PROBABILITY, "a normalised critic score"),
+    ("sophia.episodes_per_task", _at_least(1), "start states per task"),
+    ("sophia.timeout", _above(0), "seconds per HTTP socket operation"),
+    ("sophia.retries", _at_least(0), "further attempts"),
+    ("sophia.backoff", _at_least(0), "seconds before the first retry"),
+    ("sophia.frames", _at_least(1), "frames sent to the chat critic"),
+    ("sophia.refiner_temperature", _at_least(0), "a sampling temperature"),
+    ("sophia.reward_scale", _above(0), "the reward of a finished task"),
     ("sample.sheet_frames", _at_least(1), "frames in the contact sheet"),
     ("act.pair_batch", _at_least(1), "frame pairs per IDM call"),
     ("idm.baseline_batches", _at_least(1), "training pair batches of the baselines"),
@@ -344,10 +358,19 @@ def _check_convert(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_act(config: ml_collections.ConfigDict) -> None:
-    if config.mode in ("act", "evaluate") and not config.act.idm_checkpoint:
+    if config.mode in ("act", "evaluate", "refine") and not config.act.idm_checkpoint:
         raise ValueError(
             "config.act.idm_checkpoint is empty; set it to the IDM's run directory (trained with "
             "--config.train.task=idm): --config.act.idm_checkpoint=PATH"
+        )
+
+
+def _check_sophia(config: ml_collections.ConfigDict) -> None:
+    low_high = tuple(config.sophia.psnr_range)
+    if len(low_high) != 2 or not low_high[0] < low_high[1]:
+        raise ValueError(
+            "config.sophia.psnr_range must be (low, high) PSNR in dB with low < high (the offline "
+            f"critic's quality maps low..high to scores 1..5), got {low_high}"
         )
 
 
@@ -377,6 +400,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     _check_convert(config)
     _check_act(config)
     _check_data(config)
+    _check_sophia(config)
     sharding.mesh_shape(config.mesh, num_devices)
     if config.mode in TRAINING_MODES:
         _check_batch(config, num_devices, process_count)

@@ -43,7 +43,8 @@ GAP_FILE = "idm_gap.json"  # The demo's IDM on real vs imagined held-out clips (
 
 class ImagineActPolicy:
     """Imagine-then-act: `imagine(frames uint8 [R, h, w, 3], prompts, seeds) -> uint8 [R, T, h,
-    w, 3]` and `read(video) -> actions [T-1, A]` (dataset units); each plan runs the first
+    w, 3]` and `read(video) -> actions [T-1, A]` (dataset units); `instruction` is the prompt of
+    every episode or a list of one per episode (SOPHIA's refined prompts); each plan runs the first
     `execute_frames` actions (0 = all T - 1), each for `stride` env steps. Plans are imagined in
     batches of `batch` rows (short batches padded by repeating a row) so that a row's clip does
     not depend on which other episodes are still running."""
@@ -66,7 +67,10 @@ class ImagineActPolicy:
     def plan(self, rows, frames, observations) -> list[np.ndarray]:
         del observations
         seeds = [self.plan_seed(r) for r in rows]
-        prompts = [self.instruction] * len(rows)
+        if isinstance(self.instruction, str):
+            prompts = [self.instruction] * len(rows)
+        else:
+            prompts = [self.instruction[r] for r in rows]
         videos = imagine_in_batches(self.imagine, frames, prompts, seeds, self.batch)
         for r in rows:
             self.plans[r] += 1
@@ -227,15 +231,16 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def prepare_store(out_dir: str, current: dict) -> None:
-    """Keeps the finished episodes of a run with the same settings; moves others aside."""
+def prepare_store(out_dir: str, current: dict, kept: str = "episodes") -> None:
+    """Keeps the finished work in <out_dir>/<kept> of a run with the same settings; moves it
+    aside otherwise."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, SETTINGS_FILE)
-    episodes = os.path.join(out_dir, "episodes")
+    episodes = os.path.join(out_dir, kept)
     if os.path.exists(path) and _read_json(path) != current and os.path.isdir(episodes):
         aside = f"{episodes}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
         os.replace(episodes, aside)
-        logging.warning("evaluate: settings or models changed; earlier episodes moved to %s", aside)
+        logging.warning("settings or models changed; earlier %s moved to %s", kept, aside)
     write_json(path, current)
 
 

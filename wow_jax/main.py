@@ -53,15 +53,17 @@ DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # Disk full, over quota
 
 
 def is_user_fault(error: BaseException) -> bool:
-    """True for bad input, a missing/unwritable file, a full disk and a halted training run;
-    anything else is a bug whose traceback matters. An interrupted export (its finished shards
-    kept for a rerun, the message says how to resume) is judged by its cause."""
+    """True for bad input, a missing/unwritable file, a full disk, a halted training run and an
+    unusable chat endpoint (SOPHIA); anything else is a bug whose traceback matters. An
+    interrupted export (its finished shards kept for a rerun, the message says how to resume)
+    is judged by its cause."""
     from wow_jax.interop.exporter import ExportInterrupted
+    from wow_jax.sophia.chat import ChatError
     from wow_jax.train.loop import TrainingHalted
 
     if isinstance(error, ExportInterrupted):
         return error.__cause__ is None or is_user_fault(error.__cause__)
-    if isinstance(error, USER_FAULTS + (TrainingHalted,)):
+    if isinstance(error, USER_FAULTS + (TrainingHalted, ChatError)):
         return True
     return isinstance(error, OSError) and error.errno in DISK_ERRNOS
 

@@ -10,6 +10,9 @@ Sections (file read):
   IDM              idm/idm_eval.json: held-out translation MAE and gripper accuracy against the
                    baselines; open-loop replay success from the real frames
   imagination gap  evaluate/idm_gap.json: the IDM on real vs imagined held-out clips
+  SOPHIA           refine/results.json: critic scores of round 0 and after refinement, closed-
+                   loop success of the original vs refined prompts; refine/scores.png (the
+                   rounds' gifs are on refine/report.html)
   training curves  <stage>/metrics.jsonl of vae, world_model and idm -> training_curves.png
 """
 
@@ -116,6 +119,22 @@ def replay_rows(idm_eval: dict) -> tuple[list[str], list[list[str]]]:
     return ["open-loop replay from real frames", *methods], rows
 
 
+def refine_rows(refined: dict) -> tuple[list[str], list[list[str]]]:
+    s = refined["summary"]
+    rows = [
+        [
+            "critic score, mean over start states",
+            f"{s['round_0_best']:.3f}",
+            f"{s['final_best']:.3f}",
+        ],
+        ["critic verdict 'completed'", str(s["completed_round_0"]), str(s["completed_final"])],
+    ]
+    if "closed_loop" in refined:
+        rates = [refined["closed_loop"][k]["success_rate"] for k in ("original", "refined")]
+        rows.append(["closed-loop success rate", *(f"{r:.2f}" for r in rates)])
+    return ["", "original instruction (round 0 best)", "refined (best)"], rows
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -193,6 +212,16 @@ def sections(workdir: str) -> list[dict]:
                 ),
                 "tables": [gap_rows(gap)],
                 "images": [],
+            }
+        )
+    refined = _read(workdir, "refine", "results.json")
+    if refined is not None:
+        out.append(
+            {
+                "title": "SOPHIA: critic-guided refinement of the instruction",
+                "text": refined["text"] + " Every round's clips: refine/report.html.",
+                "tables": [refine_rows(refined)],
+                "images": [os.path.join(workdir, "refine", "scores.png")],
             }
         )
     curves = plot_curves(workdir)

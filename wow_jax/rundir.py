@@ -115,6 +115,7 @@ RUN_SOURCES = {
     ),
 }
 RUN_SOURCES["evaluate"] = RUN_SOURCES["act"]  # Imagine-then-act in the simulator reads both.
+RUN_SOURCES["refine"] = RUN_SOURCES["act"]  # SOPHIA imagines and reads actions (critic, loop).
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
