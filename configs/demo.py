@@ -53,6 +53,7 @@ def get_config(arg=None):
     config.idm.frame_gap = 1  # Frames are 12 env steps apart: adjacent ones show the motion.
     config.demo.idm_steps, config.demo.idm_lr = 300, 1e-3
     config.evaluate.episodes_per_task, config.evaluate.batch = 4, 4
+    config.sophia.candidates, config.sophia.rounds, config.sophia.episodes_per_task = 4, 3, 1
 
     if arg == "quick":
         config.data.tasks = ("reach-v3",)
@@ -67,6 +68,7 @@ def get_config(arg=None):
         config.idm.heldout_episodes, config.idm.baseline_batches = 1, 2
         config.evaluate.episodes_per_task, config.evaluate.max_steps = 2, 12
         config.evaluate.batch, config.evaluate.gif_episodes = 2, 1
+        config.sophia.candidates, config.sophia.rounds = 2, 2
     elif arg is not None:
         raise ValueError(f"configs/demo.py variant must be omitted or 'quick', got {arg!r}")
     return config

@@ -30,7 +30,8 @@ last checkpoint and stops at its step count; delete a stage's outputs to redo it
             against the IDM on the expert's video, the expert, random and zero actions
             -> <workdir>/evaluate/results.json, gifs/ (imagined | executed); finished episode
             groups survive a kill; the IDM's actions from real vs imagined first clips of the
-            IDM's held-out episodes (the imagination gap) -> evaluate/idm_gap.json
+            IDM's held-out episodes (the imagination gap) -> evaluate/idm_gap.json; SOPHIA
+            refinement of the instructions with the offline critic -> <workdir>/refine
   report    <workdir>/report.html and summary.md (wow_jax/report.py)
 
 run_demo writes <workdir>/demo_summary.json and prints the held-out PSNR/SSIM and closed-loop
@@ -420,11 +421,13 @@ def evaluate_closed_loop(config, workdir: str, params: dict, world_step: int, id
     """Stage evaluate: imagine-then-act and the comparison policies in Meta-World
     (wow_jax/evaluate.py) with the world model `params` and the IDM of the idm stage, and the
     IDM's actions from real vs imagined held-out clips (evaluate.idm_gap, reused for the same
-    models). -> (closed-loop results, imagination gap)."""
+    models), and SOPHIA's critic-guided refinement of the instructions (wow_jax/sophia, offline
+    critic). -> (closed-loop results, imagination gap, refinement results)."""
     from wow_jax import act, rundir, sharding
     from wow_jax.data import stats
     from wow_jax.sampling import generator, models
     from wow_jax.sim import idm_eval
+    from wow_jax.sophia import refine as sophia
 
     idm_dir = os.path.join(workdir, IDM_DIR)
     cfg = config.copy_and_resolve_references()
@@ -445,6 +448,7 @@ def evaluate_closed_loop(config, workdir: str, params: dict, world_step: int, id
         "idm_step": idm_report["settings"]["train_steps"],
     }
     results = evaluate.evaluate(cfg, workdir, imagine, read, models_used)
+    refined = sophia.refine(cfg, workdir, imagine, read, models_used)
     gap_path = os.path.join(workdir, evaluate.EVAL_DIR, evaluate.GAP_FILE)
     gap = _load_json(gap_path)
     if gap is None or gap["models"] != models_used:
@@ -452,7 +456,7 @@ def evaluate_closed_loop(config, workdir: str, params: dict, world_step: int, id
         gap = evaluate.idm_gap(cfg, imagine, read, heldout_cfg, action_stats)
         gap["models"] = models_used
         evaluate.write_json(gap_path, gap)
-    return results, gap
+    return results, gap, refined
 
 
 def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -479,7 +483,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     done("imagine")
     idm_report = train_idm(config, workdir)
     done("idm")
-    closed_loop, gap = evaluate_closed_loop(wm_cfg, workdir, params, step, idm_report)
+    closed_loop, gap, refined = evaluate_closed_loop(wm_cfg, workdir, params, step, idm_report)
     done("evaluate")
     summary = {
         "vae_final_loss": _final_loss(os.path.join(workdir, "vae")),
@@ -489,6 +493,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "idm": {k: idm_report[k] for k in ("heldout", "replay")},
         "closed_loop": {k: closed_loop[k] for k in ("tasks", "mean")},
         "idm_on_imagined": gap,
+        "refine": {k: refined[k] for k in refined if k != "cases"},
         "latent_stats": os.path.join(workdir, "latent_stats.json"),
         "tokenizer": config.model.text.tokenizer_path,
     }
