@@ -59,7 +59,10 @@ def _dit() -> ml_collections.ConfigDict:
     #   'save_attention_out_ffn_in'  both of the above
     #   'save_qkv_attention_out'     self-attention q/k/v and the attention outputs
     c.remat_policy = "dots_no_batch"
-    c.attention = "xla"  # Attention kernel: 'xla', 'cudnn' (GPU flash), 'splash' (TPU Pallas).
+    # Attention kernel: 'xla', 'cudnn' (GPU flash), 'splash' (TPU Pallas), or 'auto' (resolved
+    # for the compile target: splash on TPU, cudnn on GPU, xla on CPU).
+    c.attention = "xla"
+    c.pallas_interpret = False  # Splash in the Pallas interpreter; set for non-TPU targets.
     c.cpu_kernels = False  # CPU fusion barriers + attention backward; set from model.cpu_kernels.
     return c
 

@@ -134,6 +134,24 @@ def test_splash_kernel_matches_xla_under_a_sharded_mesh():
         assert dit_torch.rel_err(g, w) <= 1e-5
 
 
+# issue 15: splash under shard_map on dimensions the mesh axes do not divide (the CFG batch of 2
+# on fsdp=4, init's batch-1 one-token inputs) moves the axes to the heads, else replicates.
+def test_splash_specs_move_undividing_axes_and_match_xla():
+    mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=4, tensor=1, sequence=2)))
+    q_spec, kv_spec = attention.splash_specs((2, 48, 4, 16), mesh, sharding.LOGICAL_RULES)
+    heads = ("tensor", "fsdp")
+    assert q_spec == P("data", "sequence", heads, None) and kv_spec == P("data", None, heads)
+    q_spec, _ = attention.splash_specs((1, 1, 2, 16), mesh, sharding.LOGICAL_RULES)
+    assert q_spec == P("data", None, "tensor", None)  # size-1 axes divide anything
+    rng = np.random.default_rng(1)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 48, 4, 16), np.float32)) for _ in range(3))
+    with sharding.activate(mesh):
+        splash = functools.partial(attention.dot_product_attention, kernel="splash", interpret=True)
+        got = jax.jit(splash)(q, k, v)
+    want = attention.dot_product_attention(q, k, v, "xla")
+    assert dit_torch.rel_err(got, want) <= 1e-5
+
+
 def test_cudnn_kernel_refuses_cpu_with_a_clear_error():
     if jax.default_backend() == "gpu":
         pytest.skip("a GPU is present; the cuDNN path runs")

@@ -88,6 +88,7 @@ class DiTSpec:
     scan_layers: bool
     remat_policy: str
     attention: str
+    pallas_interpret: bool
     cpu_kernels: bool
 
     @classmethod
@@ -139,7 +140,7 @@ def _split_heads(x: jax.Array, num_heads: int, length_axis: str | None) -> jax.A
 
 def _attention(spec: DiTSpec, q, k, v) -> jax.Array:
     return attention_lib.dot_product_attention(
-        q, k, v, spec.attention, cpu_kernels=spec.cpu_kernels
+        q, k, v, spec.attention, interpret=spec.pallas_interpret, cpu_kernels=spec.cpu_kernels
     )
 
 
