@@ -30,7 +30,7 @@ import optax
 from absl import logging
 from flax import linen as nn
 
-from wow_jax import checkpointing, compiler, rundir, sharding
+from wow_jax import checkpointing, compiler, flops, rundir, sharding
 from wow_jax.train import metrics as metrics_lib
 from wow_jax.train import optimizer as opt_lib
 from wow_jax.train import state as state_lib
@@ -300,11 +300,13 @@ def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -
         eval_fn = jax.jit(build_eval_step(run.task, config.seed))
         eval_start = eval_data.get_state()
     global_batch = int(jax.tree.leaves(batch)[0].shape[0])
+    flops_per_step, flops_source = flops.step_flops_per_device(run.task, _abstract(batch), compiled)
+    logging.info("FLOPs per step per device for MFU: %s (%s)", flops_per_step, flops_source)
     writer = metrics_lib.MetricsWriter(
         run.workdir,
         samples_per_step=global_batch,
         tokens_per_sample=run.task.tokens_per_sample(_abstract(batch)),
-        flops_per_step=metrics_lib.compiled_flops(compiled),
+        flops_per_step=flops_per_step,
         peak_flops=metrics_lib.peak_flops_per_device(train_cfg.peak_flops),
         tensorboard=train_cfg.tensorboard,
         step=step,
@@ -318,9 +320,11 @@ def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -
         nonlocal skipped
         scalars = _host(metrics)
         losses[done_step] = scalars["loss"]
+        logged = done_step == 1 or done_step % train_cfg.log_every == 0 or done_step == total
+        if logged:
+            scalars.update(writer.throughput(done_step))  # steps/s, MFU: also in metrics.jsonl
         writer.record(done_step, scalars)
-        if done_step == 1 or done_step % train_cfg.log_every == 0 or done_step == total:
-            scalars.update(writer.throughput(done_step))
+        if logged:
             writer.write(done_step, scalars)
             writer.log_line(done_step, total, scalars)
             if skipped is not None:
