@@ -13,6 +13,7 @@ def get_config(arg=None):
     dit.dim, dit.ffn_dim, dit.num_heads, dit.num_layers = 5120, 13824, 40, 40
     dit.dtype = "bfloat16"
     dit.remat_policy = "full"
+    dit.attention = "auto"  # splash on TPU, cuDNN flash on GPU, xla on CPU (resolve_kernels).
     config.model.vae.dtype = "bfloat16"
     config.model.text.dtype = "bfloat16"
     config.model.clip.dtype = "bfloat16"
@@ -20,4 +21,5 @@ def get_config(arg=None):
     config.data.batch_size = 8
     config.train.learning_rate = 1e-5
     config.sample.steps, config.sample.guidance, config.sample.shift = 50, 5.0, 5.0
+    config.sample.param_dtype = "bfloat16"  # Inference holds the 14B DiT (and encoders) in bf16.
     return config

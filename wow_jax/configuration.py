@@ -88,6 +88,7 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("sample.solver", config.sample.solver, SOLVERS)
     _choice("sample.image_mismatch", config.sample.image_mismatch, IMAGE_MISMATCH)
     _choice("sample.sigma_grid", config.sample.sigma_grid, ("diffusers", "wan"))
+    _choice("sample.param_dtype", config.sample.param_dtype, ("",) + DTYPES)
     _choice("model.text.checkpoint_naming", config.model.text.checkpoint_naming, TEXT_NAMINGS)
     _choice("model.text.cache_dtype", config.model.text.cache_dtype, DTYPES)
     _choice("model.clip.activation", config.model.clip.activation, CLIP_ACTIVATIONS)

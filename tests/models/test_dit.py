@@ -241,20 +241,24 @@ def test_frames_not_divisible_by_temporal_patch_raise(tiny_config):
         )
 
 
-def test_aot_compile_for_a_tpu_topology_uses_the_splash_kernel(tiny_config):
-    """The forward compiled for a 2x2 TPU v5e on this CPU host (libtpu, no TPU): splash
-    kernels under shard_map with query tokens over 'sequence', per-chip memory reported."""
+# issue 15: the AOT tool compiles mode train's own step (loop.prepare + compile_step: optimizer,
+# state shardings, init on the mesh) and the sampler's denoising loop for a TPU topology.
+def test_aot_compile_of_the_train_step_and_sampler_for_a_tpu_topology(tiny_config):
+    """Compiled for a 2x2 TPU v5e on this CPU host (libtpu, no TPU): splash kernels (attention
+    'auto' resolved for TPU) under shard_map, per-chip memory and analytic FLOPs reported."""
     pytest.importorskip("libtpu")
     from scripts import aot_compile
 
     config = tiny_config
     config.model.dit.dim, config.model.dit.num_heads = 256, 2  # TPU kernels want head_dim 128.
-    config.model.dit.attention = "splash"
+    config.model.dit.attention = "auto"
     config.mesh.fsdp, config.mesh.sequence = 2, 2
-    result = aot_compile.aot_report(config, "v5e:2x2", forward_only=True)
-    assert result["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1, "sequence": 2}
-    assert result["tpu_custom_calls"] > 0
-    assert 0 < result["argument_size_in_bytes"] < result["peak_estimate_bytes"]
+    for program in ("train", "sample"):
+        result = aot_compile.aot_report(config, "v5e:2x2", program, inputs="latents")
+        assert result["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1, "sequence": 2}
+        assert result["attention"] == "splash" and result["tpu_custom_calls"] > 0
+        assert 0 < result["argument_size_in_bytes"] < result["peak_bytes"] and result["fits"]
+        assert result["analytic_flops_per_chip"] > 0
 
 
 @pytest.mark.slow  # ~10 s of compiles; the same calls are covered by the tests above.

@@ -30,14 +30,16 @@ from wow_jax.sampling.generator import Generator
 
 
 def param_targets(config: ml_collections.ConfigDict, mesh) -> dict:
-    """{component: ShapeDtypeStruct tree with its mesh sharding} of the world model."""
+    """{component: ShapeDtypeStruct tree with its mesh sharding} of the world model, in
+    config.sample.param_dtype when set (checkpoints are cast to it as they are read)."""
     rules = sharding.rules(config.mesh)
-    return {
-        name: sharding.abstract_on_mesh(
-            registry.load(name).abstract_params(registry.model_config(config, name)), mesh, rules
-        )
-        for name in registry.WORLD_MODEL_NAMES
-    }
+    targets = {}
+    for name in registry.WORLD_MODEL_NAMES:
+        model_cfg = registry.model_config(config, name).copy_and_resolve_references()
+        model_cfg.param_dtype = config.sample.param_dtype or model_cfg.param_dtype
+        abstract = registry.load(name).abstract_params(model_cfg)
+        targets[name] = sharding.abstract_on_mesh(abstract, mesh, rules)
+    return targets
 
 
 def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
