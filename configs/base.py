@@ -68,8 +68,12 @@ def _dit() -> ml_collections.ConfigDict:
     #   'save_ffn_in'          the feed-forward input
     #   'save_attention_out_ffn_in'  both of the above
     #   'save_qkv_attention_out'     self-attention q/k/v and the attention outputs
+    #   'offload_block_input'  nothing on device: each block's input goes to host memory (TPU/GPU)
     c.remat_policy = "dots_no_batch"
-    c.attention = "xla"  # Attention kernel: 'xla', 'cudnn' (GPU flash), 'splash' (TPU Pallas).
+    # Attention kernel: 'xla', 'cudnn' (GPU flash), 'splash' (TPU Pallas), or 'auto' (resolved
+    # for the compile target: splash on TPU, cudnn on GPU, xla on CPU).
+    c.attention = "xla"
+    c.pallas_interpret = False  # Splash in the Pallas interpreter; set for non-TPU targets.
     c.cpu_kernels = False  # CPU fusion barriers + attention backward; set from model.cpu_kernels.
     return c
 
@@ -335,6 +339,7 @@ def _sample() -> ml_collections.ConfigDict:
     c.fps = 16  # Frame rate of the written mp4/gif (Wan2.1: 16).
     c.sheet_frames = 16  # Most frames shown in the contact-sheet png.
     c.params_key = "params"  # Checkpoint sub-tree read: 'params', or 'ema_params' (training EMA).
+    c.param_dtype = ""  # Dtype generation holds the DiT and umT5 in, cast on read ('' = own).
     c.dit_checkpoint = ""  # Orbax DiT params (importer output) overriding checkpoint.init_from.
     c.vae_checkpoint = ""  # Orbax VAE params (importer output) overriding checkpoint.init_from.
     c.text_checkpoint = ""  # Orbax umT5 params (importer output) overriding checkpoint.init_from.

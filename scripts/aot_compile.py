@@ -1,16 +1,32 @@
-"""AOT-compile the DiT forward (+ backward) for a TPU topology on any host, and print per-chip
-memory: checks that a config fits before renting the pod.
+"""AOT-compile, for a TPU topology on any host, the programs `python -m wow_jax.main` runs, and
+report per-chip memory, FLOPs and an MFU estimate: checks that a config fits before renting a pod.
 
 Needs libtpu in the environment (`pip install "libtpu==0.0.42.*"` for jax 0.10.2); no TPU is used.
 
+    python -m scripts.aot_compile --config=configs/wow14b.py --topology=v5p:4x4x4 --out=r.json
     python -m scripts.aot_compile --config=configs/wow14b.py --topology=v5p:4x4x4 \
-        --config.mesh.fsdp=8 --config.mesh.sequence=8 --config.data.batch_size=8
+        --search="fsdp=-1;fsdp=-1,sequence=2" --search_remat=full,offload_block_input \
+        --search_clips=1,2
 
-Shapes come from the config: latent grid from config.data (num_frames, height, width) through the
-VAE strides, text length config.model.text.text_len, 1 + (image_size/patch)^2 CLIP tokens (i2v).
-The attention kernel defaults to 'splash' here (--attention to change).
+Programs (--programs):
+  train   the train step of mode train: the loop's own `prepare` (optimizer, EMA, every state
+          leaf's sharding from the config's mesh, init traced on the task's abstract params) and
+          `compile_step` (train_step jitted with the state/batch shardings, state donated, the
+          compile options of the TPU target). --inputs=pixels feeds what mode train's data
+          pipeline yields (video, first frame, caption tokens; the frozen VAE, umT5 and CLIP run
+          in the step); --inputs=latents a latent/embedding cache batch (DiT only).
+  sample  the sampler's whole denoising loop (`Generator._denoise_fn`: sample.steps solver
+          steps of the guided DiT on the doubled CFG batch of sample.batch_size), params in
+          sample.param_dtype.
+Reported per program: per-chip bytes (arguments, outputs, temporaries, aliased; peak = args +
+outputs + temps - aliased) against the chip's HBM; the analytic model FLOPs (wow_jax.flops);
+with --compiler_flops the compiler's count with the scan multiplier (the same program with 1 and
+2 unscanned layers and attention='xla', as Pallas kernels count zero: F1 + (N-1)(F2-F1)) and its
+cost-model seconds extrapolated the same way, giving an MFU estimate = analytic FLOPs per chip /
+(cost-model seconds x peak FLOP/s).
 """
 
+import itertools
 import json
 import os
 import time
@@ -20,141 +36,354 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
-from wow_jax import configuration, sharding
-from wow_jax.models import dit
+from wow_jax import compiler, configuration, flops, sharding
+from wow_jax.train import loop
 
 FLAGS = flags.FLAGS
+GIB = 2**30
+# HBM per chip (bytes) by jax device_kind, for the fits verdict.
+HBM_BYTES = {
+    "TPU v4": 32 * GIB,
+    "TPU v5 lite": 16 * GIB,
+    "TPU v5": 95 * GIB,
+    "TPU v6 lite": 32 * GIB,
+}
+PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5": 459e12, "TPU v6 lite": 918e12}
 
 
 def _define_flags() -> None:
     """Registered only when run as a script, so that tests can import this module."""
     config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/wow14b.py.")
     flags.DEFINE_string("topology", "v5p:4x4x4", "TPU topology, e.g. v5e:2x2, v5p:4x4x4.")
-    flags.DEFINE_enum("attention", "splash", ["xla", "splash"], "Attention kernel.")
-    flags.DEFINE_bool("forward_only", False, "Compile the forward pass only.")
-    flags.DEFINE_string("out", "", "Optional JSON path for the report.")
+    flags.DEFINE_list("programs", ["train", "sample"], "Programs to compile: train, sample.")
+    flags.DEFINE_enum("inputs", "pixels", ["pixels", "latents"], "Train batch (see docstring).")
+    flags.DEFINE_bool("compiler_flops", False, "Also compile 1- and 2-layer programs (slow).")
+    flags.DEFINE_string(
+        "search", "", "';'-separated mesh overrides, e.g. 'fsdp=-1;fsdp=8,sequence=8'."
+    )
+    flags.DEFINE_list("search_remat", [], "remat policies to try (default: the config's).")
+    flags.DEFINE_list("search_clips", [], "train clips per chip to try (default: the config's).")
+    flags.DEFINE_string("out", "", "Optional JSON path for the report(s).")
     flags.mark_flag_as_required("config")
-
-
-def input_shapes(config: ml_collections.ConfigDict) -> dict[str, tuple[int, ...]]:
-    """Global shapes of the DiT inputs for one training batch of `config`."""
-    data, dit_cfg = config.data, config.model.dit
-    frames = (data.num_frames - 1) // configuration.vae_temporal_stride(config.model.vae) + 1
-    stride = configuration.vae_spatial_stride(config.model.vae)
-    b = data.batch_size
-    shapes = {
-        "latents": (b, frames, data.height // stride, data.width // stride, dit_cfg.in_channels),
-        "timesteps": (b,),
-        "text_states": (b, config.model.text.text_len, dit_cfg.text_dim),
-    }
-    if dit_cfg.variant == "i2v":
-        clip = config.model.clip
-        tokens = 1 + (clip.image_size // clip.patch_size) ** 2
-        shapes["image_tokens"] = (b, tokens, dit_cfg.image_dim)
-    return shapes
 
 
 def topology_mesh(config: ml_collections.ConfigDict, topology: str) -> Mesh:
     """The ('data', 'fsdp', 'tensor', 'sequence') mesh over the chips of a TPU topology."""
     from jax.experimental import topologies
 
-    # No TPU is touched: let several compiling processes load libtpu at once (its lock file is
-    # otherwise held by any process that loaded it, e.g. a plain `import jax` elsewhere).
+    # No TPU is touched: let several compiling processes load libtpu at once.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     devices = topologies.get_topology_desc(topology).devices
     shape = sharding.mesh_shape(config.mesh, len(devices))
     return Mesh(np.asarray(devices).reshape(shape), sharding.MESH_AXES)
 
 
-def compile_dit(config: ml_collections.ConfigDict, mesh: Mesh, forward_only: bool = False):
-    """Lowers and compiles the DiT step on `mesh`; returns (compiled, seconds)."""
-    module = dit.create(config.model.dit)
-    abstract = dit.abstract_params(config.model.dit)
-    rules = sharding.rules(config.mesh)
-    params = sharding.abstract_on_mesh(abstract, mesh, rules)
-    param_shardings = jax.tree.map(lambda leaf: leaf.sharding, params)
-    inputs = {
-        name: jax.ShapeDtypeStruct(
-            shape, jnp.float32, sharding=sharding.batch_sharding(mesh, len(shape), rules)
-        )
-        for name, shape in input_shapes(config).items()
+def _latent_grid(config) -> tuple[int, int, int]:
+    data = config.data
+    t_stride = configuration.vae_temporal_stride(config.model.vae)
+    s_stride = configuration.vae_spatial_stride(config.model.vae)
+    return (data.num_frames - 1) // t_stride + 1, data.height // s_stride, data.width // s_stride
+
+
+def _image_tokens(config) -> int:
+    clip = config.model.clip
+    return 1 + (clip.image_size // clip.patch_size) ** 2
+
+
+def _placed(shapes: dict, mesh: Mesh, rules) -> dict:
+    """{name: (shape, dtype)} -> ShapeDtypeStructs split along the batch axis when it divides
+    data*fsdp (else replicated, as the sampler's `_shard` does)."""
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+
+    def place(shape, dtype):
+        s = sharding.batch_sharding(mesh, len(shape), rules)
+        if shape[0] % ways:
+            s = NamedSharding(mesh, PartitionSpec())
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=s)
+
+    return {name: place(*spec) for name, spec in shapes.items()}
+
+
+def train_shapes(config, inputs: str) -> dict:
+    """{name: (global shape, dtype)} of one train batch: what mode train's pipeline yields
+    ('pixels', tasks.world_model_batches) or a latent/embedding cache batch ('latents')."""
+    b, data, i2v = config.data.batch_size, config.data, config.model.dit.variant == "i2v"
+    text_len, text_dim = config.model.text.text_len, config.model.text.dim
+    if inputs == "latents":
+        grid = (*_latent_grid(config), config.model.vae.z_dim)
+        shapes = {
+            "latents": ((b, *grid), jnp.float32),
+            "text_states": ((b, text_len, text_dim), jnp.float32),
+        }
+        if i2v:
+            shapes["cond_latents"] = ((b, *grid), jnp.float32)
+            shapes["image_tokens"] = (
+                (b, _image_tokens(config), config.model.clip.width),
+                jnp.float32,
+            )
+        return shapes
+    frame = (data.height, data.width, 3)
+    shapes = {
+        "video": ((b, data.num_frames, *frame), jnp.float32),
+        "first_frame": ((b, *frame), jnp.float32),
     }
+    if config.model.text.embedding_cache:
+        shapes["text_states"] = ((b, text_len, text_dim), jnp.float32)
+    else:
+        shapes["token_ids"] = ((b, text_len), jnp.int32)
+        shapes["text_mask"] = ((b, text_len), jnp.int32)
+    return shapes
 
-    def loss_fn(p, batch):
-        velocity = module.apply({"params": p}, **batch)
-        return jnp.mean(jnp.square(velocity - batch["latents"][..., : velocity.shape[-1]]))
 
-    step = loss_fn if forward_only else jax.value_and_grad(loss_fn)
-    out_shardings = (
-        sharding.replicated(mesh) if forward_only else (sharding.replicated(mesh), param_shardings)
+def train_task(config, inputs: str):
+    """The world-model task mode train builds (tasks.build), or its DiT-only cache variant."""
+    from wow_jax.train.tasks.world_model import WorldModelTask
+
+    text = config.model.text
+    null = np.zeros((text.text_len, text.dim), np.float32)
+    if inputs == "latents":
+        return WorldModelTask(config, null_text_states=null, components=("dit",))
+    if text.embedding_cache:
+        return WorldModelTask(config, null_text_states=null, components=("dit", "vae", "clip"))
+    return WorldModelTask(config)
+
+
+def compile_train(config, mesh: Mesh, inputs: str):
+    """(compiled train step of mode train on `mesh`, analytic FLOPs per chip)."""
+    task = train_task(config, inputs)
+    run = loop.prepare(config, None, task, mesh)
+    batch = _placed(train_shapes(config, inputs), mesh, run.rules)
+    compiled = loop.compile_step(run, batch)
+    return compiled, task.train_flops(batch) / mesh.devices.size
+
+
+def compile_sample(config, mesh: Mesh):
+    """(compiled denoising loop of the Generator on `mesh`, analytic FLOPs per chip)."""
+    from wow_jax import models as registry
+    from wow_jax.sampling import generator, models
+
+    config = config.copy_and_resolve_references()
+    dtype = config.sample.param_dtype or config.model.dit.param_dtype
+    config.model.dit.param_dtype = dtype
+    rules = sharding.rules(config.mesh)
+    dit_cfg = config.model.dit
+    dit_module = registry.load("dit").create(dit_cfg)
+    bound = models.Models(
+        dit=lambda p, x, t, s, i: dit_module.apply({"params": p}, x, t, s, i),
+        encode=lambda p, v: v,
+        decode=lambda p, z: z,
+        text=None,
+        clip=(lambda p, x: x) if dit_cfg.variant == "i2v" else None,
     )
-    start = time.perf_counter()
+    params = sharding.abstract_on_mesh(registry.load("dit").abstract_params(dit_cfg), mesh, rules)
+    names = ("dit", "vae", "text") + (("clip",) if bound.clip else ())
+    gen = generator.Generator(config, {n: params for n in names}, bound, mesh)
+    b, text = config.sample.batch_size, config.model.text
+    grid = _latent_grid(config)
+    shapes = {
+        "seeds": ((b,), jnp.int32),
+        "text": ((b, text.text_len, text.dim), jnp.float32),
+        "negative": ((b, text.text_len, text.dim), jnp.float32),
+    }
+    i2v = dit_cfg.variant == "i2v"
+    if i2v:
+        channels = dit_cfg.in_channels - config.model.vae.z_dim
+        shapes["cond"] = ((b, *grid, channels), jnp.float32)
+        shapes["image_tokens"] = ((b, _image_tokens(config), config.model.clip.width), jnp.float32)
+    a = _placed(shapes, mesh, rules)
+    clip_index = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(mesh))
+    args = (
+        params,
+        a["seeds"],
+        clip_index,
+        a.get("cond"),
+        a["text"],
+        a["negative"],
+        a.get("image_tokens"),
+    )
     with sharding.activate(mesh, rules):
-        compiled = jax.jit(step, out_shardings=out_shardings).lower(params, inputs).compile()
-    return compiled, time.perf_counter() - start
+        compiled = jax.jit(gen._denoise_fn).lower(*args).compile(compiler.program_options("tpu"))
+    image = _image_tokens(config) if i2v else 0
+    forward = flops.dit_forward(dit_cfg, grid, text.text_len, image)
+    passes = 2 if config.sample.guidance != 1.0 else 1
+    total = forward * passes * b * config.sample.steps
+    return compiled, total / mesh.devices.size
 
 
-def report(compiled, seconds: float) -> dict:
-    """Per-chip memory (bytes) and cost of a compiled program."""
-    memory = compiled.memory_analysis()
-    out = {"compile_seconds": round(seconds, 1)}
-    for key in (
-        "argument_size_in_bytes",
-        "output_size_in_bytes",
-        "temp_size_in_bytes",
-        "alias_size_in_bytes",
-        "generated_code_size_in_bytes",
-    ):
-        out[key] = int(getattr(memory, key))
-    out["peak_estimate_bytes"] = (
+def _compile(program: str, config, mesh: Mesh, inputs: str):
+    if program == "train":
+        return compile_train(config, mesh, inputs)
+    return compile_sample(config, mesh)
+
+
+def memory(compiled) -> dict:
+    """Per-chip bytes of a compiled program."""
+    m = compiled.memory_analysis()
+    out = {
+        key: int(getattr(m, key))
+        for key in (
+            "argument_size_in_bytes",
+            "output_size_in_bytes",
+            "temp_size_in_bytes",
+            "alias_size_in_bytes",
+            "host_temp_size_in_bytes",
+        )
+        if hasattr(m, key)
+    }
+    out["peak_bytes"] = (
         out["argument_size_in_bytes"]
         + out["output_size_in_bytes"]
         + out["temp_size_in_bytes"]
         - out["alias_size_in_bytes"]
     )
-    out["tpu_custom_calls"] = compiled.as_text().count('custom_call_target="tpu_custom_call"')
     return out
 
 
-def aot_report(config: ml_collections.ConfigDict, topology: str, forward_only: bool) -> dict:
-    """Compiles the DiT step of `config` for `topology`; returns the JSON-able report."""
+def _cost(compiled) -> tuple[float, float]:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float(cost.get("flops", 0.0)), float(cost.get("optimal_seconds", 0.0))
+
+
+def compiler_counts(program: str, config, mesh: Mesh, inputs: str) -> dict:
+    """The compiler's FLOPs and cost-model seconds per chip of `program` with the scan
+    multiplier: 1- and 2-layer unscanned programs, attention 'xla' (Pallas kernels count zero)."""
+    counts = []
+    for layers in (1, 2):
+        small = config.copy_and_resolve_references()
+        small.model.dit.num_layers, small.model.dit.scan_layers = layers, False
+        small.model.dit.attention = "xla"
+        counts.append(_cost(_compile(program, small, mesh, inputs)[0]))
+    n = config.model.dit.num_layers
+    return {
+        "compiler_flops_per_chip": flops.extrapolate_layers(counts[0][0], counts[1][0], n),
+        "cost_model_seconds": flops.extrapolate_layers(counts[0][1], counts[1][1], n),
+    }
+
+
+def _device_value(table: dict, kind: str):
+    return next((v for name, v in table.items() if kind.lower() == name.lower()), None)
+
+
+def aot_report(config, topology: str, program: str, inputs: str = "pixels", counts: bool = False):
+    """Compiles `program` ('train' | 'sample') of `config` for `topology`; the JSON-able report."""
+    config = config.copy_and_resolve_references()
     mesh = topology_mesh(config, topology)
     configuration.validate(config, mesh.devices.size)
     configuration.resolve_kernels(config, "tpu")  # The compile target, not this host's CPU.
-    compiled, seconds = compile_dit(config, mesh, forward_only)
-    return {
+    start = time.perf_counter()
+    compiled, analytic = _compile(program, config, mesh, inputs)
+    kind = mesh.devices.flat[0].device_kind
+    batch = config.data.batch_size if program == "train" else config.sample.batch_size
+    report = {
+        "program": program,
         "topology": topology,
+        "chips": int(mesh.devices.size),
+        "device_kind": kind,
         "mesh": dict(mesh.shape),
-        "inputs": input_shapes(config),
+        "inputs": inputs if program == "train" else "sampler",
+        "batch": batch,
+        "clips_per_chip": batch / mesh.devices.size,
+        "frames_height_width": [config.data.num_frames, config.data.height, config.data.width],
         "attention": config.model.dit.attention,
         "remat_policy": config.model.dit.remat_policy,
-        "step": "forward" if forward_only else "forward+backward",
-        **report(compiled, seconds),
+        "param_dtype": config.model.dit.param_dtype
+        if program == "train"
+        else (config.sample.param_dtype or config.model.dit.param_dtype),
+        "compile_seconds": round(time.perf_counter() - start, 1),
+        "analytic_flops_per_chip": analytic,
+        "tpu_custom_calls": compiled.as_text().count('custom_call_target="tpu_custom_call"'),
+        **memory(compiled),
     }
+    hbm = _device_value(HBM_BYTES, kind)
+    report["hbm_bytes"], report["fits"] = hbm, hbm is not None and report["peak_bytes"] <= hbm
+    if counts:
+        report.update(compiler_counts(program, config, mesh, inputs))
+        peak = _device_value(PEAK_FLOPS, kind)
+        seconds = report["cost_model_seconds"]
+        if peak and seconds > 0:
+            report["mfu_estimate"] = analytic / (seconds * peak)
+    return report
+
+
+def _override(config, mesh: str, remat: str | None, clips: str | None, chips: int):
+    c = config.copy_and_resolve_references()
+    if mesh:
+        c.mesh.fsdp = 1  # The search's axes are given in full: unspecified ones are 1.
+        for part in mesh.split(","):
+            axis, size = part.split("=")
+            c.mesh[axis.strip()] = int(size)
+    if remat:
+        c.model.dit.remat_policy = remat
+    if clips:
+        c.data.batch_size = int(float(clips) * chips)
+    return c
+
+
+def search(config, topology: str, meshes, remats, clips, inputs: str):
+    """Reports of every (mesh, remat policy, clips per chip) combination for the train step."""
+    from jax.experimental import topologies
+
+    chips = len(topologies.get_topology_desc(topology).devices)
+    reports = []
+    for mesh, remat, clip in itertools.product(meshes or [""], remats or [None], clips or [None]):
+        try:
+            report = aot_report(
+                _override(config, mesh, remat, clip, chips), topology, "train", inputs
+            )
+        except Exception as error:  # noqa: BLE001 (a candidate that does not compile is a result)
+            report = {
+                "mesh_override": mesh,
+                "remat_policy": remat,
+                "clips": clip,
+                "error": str(error)[:300],
+            }
+        reports.append(report)
+        _print(report)
+    return reports
+
+
+def _print(r: dict) -> None:
+    if "error" in r:
+        print(f"FAILED {r}")
+        return
+    print(
+        f"{r['program']} on {r['topology']} mesh {r['mesh']} batch {r['batch']} "
+        f"({r['clips_per_chip']:g}/chip) remat {r['remat_policy']}: peak "
+        f"{r['peak_bytes'] / GIB:.1f} GiB per chip (args {r['argument_size_in_bytes'] / GIB:.1f}, "
+        f"temps {r['temp_size_in_bytes'] / GIB:.1f}) of {(r['hbm_bytes'] or 0) / GIB:.0f} -> "
+        f"{'fits' if r['fits'] else 'DOES NOT FIT'}; analytic {r['analytic_flops_per_chip']:.3e} "
+        f"FLOPs/chip; compiled in {r['compile_seconds']:.0f} s"
+        + (f"; MFU estimate {r['mfu_estimate']:.1%}" if "mfu_estimate" in r else "")
+    )
 
 
 def main(argv):
     del argv
     config = FLAGS.config
-    config.model.dit.attention = FLAGS.attention
-    result = aot_report(config, FLAGS.topology, FLAGS.forward_only)
-    seconds = result["compile_seconds"]
-    gib = 2**30
-    print(
-        f"{result['step']} on {FLAGS.topology} mesh {result['mesh']}: per chip "
-        f"args {result['argument_size_in_bytes'] / gib:.2f} GiB, "
-        f"outputs {result['output_size_in_bytes'] / gib:.2f} GiB, "
-        f"temp {result['temp_size_in_bytes'] / gib:.2f} GiB, "
-        f"peak ~{result['peak_estimate_bytes'] / gib:.2f} GiB "
-        f"(compiled in {seconds:.0f} s; {result['tpu_custom_calls']} Pallas TPU kernel calls)"
-    )
+    if FLAGS.search:
+        reports = search(
+            config,
+            FLAGS.topology,
+            FLAGS.search.split(";"),
+            FLAGS.search_remat,
+            FLAGS.search_clips,
+            FLAGS.inputs,
+        )
+    else:
+        reports = []
+        for program in FLAGS.programs:
+            reports.append(
+                aot_report(config, FLAGS.topology, program, FLAGS.inputs, FLAGS.compiler_flops)
+            )
+            _print(reports[-1])
     if FLAGS.out:
         os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
         with open(FLAGS.out, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(reports, f, indent=2)
 
 
 if __name__ == "__main__":

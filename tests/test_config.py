@@ -30,6 +30,13 @@ def test_recipe_configs_use_reference_precisions(module, clip_dtype):
     assert {model[n].param_dtype for n in ("dit", "vae", "text", "clip")} == {"float32"}
 
 
+# issue 15: wow14b's default batch divides the v5p pods' chips with the default mesh (fsdp=-1):
+# v5p-64 (32 chips, 4 clips per chip), v5p-128 (64 chips, 2 per chip) and 128 chips.
+@pytest.mark.parametrize("chips", [32, 64, 128])
+def test_wow14b_default_batch_divides_the_chips(chips):
+    configuration.validate(wow14b.get_config(), num_devices=chips)
+
+
 def test_demo_quick_variant_validates():
     configuration.validate(demo.get_config("quick"), num_devices=1)
 

@@ -67,8 +67,9 @@ def test_sharded_module_matches_unsharded():
     x = jax.random.normal(jax.random.key(1), (4, 8, 8))
     abstract = jax.eval_shape(model.init, jax.random.key(0), x)
     shardings = sharding.variable_shardings(abstract, mesh)
-    assert shardings["params"]["w_in"].spec == P("fsdp", "tensor")
-    assert shardings["params"]["w_out"].spec == P("tensor", "fsdp")
+    # issue 15: parameters are sharded over both replica-holding axes, fsdp and sequence.
+    assert shardings["params"]["w_in"].spec == P(("fsdp", "sequence"), "tensor")
+    assert shardings["params"]["w_out"].spec == P("tensor", ("fsdp", "sequence"))
 
     with sharding.axis_rules():
         reference_vars = model.init(jax.random.key(0), x)
@@ -80,9 +81,9 @@ def test_sharded_module_matches_unsharded():
         out = jax.jit(model.apply)(variables, x_sharded)
 
     w_in = variables["params"]["w_in"].value
-    assert w_in.sharding.spec == P("fsdp", "tensor")
+    assert w_in.sharding.spec == P(("fsdp", "sequence"), "tensor")
     assert len(w_in.addressable_shards) == 8
-    assert w_in.addressable_shards[0].data.shape == (4, 8)
+    assert w_in.addressable_shards[0].data.shape == (2, 8)
     assert x_sharded.sharding.spec == P(("data", "fsdp"), None, None)
     np.testing.assert_allclose(
         np.asarray(w_in), np.asarray(reference_vars["params"]["w_in"].value), rtol=0, atol=0
@@ -126,3 +127,21 @@ def test_rules_from_config_replace_the_table():
     cfg.rules = (("embed",),)
     with pytest.raises(ValueError, match="each rule is \\(logical name, mesh axes\\)"):
         sharding.rules(cfg)
+
+
+# issue 15: the 14B DiT's parameters on fsdp=2 x sequence=4 are split 8 ways (the sequence axis
+# used to hold a full fsdp shard on each of its devices), and a sequence-free mesh keeps plain
+# 'fsdp' specs.
+def test_wow14b_params_are_sharded_over_fsdp_and_sequence():
+    from configs import wow14b
+    from wow_jax.models import dit
+
+    boxed = dit.abstract_params(wow14b.get_config().model.dit)
+    total = sum(x.size for x in jax.tree.leaves(nn.meta.unbox(boxed)))
+    for sizes, ways in (({"fsdp": 2, "sequence": 4}, 8), ({"fsdp": 8}, 8)):
+        mesh = sharding.make_mesh(mesh_config(**sizes))
+        on_mesh = sharding.abstract_on_mesh(boxed, mesh)
+        per_device = sum(np.prod(x.sharding.shard_shape(x.shape)) for x in jax.tree.leaves(on_mesh))
+        assert per_device < 1.01 * total / ways, (sizes, per_device * ways / total)
+    fc1 = on_mesh["blocks"]["ffn"]["fc1"]["kernel"].sharding.spec
+    assert fc1 == P(None, "fsdp", "tensor")

@@ -38,15 +38,17 @@ def _accepted(options: tuple) -> bool:
     return True
 
 
-def _for_cpu(options: dict) -> dict:
-    if jax.default_backend() != "cpu" or not _accepted(tuple(sorted(options.items()))):
+def _for_cpu(options: dict, platform: str | None = None) -> dict:
+    target = platform or jax.default_backend()
+    if target != "cpu" or not _accepted(tuple(sorted(options.items()))):
         return {}
     return dict(options)
 
 
-def program_options() -> dict:
-    """Compile options for the heavy programs (train step, sampler): empty except on CPU."""
-    return _for_cpu(CPU_PROGRAM_OPTIONS)
+def program_options(platform: str | None = None) -> dict:
+    """Compile options for the heavy programs (train step, sampler): empty except on CPU.
+    `platform`: the compile target ('cpu', 'tpu', ...; default this host's backend)."""
+    return _for_cpu(CPU_PROGRAM_OPTIONS, platform)
 
 
 def init_options() -> dict:

@@ -10,7 +10,7 @@ import math
 import ml_collections
 
 from wow_jax import models, sharding
-from wow_jax.models import dit
+from wow_jax.models import attention, dit
 from wow_jax.sampling import frames, schedulers
 from wow_jax.train import flow_matching
 
@@ -28,7 +28,7 @@ MODE_RUNNERS = {
 TRAINING_MODES = ("train", "demo")  # Modes that train: batch checked, workdir written.
 DTYPES = ("float32", "bfloat16", "float16")
 CPU_KERNELS = ("auto", "on", "off")
-ATTENTION_KERNELS = ("xla", "cudnn", "splash")
+ATTENTION_KERNELS = ("auto", "xla", "cudnn", "splash")
 DIT_VARIANTS = ("t2v", "i2v")
 IMAGE_MISMATCH = ("resize", "error")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
@@ -60,13 +60,18 @@ def _choice(key: str, value, choices) -> None:
 def resolve_kernels(config: ml_collections.ConfigDict, backend: str) -> None:
     """Writes config.model.cpu_kernels ('auto' | 'on' | 'off'), resolved for the backend the
     programs are compiled for ('cpu', 'gpu', 'tpu'), into model.dit/vae.cpu_kernels: 'auto' is on
-    exactly for 'cpu'. Called once where programs are built (main, AOT compilation, benchmarks);
-    the models read only the resolved booleans (docs/cpu.md)."""
+    exactly for 'cpu'. Also resolves model.dit.attention='auto' (attention.AUTO_KERNELS) and runs
+    splash in the Pallas interpreter on a non-TPU target (model.dit.pallas_interpret). Called
+    once where programs are built (main, AOT compilation, benchmarks); the models read only the
+    resolved values (docs/cpu.md)."""
     choice = config.model.cpu_kernels
     _choice("model.cpu_kernels", choice, CPU_KERNELS)
     enabled = choice == "on" or (choice == "auto" and backend == "cpu")
     config.model.dit.cpu_kernels = enabled
     config.model.vae.cpu_kernels = enabled
+    dit_cfg = config.model.dit
+    dit_cfg.attention = attention.resolve_kernel(dit_cfg.attention, backend)
+    dit_cfg.pallas_interpret = backend != "tpu"
 
 
 def _check_choices(config: ml_collections.ConfigDict) -> None:
@@ -88,6 +93,7 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("sample.image_resize", config.sample.image_resize, frames.IMAGE_RESIZE)
     sample = config.sample
     schedulers.check_recipe(sample.solver, sample.sigma_grid, sample.timestep_dtype)
+    _choice("sample.param_dtype", config.sample.param_dtype, ("",) + DTYPES)
     _choice("model.text.checkpoint_naming", config.model.text.checkpoint_naming, TEXT_NAMINGS)
     _choice("model.text.cache_dtype", config.model.text.cache_dtype, DTYPES)
     _choice("model.clip.activation", config.model.clip.activation, CLIP_ACTIVATIONS)

@@ -47,6 +47,7 @@ RUNTIME_MODEL_KEYS = (
     "model.dit.cpu_kernels",
     "model.vae.cpu_kernels",
     "model.dit.attention",
+    "model.dit.pallas_interpret",
     "model.dit.remat_policy",
     "model.vae.tile",
     "model.vae.tile_size",

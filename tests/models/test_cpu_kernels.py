@@ -52,6 +52,19 @@ def test_auto_resolves_on_exactly_for_a_cpu_compile_target(tiny_config, backend,
     assert tiny_config.model.vae.cpu_kernels is enabled
 
 
+# issue 15: attention='auto' is the TPU kernel on TPU, cuDNN flash on GPU, xla on CPU, and splash
+# runs in the Pallas interpreter exactly off TPU.
+@pytest.mark.parametrize(
+    "backend,kernel,interpret",
+    [("tpu", "splash", False), ("gpu", "cudnn", True), ("cpu", "xla", True)],
+)
+def test_auto_attention_resolves_for_the_compile_target(tiny_config, backend, kernel, interpret):
+    tiny_config.model.dit.attention = "auto"
+    configuration.resolve_kernels(tiny_config, backend)
+    assert tiny_config.model.dit.attention == kernel
+    assert tiny_config.model.dit.pallas_interpret is interpret
+
+
 @pytest.mark.parametrize("choice,enabled", [("on", True), ("off", False)])
 def test_on_and_off_ignore_the_backend(tiny_config, choice, enabled):
     tiny_config.model.cpu_kernels = choice

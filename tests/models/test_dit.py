@@ -99,7 +99,8 @@ def test_sharded_run_matches_one_device(axes):
     param_shardings = sharding.variable_shardings(dit.abstract_params(cfg), mesh)
     sharded_params = jax.device_put(params, param_shardings)
     ffn_kernel = sharded_params["blocks"]["ffn"]["fc1"]["kernel"]
-    assert ffn_kernel.sharding.spec == P(None, "fsdp", "tensor")
+    embed = ("fsdp", "sequence") if axes["sequence"] > 1 else "fsdp"  # issue 15: both axes
+    assert ffn_kernel.sharding.spec == P(None, embed, "tensor")
     batch = sharding.shard_batch(x, mesh)
     with sharding.activate(mesh):
         step = jax.jit(module.apply)
@@ -132,6 +133,24 @@ def test_splash_kernel_matches_xla_under_a_sharded_mesh():
     assert dit_torch.rel_err(got, want) <= 1e-5
     for g, w in zip(got_grads, want_grads, strict=True):
         assert dit_torch.rel_err(g, w) <= 1e-5
+
+
+# issue 15: splash under shard_map on dimensions the mesh axes do not divide (the CFG batch of 2
+# on fsdp=4, init's batch-1 one-token inputs) moves the axes to the heads, else replicates.
+def test_splash_specs_move_undividing_axes_and_match_xla():
+    mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=4, tensor=1, sequence=2)))
+    q_spec, kv_spec = attention.splash_specs((2, 48, 4, 16), mesh, sharding.LOGICAL_RULES)
+    heads = ("tensor", "fsdp")
+    assert q_spec == P("data", "sequence", heads, None) and kv_spec == P("data", None, heads)
+    q_spec, _ = attention.splash_specs((1, 1, 2, 16), mesh, sharding.LOGICAL_RULES)
+    assert q_spec == P("data", None, "tensor", None)  # size-1 axes divide anything
+    rng = np.random.default_rng(1)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 48, 4, 16), np.float32)) for _ in range(3))
+    with sharding.activate(mesh):
+        splash = functools.partial(attention.dot_product_attention, kernel="splash", interpret=True)
+        got = jax.jit(splash)(q, k, v)
+    want = attention.dot_product_attention(q, k, v, "xla")
+    assert dit_torch.rel_err(got, want) <= 1e-5
 
 
 def test_cudnn_kernel_refuses_cpu_with_a_clear_error():
@@ -244,20 +263,27 @@ def test_frames_not_divisible_by_temporal_patch_raise(tiny_config):
         )
 
 
-def test_aot_compile_for_a_tpu_topology_uses_the_splash_kernel(tiny_config):
-    """The forward compiled for a 2x2 TPU v5e on this CPU host (libtpu, no TPU): splash
-    kernels under shard_map with query tokens over 'sequence', per-chip memory reported."""
+# issue 15: the AOT tool compiles mode train's own step (loop.prepare + compile_step: optimizer,
+# state shardings, init on the mesh) and the sampler's denoising loop for a TPU topology.
+def test_aot_compile_of_the_train_step_and_sampler_for_a_tpu_topology(tiny_config):
+    """Compiled for a 2x2 TPU v5e on this CPU host (libtpu, no TPU): splash kernels (attention
+    'auto' resolved for TPU) under shard_map, per-chip memory and analytic FLOPs reported."""
     pytest.importorskip("libtpu")
     from scripts import aot_compile
 
     config = tiny_config
     config.model.dit.dim, config.model.dit.num_heads = 256, 2  # TPU kernels want head_dim 128.
-    config.model.dit.attention = "splash"
+    config.model.dit.attention = "auto"
     config.mesh.fsdp, config.mesh.sequence = 2, 2
-    result = aot_compile.aot_report(config, "v5e:2x2", forward_only=True)
-    assert result["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1, "sequence": 2}
-    assert result["tpu_custom_calls"] > 0
-    assert 0 < result["argument_size_in_bytes"] < result["peak_estimate_bytes"]
+    config.model.dit.remat_policy = "offload_block_input"
+    for program in ("train", "sample"):
+        result = aot_compile.aot_report(config, "v5e:2x2", program, inputs="latents")
+        if program == "train":  # The blocks' inputs wait in host memory for the backward pass.
+            assert result["host_temp_size_in_bytes"] > 0
+        assert result["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1, "sequence": 2}
+        assert result["attention"] == "splash" and result["tpu_custom_calls"] > 0
+        assert 0 < result["argument_size_in_bytes"] < result["peak_bytes"] and result["fits"]
+        assert result["analytic_flops_per_chip"] > 0
 
 
 @pytest.mark.slow  # ~10 s of compiles; the same calls are covered by the tests above.

@@ -13,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import torch
+from flax import linen as nn
 
 from tests.sampling import fakes
 from wow_jax import checkpointing, models, sharding
@@ -279,3 +280,20 @@ def test_mode_generate_reports_bad_input_in_one_line(tmp_path):
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("wow_jax generate: conditioning image") and "does not exist" in last
     assert "Traceback" not in run.stderr
+
+
+# issue 15: generation can hold the params in bf16 (sample.param_dtype): the targets a checkpoint
+# is read onto are bf16, and the fp32 checkpoint is cast as it is read.
+def test_sample_param_dtype_reads_checkpoints_in_bf16(i2v_config, tmp_path):
+    i2v_config.sample.param_dtype = "bfloat16"
+    mesh = sharding.make_mesh(i2v_config.mesh)
+    targets = pipeline.param_targets(i2v_config, mesh)
+    for name, tree in targets.items():  # The VAE and CLIP keep their reference precision.
+        want = jnp.bfloat16 if name in ("dit", "text") else jnp.float32
+        assert {a.dtype for a in jax.tree.leaves(tree)} == {jnp.dtype(want)}, name
+    dit = nn.meta.unbox(models.load("dit").init_params(i2v_config.model.dit, jax.random.key(0)))
+    checkpointing.save_params(tmp_path / "ckpt" / "1" / "state", {"dit": dit})
+    read = checkpointing.restore_subtrees(tmp_path / "ckpt", {"dit": targets["dit"]})["dit"]
+    for got, want in zip(jax.tree.leaves(read), jax.tree.leaves(dit), strict=True):
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(got, want.astype(jnp.bfloat16))

@@ -6,8 +6,13 @@
             GPUs (bfloat16/float16 only).
   'splash': the TPU Pallas splash-attention kernel, run per device under `jax.shard_map`: batch
             over ('data', 'fsdp'), heads over 'tensor', query tokens over 'sequence', keys and
-            values gathered whole. Sequences are zero-padded to the block size and padded keys
-            masked out with segment ids.
+            values gathered whole. A mesh axis that does not divide its dimension (the batch of
+            1 of parameter init, the guidance batch of 2 on fsdp=4) moves on to the heads, then
+            to the query tokens, else that dimension is computed whole on each device
+            (`splash_specs`). Sequences are zero-padded to the block size and padded keys masked
+            out with segment ids.
+  'auto':   resolved for the compile target by `resolve_kernel` (config.model.dit.attention):
+            'splash' on TPU, 'cudnn' on GPU, 'xla' on CPU.
 
 All take q: [B, Lq, N, D], k, v: [B, Lk, N, D] and return [B, Lq, N, D] in q.dtype, with the
 softmax scale 1/sqrt(D) (torch scaled_dot_product_attention).
@@ -23,12 +28,27 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 from flax import linen as nn
+from jax.sharding import PartitionSpec
 
 from wow_jax import sharding
 
 KERNELS = ("xla", "cudnn", "splash")
+AUTO_KERNELS = {"tpu": "splash", "gpu": "cudnn", "cpu": "xla"}  # 'auto' per compile target.
 SPLASH_BLOCK = 512  # Largest splash block along queries and keys.
 SPLASH_MIN_BLOCK = 128  # Splash blocks are multiples of the TPU lane width.
+
+
+def resolve_kernel(kernel: str, backend: str) -> str:
+    """config.model.dit.attention for a compile target ('cpu', 'gpu', 'tpu'): 'auto' becomes
+    AUTO_KERNELS[backend]; any other kernel is kept."""
+    if kernel != "auto":
+        return kernel
+    if backend not in AUTO_KERNELS:
+        raise ValueError(
+            f"config.model.dit.attention='auto' knows backends {sorted(AUTO_KERNELS)}, got "
+            f"{backend!r}; set the kernel explicitly ({list(KERNELS)})"
+        )
+    return AUTO_KERNELS[backend]
 
 
 def _check_shapes(q: jax.Array, k: jax.Array, v: jax.Array) -> None:
@@ -151,10 +171,48 @@ def _splash_local(q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool) -> 
     return rearrange(out[:, :, :lq], "b n l d -> b l n d").astype(q.dtype)
 
 
+def _axes(entry) -> tuple[str, ...]:
+    return (entry,) if isinstance(entry, str) else tuple(entry or ())
+
+
+def _fit(axes: tuple[str, ...], size: int, mesh) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(kept, spilled): the longest prefix of `axes` whose mesh sizes multiply to a divisor of
+    `size`, and the axes after it."""
+    ways = 1
+    for i, axis in enumerate(axes):
+        if size % (ways * mesh.shape[axis]):
+            return axes[:i], axes[i:]
+        ways *= mesh.shape[axis]
+    return axes, ()
+
+
+def splash_specs(q_shape: tuple[int, ...], mesh, rules) -> tuple[PartitionSpec, PartitionSpec]:
+    """(q/out spec, k/v spec) of the splash shard_map for q: [B, Lq, N, D] on `mesh`.
+
+    The logical rules place B, Lq and N ((BATCH, LENGTH, HEADS)); each dimension keeps the mesh
+    axes that divide it, and the axes the batch cannot take move on to the heads, those the heads
+    cannot take to the query tokens (keys and values are whole on every device). Axes nothing
+    takes leave that work replicated: correct, only slower.
+    """
+    b, lq, n, _ = q_shape
+    batch, length, heads, _ = (
+        _axes(e)
+        for e in nn.logical_to_mesh_axes(
+            (sharding.BATCH, sharding.LENGTH, sharding.HEADS, sharding.KV), rules
+        )
+    )
+    batch, spilled = _fit(batch, b, mesh)
+    heads, spilled = _fit(heads + spilled, n, mesh)
+    length, _ = _fit(length + spilled, lq, mesh)
+    spec = [axes[0] if len(axes) == 1 else axes or None for axes in (batch, length, heads)]
+    return PartitionSpec(spec[0], spec[1], spec[2], None), PartitionSpec(spec[0], None, spec[2])
+
+
 def splash_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, interpret: bool = False
 ) -> jax.Array:
-    """TPU splash attention; under a mesh it runs per shard through `jax.shard_map`.
+    """TPU splash attention; under a mesh it runs per shard through `jax.shard_map`
+    (`splash_specs`).
 
     `interpret=True` runs the Pallas kernel in the interpreter (any backend; slow, for tests).
     """
@@ -163,10 +221,7 @@ def splash_attention(
     if mesh.empty:
         return local(q, k, v)
     rules = nn.get_logical_axis_rules() or sharding.LOGICAL_RULES
-    q_spec = nn.logical_to_mesh_axes(
-        (sharding.BATCH, sharding.LENGTH, sharding.HEADS, sharding.KV), rules
-    )
-    kv_spec = nn.logical_to_mesh_axes((sharding.BATCH, None, sharding.HEADS, sharding.KV), rules)
+    q_spec, kv_spec = splash_specs(q.shape, mesh, rules)
     return jax.shard_map(
         local, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec, check_vma=False
     )(q, k, v)

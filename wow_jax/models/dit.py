@@ -52,7 +52,9 @@ IMAGE_NORM_EPS = 1e-5  # Epsilon of the image-embedding LayerNorms (torch defaul
 QKV = "qkv"  # Self-attention queries, keys, values after projection and q/k norm [B, L, dim].
 ATTENTION_OUT = "attention_out"  # Self- and cross-attention outputs after `o` [B, L, dim].
 FFN_IN = "ffn_in"  # The modulated, normalised input of the feed-forward [B, L, dim].
+BLOCK_INPUT = "block_input"  # The float32 residual stream entering a block [B, L, dim].
 _save = jax.checkpoint_policies.save_only_these_names
+_offload = jax.checkpoint_policies.save_and_offload_only_these_names
 # config.model.dit.remat_policy -> jax.checkpoint policy (None: no rematerialisation).
 REMAT_POLICIES = {
     "none": None,
@@ -63,6 +65,13 @@ REMAT_POLICIES = {
     "save_ffn_in": _save(FFN_IN),
     "save_attention_out_ffn_in": _save(ATTENTION_OUT, FFN_IN),
     "save_qkv_attention_out": _save(QKV, ATTENTION_OUT),
+    # Recompute the block; keep its input (the per-layer residual the scan saves) in host memory.
+    "offload_block_input": _offload(
+        names_which_can_be_saved=[],
+        names_which_can_be_offloaded=[BLOCK_INPUT],
+        offload_src="device",
+        offload_dst="pinned_host",
+    ),
 }
 
 
@@ -91,6 +100,7 @@ class DiTSpec:
     scan_layers: bool
     remat_policy: str
     attention: str
+    pallas_interpret: bool
     cpu_kernels: bool
 
     @classmethod
@@ -142,7 +152,7 @@ def _split_heads(x: jax.Array, num_heads: int, length_axis: str | None) -> jax.A
 
 def _attention(spec: DiTSpec, q, k, v) -> jax.Array:
     return attention_lib.dot_product_attention(
-        q, k, v, spec.attention, cpu_kernels=spec.cpu_kernels
+        q, k, v, spec.attention, interpret=spec.pallas_interpret, cpu_kernels=spec.cpu_kernels
     )
 
 
@@ -238,6 +248,7 @@ class Block(nn.Module):
     def __call__(self, x, context, image_context, e, cos, sin):
         s = self.spec
         dtype = s.compute_dtype
+        x = checkpoint_name(x, BLOCK_INPUT)
         table = self.param(
             "modulation",
             nn.with_logical_partitioning(nn.initializers.normal(s.dim**-0.5), (None, None, EMBED)),

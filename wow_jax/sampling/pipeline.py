@@ -30,15 +30,22 @@ from wow_jax.sampling import models as models_lib
 from wow_jax.sampling.generator import Generator
 
 
+SAMPLE_PARAM_DTYPE_COMPONENTS = ("dit", "text")  # The large ones sample.param_dtype applies to.
+
+
 def param_targets(config: ml_collections.ConfigDict, mesh) -> dict:
-    """{component: ShapeDtypeStruct tree with its mesh sharding} of the world model."""
+    """{component: ShapeDtypeStruct tree with its mesh sharding} of the world model, in
+    the DiT and umT5 in config.sample.param_dtype when set (checkpoints are cast to it as they
+    are read); the VAE and CLIP keep their own, the precision their references run them at."""
     rules = sharding.rules(config.mesh)
-    return {
-        name: sharding.abstract_on_mesh(
-            registry.load(name).abstract_params(registry.model_config(config, name)), mesh, rules
-        )
-        for name in registry.WORLD_MODEL_NAMES
-    }
+    targets = {}
+    for name in registry.WORLD_MODEL_NAMES:
+        model_cfg = registry.model_config(config, name).copy_and_resolve_references()
+        if name in SAMPLE_PARAM_DTYPE_COMPONENTS and config.sample.param_dtype:
+            model_cfg.param_dtype = config.sample.param_dtype
+        abstract = registry.load(name).abstract_params(model_cfg)
+        targets[name] = sharding.abstract_on_mesh(abstract, mesh, rules)
+    return targets
 
 
 def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:

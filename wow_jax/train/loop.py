@@ -30,7 +30,7 @@ import optax
 from absl import logging
 from flax import linen as nn
 
-from wow_jax import checkpointing, compiler, rundir, sharding
+from wow_jax import checkpointing, compiler, flops, rundir, sharding
 from wow_jax.train import metrics as metrics_lib
 from wow_jax.train import optimizer as opt_lib
 from wow_jax.train import state as state_lib
@@ -151,7 +151,7 @@ class Run:
     """What init/restore, compilation and the loop share; built once by `prepare`."""
 
     config: ml_collections.ConfigDict
-    workdir: str
+    workdir: str | None
     task: Any
     mesh: jax.sharding.Mesh
     rules: sharding.Rules  # config.mesh.rules (default sharding.LOGICAL_RULES).
@@ -160,7 +160,7 @@ class Run:
     init_rng: jax.Array  # Key of the random parameter init.
     create: Callable  # params -> fresh TrainState (state.create with this run's optimizer).
     abstract_state: state_lib.TrainState  # ShapeDtypeStructs carrying each leaf's sharding.
-    manager: Any  # The run's Orbax CheckpointManager (<workdir>/checkpoints).
+    manager: Any  # The run's Orbax CheckpointManager (<workdir>/checkpoints); None: compile only.
     total: int  # Train-step calls of the whole run (steps * grad_accum).
 
     @property
@@ -169,11 +169,20 @@ class Run:
         return jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state)
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str, task) -> Run:
+def prepare(
+    config: ml_collections.ConfigDict,
+    workdir: str | None,
+    task,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Run:
     """The mesh, optimizer and every state leaf's sharding, derived from the boxed abstract state
-    (`state.create` of the boxed abstract params: Adam moments and EMA keep the logical axes)."""
+    (`state.create` of the boxed abstract params: Adam moments and EMA keep the logical axes).
+
+    `mesh`: default config.mesh over this host's devices (scripts/aot_compile.py passes a TPU
+    topology's); `workdir=None`: no checkpoint manager (nothing is run, only compiled)."""
     train_cfg = config.train
-    mesh, rules = sharding.make_mesh(config.mesh), sharding.rules(config.mesh)
+    mesh = mesh or sharding.make_mesh(config.mesh)
+    rules = sharding.rules(config.mesh)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     with sharding.activate(mesh, rules):
         boxed_params = jax.eval_shape(task.init_params, init_rng)
@@ -186,7 +195,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, task) -> Run:
         return state_lib.create(params, tx, state_rng, train_cfg.ema_decay, mask)
 
     boxed_state = jax.eval_shape(create, boxed_params)
-    directory = checkpointing.as_path(workdir) / "checkpoints"
+    manager = None
+    if workdir is not None:
+        directory = checkpointing.as_path(workdir) / "checkpoints"
+        manager = checkpointing.make_manager(directory, config.checkpoint)
     return Run(
         config=config,
         workdir=workdir,
@@ -198,7 +210,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, task) -> Run:
         init_rng=init_rng,
         create=create,
         abstract_state=sharding.abstract_on_mesh(boxed_state, mesh, rules),
-        manager=checkpointing.make_manager(directory, config.checkpoint),
+        manager=manager,
         total=train_cfg.steps * train_cfg.grad_accum,
     )
 
@@ -275,9 +287,10 @@ def compile_step(run: Run, batch):
         out_shardings=(run.shardings, sharding.replicated(run.mesh)),
         donate_argnums=0,
     )
+    platform = run.mesh.devices.flat[0].platform  # The compile target (a TPU topology in AOT).
     with sharding.activate(run.mesh, run.rules):
         return step_jit.lower(run.abstract_state, _abstract(batch)).compile(
-            compiler.program_options()
+            compiler.program_options(platform)
         )
 
 
@@ -300,11 +313,13 @@ def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -
         eval_fn = jax.jit(build_eval_step(run.task, config.seed))
         eval_start = eval_data.get_state()
     global_batch = int(jax.tree.leaves(batch)[0].shape[0])
+    flops_per_step, flops_source = flops.step_flops_per_device(run.task, _abstract(batch), compiled)
+    logging.info("FLOPs per step per device for MFU: %s (%s)", flops_per_step, flops_source)
     writer = metrics_lib.MetricsWriter(
         run.workdir,
         samples_per_step=global_batch,
         tokens_per_sample=run.task.tokens_per_sample(_abstract(batch)),
-        flops_per_step=metrics_lib.compiled_flops(compiled),
+        flops_per_step=flops_per_step,
         peak_flops=metrics_lib.peak_flops_per_device(train_cfg.peak_flops),
         tensorboard=train_cfg.tensorboard,
         step=step,
@@ -318,9 +333,11 @@ def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -
         nonlocal skipped
         scalars = _host(metrics)
         losses[done_step] = scalars["loss"]
+        logged = done_step == 1 or done_step % train_cfg.log_every == 0 or done_step == total
+        if logged:
+            scalars.update(writer.throughput(done_step))  # steps/s, MFU: also in metrics.jsonl
         writer.record(done_step, scalars)
-        if done_step == 1 or done_step % train_cfg.log_every == 0 or done_step == total:
-            scalars.update(writer.throughput(done_step))
+        if logged:
             writer.write(done_step, scalars)
             writer.log_line(done_step, total, scalars)
             if skipped is not None:

@@ -2,8 +2,9 @@
 
 Throughput is measured over the steps between two logs: steps/s, samples/s, tokens/s (video
 tokens after patchify, as the task counts them) and MFU = achieved FLOP/s / peak FLOP/s per
-device, where the FLOPs of one step come from the compiled train step's `cost_analysis()` (XLA's
-count for the SPMD-partitioned per-device program: forward + backward + optimizer).
+device, where the FLOPs of one step per device come from `wow_jax.flops.step_flops_per_device`:
+the task's analytic model FLOPs (the DiT's documented formula, attention included) split over the
+devices, or for tasks without a formula the compiled step's `cost_analysis()`.
 """
 
 import json
@@ -37,19 +38,6 @@ def peak_flops_per_device(configured: float = 0.0) -> float | None:
         if name.lower() in kind.lower():
             return flops
     return None
-
-
-def compiled_flops(compiled) -> float | None:
-    """FLOPs of one call of an AOT-compiled function (None when XLA does not report them)."""
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 (some backends do not implement it)
-        return None
-    if isinstance(cost, list | tuple):
-        cost = cost[0] if cost else None
-    if not cost or "flops" not in cost:
-        return None
-    return float(cost["flops"])
 
 
 def drop_rows_after(path: str, step: int) -> None:

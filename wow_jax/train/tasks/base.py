@@ -8,6 +8,8 @@ guards and logging. A task implements
     loss(params, batch, rng) -> (scalar float32 loss, dict of scalar metrics)
                        params unboxed; batch: dict of global jax.Arrays [B, ...]; pure, jittable
     tokens_per_sample(batch) -> int   tokens the model processes per sample (for tokens/s)
+    train_flops(batch) -> float       optional: analytic model FLOPs of one step of the global
+                       batch (for MFU; wow_jax.flops); without it the compiler's count is used
 
 and data iterators yield per-process numpy batches (dicts of [B_local, ...]) with
 `get_state()` / `set_state(state)` so checkpoints can store their position.

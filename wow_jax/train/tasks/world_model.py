@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from wow_jax import configuration, models
+from wow_jax import configuration, flops, models
 from wow_jax.sampling import conditioning
 from wow_jax.train import flow_matching as fm
 
@@ -167,13 +167,29 @@ class WorldModelTask:
         loss = fm.weighted_mse(velocity, noisy["target"], noisy["weight"])
         return loss, {"sigma_mean": jnp.mean(noisy["sigma"]), "text_dropped": jnp.mean(drop)}
 
+    def _latent_grid(self, batch) -> tuple[int, int, int]:
+        if "latents" in batch:
+            return tuple(batch["latents"].shape[1:4])
+        frames, height, width = batch["video"].shape[1:4]
+        t = (frames - 1) // self.t_stride + 1
+        return t, height // self.s_stride, width // self.s_stride
+
     def tokens_per_sample(self, batch) -> int:
         """DiT tokens per clip: latent cells / patch volume."""
-        if "latents" in batch:
-            t, h, w = batch["latents"].shape[1:4]
-        else:
-            frames, height, width = batch["video"].shape[1:4]
-            t = (frames - 1) // self.t_stride + 1
-            h, w = height // self.s_stride, width // self.s_stride
+        t, h, w = self._latent_grid(batch)
         pt, ph, pw = self.dit_cfg.patch_size
         return (t // pt) * (h // ph) * (w // pw)
+
+    def train_flops(self, batch) -> float:
+        """Model FLOPs of one train step of the whole batch: 3 x the DiT forward per clip
+        (wow_jax.flops; the frozen VAE / umT5 / CLIP are not counted)."""
+        text = (batch["text_states"] if "text_states" in batch else batch["token_ids"]).shape[1]
+        image = 0
+        if self.i2v:
+            image = (
+                batch["image_tokens"].shape[1]
+                if "image_tokens" in batch
+                else 1 + (self.clip_cfg.image_size // self.clip_cfg.patch_size) ** 2
+            )
+        forward = flops.dit_forward(self.dit_cfg, self._latent_grid(batch), text, image)
+        return flops.TRAIN_MULTIPLIER * forward * jax.tree.leaves(batch)[0].shape[0]
