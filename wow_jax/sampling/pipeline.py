@@ -29,7 +29,6 @@ from wow_jax.sampling import frames, guidance, jobs, media, rollout
 from wow_jax.sampling import models as models_lib
 from wow_jax.sampling.generator import Generator
 
-
 SAMPLE_PARAM_DTYPE_COMPONENTS = ("dit", "text")  # The large ones sample.param_dtype applies to.
 
 
