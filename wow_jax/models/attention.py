@@ -236,8 +236,11 @@ def dot_product_attention(
     cpu_kernels: bool = False,
 ) -> jax.Array:
     """q: [B, Lq, N, D], k, v: [B, Lk, N, D] -> [B, Lq, N, D] with the chosen `kernel`
-    (`cpu_kernels`: the 'xla' kernel's CPU backward pass)."""
+    (`cpu_kernels`: the 'xla' kernel's CPU backward pass). An unresolved 'auto' (a module
+    called outside wow_jax.main, which resolves it for the compile target) is the kernel of the
+    default backend."""
     _check_shapes(q, k, v)
+    kernel = resolve_kernel(kernel, jax.default_backend())
     if kernel == "xla":
         return xla_attention(q, k, v, cpu_kernels)
     if kernel == "cudnn":
