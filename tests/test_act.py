@@ -57,10 +57,8 @@ def action_stats_dataset(directory):
     return directory
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """(world-model run, IDM run, IDM run trained on 64x64 frames)."""
-    tmp = tmp_path_factory.mktemp("act_runs")
+def world_model_run(tmp):
+    """A run directory of a tiny random i2v world model (with its tokenizer) at tmp/world_model."""
     wm = tiny()
     wm.model.dit.variant, wm.model.dit.in_channels = "i2v", 36
     wm.model.text.tokenizer_path = train_spm(tmp)
@@ -68,7 +66,14 @@ def runs(tmp_path_factory):
         name: random_params(registry.load(name).abstract_params(wm.model[name]), seed=i)
         for i, name in enumerate(registry.WORLD_MODEL_NAMES)
     }
-    world_model = write_run(tmp / "world_model", wm, wm_params)
+    return write_run(tmp / "world_model", wm, wm_params)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(world-model run, IDM run, IDM run trained on 64x64 frames)."""
+    tmp = tmp_path_factory.mktemp("act_runs")
+    world_model = world_model_run(tmp)
 
     cfg = tiny()
     cfg.train.task, cfg.model.idm.width = "idm", IDM_WIDTH

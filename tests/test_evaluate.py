@@ -9,13 +9,10 @@ import jax
 import pytest
 from flax import linen as nn
 
-from tests.data.test_tokenizer import train_spm
-from tests.test_act import tiny, write_run
+from tests.test_act import tiny, world_model_run, write_run
 from wow_jax import evaluate, main
-from wow_jax import models as registry
 from wow_jax.data import stats
 from wow_jax.models import idm
-from wow_jax.sampling.models import random_params
 
 metaworld_collect = pytest.importorskip("wow_jax.sim.metaworld_collect")
 
@@ -42,14 +39,7 @@ def metaworld_stats(directory):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evaluate_runs")
-    wm = tiny()
-    wm.model.dit.variant, wm.model.dit.in_channels = "i2v", 36
-    wm.model.text.tokenizer_path = train_spm(tmp)
-    wm_params = {
-        name: random_params(registry.load(name).abstract_params(wm.model[name]), seed=i)
-        for i, name in enumerate(registry.WORLD_MODEL_NAMES)
-    }
-    world_model = write_run(tmp / "world_model", wm, wm_params)
+    world_model = world_model_run(tmp)
     cfg = tiny()
     cfg.train.task = "idm"
     idm_params = {"idm": nn.meta.unbox(idm.init_params(cfg.model.idm, jax.random.key(0)))}

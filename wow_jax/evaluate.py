@@ -386,13 +386,13 @@ def make_policy(name: str, config, imagine, read, task: str, stride: int, spec):
 # ----------------------------------------------------------------------------- the mode
 
 
-def run_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Mode evaluate: the world model of checkpoint.init_from and the IDM of
-    act.idm_checkpoint (bad input refused before any model loads, as mode act)."""
+def load_models(config: ml_collections.ConfigDict):
+    """(imagine, read, names) of the world model of checkpoint.init_from and the IDM of
+    act.idm_checkpoint, for ImagineActPolicy (bad input refused before any model loads, as mode
+    act); names: the checkpoint items read, for the settings that episodes depend on."""
     from wow_jax import act
     from wow_jax.sampling import generator, models, pipeline
 
-    check_config(config)
     action_stats = act.check_inputs(config)
     mesh = sharding.make_mesh(config.mesh)
     reader = act.ActionReader(config, mesh, action_stats)
@@ -402,6 +402,10 @@ def run_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "world_model": str(checkpointing.item_directory(config.checkpoint.init_from)),
         "idm": str(checkpointing.item_directory(config.act.idm_checkpoint)),
     }
-    return evaluate(
-        config, workdir, generator_imagine(gen), lambda v: reader.read(v)["actions"], names
-    )
+    return generator_imagine(gen), lambda video: reader.read(video)["actions"], names
+
+
+def run_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Mode evaluate with the runs' world model and IDM (`load_models`)."""
+    check_config(config)
+    return evaluate(config, workdir, *load_models(config))

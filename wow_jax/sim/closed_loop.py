@@ -70,25 +70,11 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
 # ----------------------------------------------------------------------------- policies
 
 
-class ExpertPolicy:
-    name, reads_frames = "expert", False
+class StepPolicy:
+    """A policy choosing one action per step from the env's state (no frames): `action(env, obs,
+    row)`; `start` keeps the envs and a per-episode generator seeded by the episode's seed."""
 
-    def __init__(self):
-        self.envs = []
-
-    def start(self, envs, seeds) -> None:
-        del seeds
-        self.envs = envs
-
-    def plan(self, rows, frames, observations) -> list[np.ndarray]:
-        del frames
-        return [self.envs[r].expert(obs)[None] for r, obs in zip(rows, observations, strict=True)]
-
-
-class RandomPolicy:
-    """Uniform actions in the action space; episode `seed`'s draws depend on nothing else."""
-
-    name, reads_frames = "random", False
+    name, reads_frames = "", False
 
     def __init__(self):
         self.envs, self.rngs = [], []
@@ -98,26 +84,37 @@ class RandomPolicy:
         self.rngs = [np.random.default_rng([seed, 7]) for seed in seeds]
 
     def plan(self, rows, frames, observations) -> list[np.ndarray]:
-        del frames, observations
+        del frames
         return [
-            self.rngs[r].uniform(self.envs[r].action_low, self.envs[r].action_high)[None]
-            for r in rows
+            np.asarray(self.action(self.envs[r], obs, r), np.float32)[None]
+            for r, obs in zip(rows, observations, strict=True)
         ]
 
+    def action(self, env, obs, row) -> np.ndarray:
+        raise NotImplementedError
 
-class ZeroPolicy:
-    name, reads_frames = "zero", False
 
-    def __init__(self):
-        self.envs = []
+class ExpertPolicy(StepPolicy):
+    name = "expert"
 
-    def start(self, envs, seeds) -> None:
-        del seeds
-        self.envs = envs
+    def action(self, env, obs, row) -> np.ndarray:
+        return env.expert(obs)
 
-    def plan(self, rows, frames, observations) -> list[np.ndarray]:
-        del frames, observations
-        return [np.zeros((1, len(self.envs[r].action_low)), np.float32) for r in rows]
+
+class RandomPolicy(StepPolicy):
+    """Uniform actions in the action space; episode `seed`'s draws depend on nothing else."""
+
+    name = "random"
+
+    def action(self, env, obs, row) -> np.ndarray:
+        return self.rngs[row].uniform(env.action_low, env.action_high)
+
+
+class ZeroPolicy(StepPolicy):
+    name = "zero"
+
+    def action(self, env, obs, row) -> np.ndarray:
+        return np.zeros(len(env.action_low), np.float32)
 
 
 class IDMReplayPolicy:

@@ -246,20 +246,6 @@ def format_summary(results: dict) -> str:
 
 
 def run_refine(config, workdir: str) -> dict:
-    """Mode refine: the world model of checkpoint.init_from and the IDM of act.idm_checkpoint
-    (bad input refused before any model loads, as mode act)."""
-    from wow_jax import act, checkpointing, sharding
-    from wow_jax.sampling import generator, models, pipeline
-
+    """Mode refine with the runs' world model and IDM (evaluate.load_models)."""
     check_config(config)
-    action_stats = act.check_inputs(config)
-    mesh = sharding.make_mesh(config.mesh)
-    reader = act.ActionReader(config, mesh, action_stats)
-    params = pipeline.load_for_generation(config, mesh)
-    gen = generator.Generator(config, params, models.from_config(config), mesh)
-    names = {
-        "world_model": str(checkpointing.item_directory(config.checkpoint.init_from)),
-        "idm": str(checkpointing.item_directory(config.act.idm_checkpoint)),
-    }
-    imagine = evaluate.generator_imagine(gen)
-    return refine(config, workdir, imagine, lambda v: reader.read(v)["actions"], names)
+    return refine(config, workdir, *evaluate.load_models(config))
