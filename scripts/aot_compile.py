@@ -40,7 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
 from wow_jax import compiler, configuration, flops, sharding
-from wow_jax.train import loop
+from wow_jax.train import loop, metrics
 
 FLAGS = flags.FLAGS
 GIB = 2**30
@@ -51,7 +51,6 @@ HBM_BYTES = {
     "TPU v5": 95 * GIB,
     "TPU v6 lite": 32 * GIB,
 }
-PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5": 459e12, "TPU v6 lite": 918e12}
 
 
 def _define_flags() -> None:
@@ -302,7 +301,7 @@ def aot_report(config, topology: str, program: str, inputs: str = "pixels", coun
     report["hbm_bytes"], report["fits"] = hbm, hbm is not None and report["peak_bytes"] <= hbm
     if counts:
         report.update(compiler_counts(program, config, mesh, inputs))
-        peak = _device_value(PEAK_FLOPS, kind)
+        peak = metrics.peak_flops_of(kind)
         seconds = report["cost_model_seconds"]
         if peak and seconds > 0:
             report["mfu_estimate"] = analytic / (seconds * peak)

@@ -33,9 +33,13 @@ def peak_flops_per_device(configured: float = 0.0) -> float | None:
     """config.train.peak_flops if set, else the table entry for this device kind, else None."""
     if configured > 0:
         return configured
-    kind = jax.devices()[0].device_kind
+    return peak_flops_of(jax.devices()[0].device_kind)
+
+
+def peak_flops_of(device_kind: str) -> float | None:
+    """The PEAK_FLOPS entry matching a jax device_kind (e.g. 'TPU v5'), else None."""
     for name, flops in PEAK_FLOPS.items():
-        if name.lower() in kind.lower():
+        if name.lower() in device_kind.lower():
             return flops
     return None
 
