@@ -39,8 +39,12 @@ def get_config(arg=None):
     dit = config.model.dit
     dit.dim, dit.ffn_dim, dit.num_heads, dit.num_layers = 512, 2048, 8, 12
     dit.text_dim, dit.image_dim, dit.rope_max_len = 256, 256, 1024
+    # Wan's VAE layout (8x spatial, 4x temporal): 128x128 -> 16x16 latents, 2x2 patches; the
+    # i2v frame mask then has 4 channels (in_channels 16 + 4 + 16).
+    dit.in_channels, dit.patch_size = 36, (1, 2, 2)
     vae = config.model.vae
     vae.base_dim, vae.dim_mult, vae.num_res_blocks = 64, (1, 2, 4, 4), 2
+    vae.temporal_downsample = (False, True, True)
     text = config.model.text
     text.dim, text.ffn_dim, text.num_heads, text.head_dim, text.num_layers = 256, 512, 4, 64, 4
     clip = config.model.clip
