@@ -181,6 +181,12 @@ def test_kill9_during_evaluation_then_rerun_equals_an_uninterrupted_run(tmp_path
     for results in read:
         results.pop("gifs")
     assert read[0] == read[1]
+    # The report a person opens (evaluation section, gifs by relative path) is the same.
+    from wow_jax import report
+
+    pages = [report.write_report(str(d)) for d in (whole, killed)]
+    assert Path(pages[0]["html"]).read_text() == Path(pages[1]["html"]).read_text()
+    assert "Closed loop in Meta-World" in Path(pages[0]["markdown"]).read_text()
 
 
 def test_idm_gap_separates_a_faithful_imagination_from_a_still_one(tmp_path, tiny_config):
