@@ -83,13 +83,6 @@ def _load_npz(path: str) -> dict | None:
         return {k: f[k] for k in f.files}
 
 
-def _load_json(path: str):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def _final_loss(stage_dir: str) -> float | None:
     """The last logged train/loss of a training stage (also after a resume that trained nothing)."""
     path = os.path.join(stage_dir, "metrics.jsonl")
@@ -450,7 +443,7 @@ def evaluate_closed_loop(config, workdir: str, params: dict, world_step: int, id
     results = evaluate.evaluate(cfg, workdir, imagine, read, models_used)
     refined = sophia.refine(cfg, workdir, imagine, read, models_used)
     gap_path = os.path.join(workdir, evaluate.EVAL_DIR, evaluate.GAP_FILE)
-    gap = _load_json(gap_path)
+    gap = evaluate.read_json(gap_path)
     if gap is None or gap["models"] != models_used:
         heldout_cfg = idm_eval.heldout_data_config(idm_config(config, workdir), idm_dir)
         gap = evaluate.idm_gap(cfg, imagine, read, heldout_cfg, action_stats)

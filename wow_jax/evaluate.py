@@ -226,7 +226,10 @@ def write_json(path: str, value) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: str):
+def read_json(path: str):
+    """The JSON value stored at `path`, or None when there is no such file."""
+    if not os.path.exists(path):
+        return None
     with open(path) as f:
         return json.load(f)
 
@@ -237,7 +240,7 @@ def prepare_store(out_dir: str, current: dict, kept: str = "episodes") -> None:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, SETTINGS_FILE)
     episodes = os.path.join(out_dir, kept)
-    if os.path.exists(path) and _read_json(path) != current and os.path.isdir(episodes):
+    if os.path.exists(path) and read_json(path) != current and os.path.isdir(episodes):
         aside = f"{episodes}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
         os.replace(episodes, aside)
         logging.warning("settings or models changed; earlier %s moved to %s", kept, aside)
@@ -276,7 +279,7 @@ def run_task_policy(config, policy, name: str, task_index: int, out_dir: str, en
     for g, first in enumerate(range(0, len(seeds), ev.batch)):
         path = os.path.join(folder, f"group_{g}.json")
         if os.path.exists(path):
-            results.extend(_read_json(path))
+            results.extend(read_json(path))
             continue
         group = seeds[first : first + ev.batch]
         record = max(0, ev.gif_episodes - first) if policy.name == "imagine_act" else 0

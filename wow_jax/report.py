@@ -23,16 +23,14 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
+from wow_jax import evaluate
+
 CURVE_STAGES = ("vae", "world_model", "idm")
 HTML_FILE, MARKDOWN_FILE, CURVES_FILE = "report.html", "summary.md", "training_curves.png"
 
 
 def _read(workdir: str, *parts: str):
-    path = os.path.join(workdir, *parts)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return evaluate.read_json(os.path.join(workdir, *parts))
 
 
 def _losses(path: str) -> tuple[list, list]:
