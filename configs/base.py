@@ -236,6 +236,7 @@ def _train() -> ml_collections.ConfigDict:
     c.kl_weight = 1e-4  # VAE task: weight of the per-latent-cell KL against the pixel MSE.
     c.peak_flops = 0.0  # Peak FLOP/s per device for MFU (0 = look up the device kind).
     c.tensorboard = True  # Write TensorBoard event files under <workdir>/tensorboard.
+    c.progress_bar = True  # A tqdm bar of the train steps (ETA, loss) on process 0's stderr.
     return c
 
 

@@ -37,7 +37,7 @@ def get_config(arg=None):
     config.data.frame_stride, config.data.episode_length = 12, 96
     config.data.tasks = ("reach-v3", "push-v3", "drawer-open-v3", "button-press-v3")
     config.data.episodes_per_task = 16
-    config.train.steps, config.train.warmup_steps = 4000, 100
+    config.train.steps, config.train.warmup_steps = 3000, 100
     config.train.learning_rate = 3e-4
     config.demo.vae_steps, config.demo.clips, config.demo.heldout = 600, 64, 8
     config.demo.vae_lr = 3e-3
@@ -53,7 +53,7 @@ def get_config(arg=None):
     config.idm.frame_gap = 1  # Frames are 12 env steps apart: adjacent ones show the motion.
     config.demo.idm_steps, config.demo.idm_lr = 300, 1e-3
     config.evaluate.episodes_per_task, config.evaluate.batch = 4, 4
-    config.sophia.candidates, config.sophia.rounds, config.sophia.episodes_per_task = 4, 3, 1
+    config.sophia.candidates, config.sophia.rounds, config.sophia.episodes_per_task = 4, 2, 1
 
     if arg == "quick":
         config.data.tasks = ("reach-v3",)

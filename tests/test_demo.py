@@ -102,6 +102,9 @@ def test_quick_demo_trains_checkpoints_imagines_and_resumes(tmp_path):
     for title in ("Closed loop in Meta-World", "World model", "Inverse dynamics", "Training"):
         assert title in report
     assert 'src="evaluate/gifs/reach-v3_' in report and (tmp_path / "summary.md").exists()
+    # issue 18: the IDM stage reads the collected episodes; it collected a second copy inside
+    # the dataset folder (130 s of physics in the full demo).
+    assert not (tmp_path / "data" / "metaworld" / "1.0.0" / "metaworld").exists()
 
     # A second run reuses every stage: no collection, training, encoding or imagining again.
     written = _outputs(tmp_path)
@@ -125,8 +128,9 @@ def test_demo_clips_span_whole_episodes(variant):
 def test_demo_experts_succeed_within_the_held_out_episodes():
     from wow_jax.sim import metaworld_collect as mc
 
-    data = demo_config.get_config().data
-    seed = data.collect_seed + demo.HELDOUT_SEED_OFFSET
+    config = demo_config.get_config()
+    data = config.data
+    seed = data.collect_seed + config.idm.heldout_seed_offset
     for index, name in enumerate(data.tasks):
         task = mc.MetaWorldTask(name, size=16, camera=data.camera)
         try:

@@ -5,9 +5,11 @@
 Stages, each a function that reuses its outputs when they exist (a training stage restores its
 last checkpoint and stops at its step count; delete a stage's outputs to redo it):
 
-  collect   Meta-World episodes into config.data.path or <workdir>/data (training) and
-            <workdir>/heldout (other seeds); config.demo.clips / demo.heldout clips with their
-            mixture captions drawn from the Grain pipeline  -> <workdir>/clips/{train,heldout}.npz
+  collect   Meta-World episodes into config.data.path or <workdir>/data (training) and the
+            IDM's held-out collection <workdir>/idm/heldout (seeds + config.idm.heldout_seed_offset,
+            idm.heldout_episodes per task; one held-out set for every stage); config.demo.clips /
+            demo.heldout clips with their mixture captions drawn from the Grain pipeline
+                                                             -> <workdir>/clips/{train,heldout}.npz
   vae       the tiny VAE on random crops (demo.vae_frames x demo.vae_crop^2 pixels, demo.vae_steps)
                                                              -> <workdir>/vae/checkpoints
   cache     one VAE encode per clip: per-channel latent statistics (-> <workdir>/latent_stats.json)
@@ -56,7 +58,6 @@ from wow_jax.train.tasks.vae import VAETask
 from wow_jax.train.tasks.world_model import WorldModelTask
 
 SPM_VOCAB = 256  # Sentencepiece pieces (+100 sentinels must fit config.model.text.vocab_size).
-HELDOUT_SEED_OFFSET = 1000  # Collection and shuffle seeds of the held-out episodes.
 ENCODE_BATCH = 8  # Clips / captions per encoder call while building the cache.
 IDM_DIR = "idm"  # <workdir>/idm: the IDM stage's run directory.
 
@@ -96,22 +97,17 @@ def _final_loss(stage_dir: str) -> float | None:
 # ----------------------------------------------------------------------------- collect
 
 
-def draw_clips(config, workdir: str, name: str, seed_offset: int, count: int) -> dict:
+def draw_clips(data_cfg, workdir: str, name: str, count: int) -> dict:
     """{'video' [N, T, H, W, 3] in [-1, 1], 'caption', 'instruction' [N]} of the dataset prepared
-    for config.data (seeds + `seed_offset`); cached in <workdir>/clips/<name>.npz."""
+    for `data_cfg` (a config.data); cached in <workdir>/clips/<name>.npz."""
     from wow_jax.data import pipeline, prepare
 
     path = os.path.join(workdir, "clips", f"{name}.npz")
     stored = _load_npz(path)
     if stored is not None and len(stored["video"]) == count:
         return stored
-    data_cfg = config.data.copy_and_resolve_references()
+    data_cfg = data_cfg.copy_and_resolve_references()
     with data_cfg.unlocked():
-        if seed_offset:
-            data_cfg.collect_seed += seed_offset
-            data_cfg.shuffle_seed += seed_offset
-            data_cfg.episodes_per_task = max(1, data_cfg.episodes_per_task // 4)
-            data_cfg.path = os.path.join(workdir, name)
         data_cfg.path = str(prepare.prepare_dataset(data_cfg, workdir))
     iterator = pipeline.create_iterator(data_cfg, process_index=0, process_count=1)
     videos, captions, instructions = [], [], []
@@ -131,8 +127,13 @@ def draw_clips(config, workdir: str, name: str, seed_offset: int, count: int) ->
 
 def collect(config, workdir: str) -> tuple[dict, dict]:
     """Stage collect: (training clips, held-out clips)."""
-    clips = draw_clips(config, workdir, "train", 0, config.demo.clips)
-    heldout = draw_clips(config, workdir, "heldout", HELDOUT_SEED_OFFSET, config.demo.heldout)
+    from wow_jax.sim import idm_eval
+
+    clips = draw_clips(config.data, workdir, "train", config.demo.clips)
+    heldout_data = idm_eval.heldout_data_config(
+        idm_config(config, workdir), os.path.join(workdir, IDM_DIR)
+    )
+    heldout = draw_clips(heldout_data, workdir, "heldout", config.demo.heldout)
     logging.info(
         "demo: %d training clips, %d held-out clips", len(clips["video"]), len(heldout["video"])
     )
@@ -384,12 +385,13 @@ def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dic
 
 def idm_config(config, workdir: str) -> ml_collections.ConfigDict:
     """The IDM stage's config: task 'idm' (demo.idm_steps at demo.idm_lr) on the training
-    episodes the collect stage prepared."""
+    episodes the collect stage prepared (its dataset root: the stage prepares it again and must
+    find it collected, not collect a copy inside it)."""
     from wow_jax.data import prepare
 
     cfg = stage_config(config, "idm", config.demo.idm_steps, config.demo.idm_lr)
     with cfg.unlocked():
-        cfg.data.path = str(prepare.prepare_dataset(config.data, workdir))
+        cfg.data.path = str(prepare.dataset_root(config.data, workdir))
     return cfg
 
 

@@ -37,6 +37,9 @@ def test_videos_source_builds_once(tmp_path, tiny_config):
     assert rlds.EpisodeSource(path).read(0, [0], [])["instruction"] == "stack the cups"
     (src / "a.mp4").unlink()  # A rebuild would fail now: the built dataset is reused.
     assert prepare.prepare_dataset(cfg, tmp_path) == path
+    # issue 18: the built version folder given back as config.data.path is reused as it is.
+    cfg.path = str(path)
+    assert prepare.prepare_dataset(cfg, tmp_path) == path
 
 
 def test_tfds_source_computes_missing_stats(tmp_path, tiny_config):

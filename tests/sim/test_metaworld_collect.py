@@ -35,6 +35,10 @@ def test_collect_with_fake_env_and_cache(tmp_path, tiny_config):
     FakeTask.made.clear()
     assert metaworld_collect.collect(tmp_path, ["reach-v3", "push-v3"], 2, 8, **kwargs) == path
     assert FakeTask.made == []  # Cached: nothing re-collected.
+    # issue 18: the returned dataset folder given back as the output folder (config.data.path =
+    # prepare_dataset's result) is that collection, not the root of a second one inside it.
+    assert metaworld_collect.collect(path, ["reach-v3", "push-v3"], 2, 8, **kwargs) == path
+    assert FakeTask.made == [] and not (path / metaworld_collect.DATASET_NAME).exists()
     with pytest.raises(ValueError, match="other settings"):
         metaworld_collect.collect(tmp_path, ["reach-v3"], 2, 8, **kwargs)
 

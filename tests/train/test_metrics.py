@@ -42,6 +42,23 @@ def test_throughput_mfu_and_files(tmp_path):
     )
 
 
+# issue 18: training shows a progress bar (steps done of the total, from a resumed step, loss).
+def test_progress_bar_counts_train_steps_from_the_resumed_step(tmp_path, capsys):
+    writer = metrics.MetricsWriter(
+        str(tmp_path), 1, 1, None, None, tensorboard=False, step=2, total_steps=5
+    )
+    for step in (3, 4, 5):
+        writer.record(step, {"loss": 0.25})
+        writer.record(step, {"loss": 9.0}, prefix="eval")  # other prefixes do not move the bar
+    writer.close()
+    err = capsys.readouterr().err
+    assert "5/5" in err and "loss=0.2500" in err and "6/5" not in err
+    quiet = metrics.MetricsWriter(str(tmp_path / "q"), 1, 1, None, None, tensorboard=False)
+    quiet.record(1, {"loss": 0.5})
+    quiet.close()
+    assert "train" not in capsys.readouterr().err
+
+
 def test_peak_flops_lookup():
     assert metrics.peak_flops_per_device(123.0) == 123.0
     assert metrics.peak_flops_per_device() is None  # CPU: unknown, MFU not reported

@@ -51,6 +51,8 @@ def _prepare_tfds(data_cfg, root: Path) -> Path:
 
 def _prepare_videos(data_cfg, root: Path) -> Path:
     built = sorted(root.glob(f"{videos.DATASET_NAME}/*/dataset_info.json"))
+    if (root / "dataset_info.json").exists():  # config.data.path is the built version folder
+        built = [root / "dataset_info.json"]
     if built:
         logging.info("video dataset %s already built; reusing it", built[0].parent)
         return built[0].parent

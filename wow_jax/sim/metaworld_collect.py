@@ -159,7 +159,8 @@ def collect(
     camera: str = "corner",
     make_task=None,
 ) -> Path:
-    """Collects (or reuses) `out_dir/metaworld/1.0.0`; returns that dataset dir.
+    """Collects (or reuses) `out_dir/metaworld/1.0.0`, or `out_dir` itself when it already is a
+    collection (prepare_dataset's result given back as config.data.path); returns that dataset dir.
 
     make_task(task_name, size, camera) builds the environment wrapper (default MetaWorldTask;
     a fake in tests).
@@ -176,6 +177,8 @@ def collect(
         "camera": camera,
     }
     dataset_dir = Path(out_dir) / DATASET_NAME / "1.0.0"
+    if (Path(out_dir) / SPEC_FILE).exists():
+        dataset_dir = Path(out_dir)
     if (dataset_dir / SPEC_FILE).exists():
         stored = json.loads((dataset_dir / SPEC_FILE).read_text())
         check_version(stored, dataset_dir)

@@ -323,6 +323,7 @@ def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -
         peak_flops=metrics_lib.peak_flops_per_device(train_cfg.peak_flops),
         tensorboard=train_cfg.tensorboard,
         step=step,
+        total_steps=total if train_cfg.progress_bar else 0,
     )
     preemption = _Preemption()
     losses: dict[int, float] = {}

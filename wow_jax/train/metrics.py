@@ -1,4 +1,5 @@
-"""Training metrics: console progress line, TensorBoard (tensorboardX) and a JSONL log.
+"""Training metrics: a progress bar (tqdm: steps, ETA, loss), a console line every log step,
+TensorBoard (tensorboardX) and a JSONL log.
 
 Throughput is measured over the steps between two logs: steps/s, samples/s, tokens/s (video
 tokens after patchify, as the task counts them) and MFU = achieved FLOP/s / peak FLOP/s per
@@ -13,6 +14,7 @@ import time
 
 import jax
 from absl import logging
+from tqdm import tqdm
 
 # Dense bf16 peak FLOP/s per device (vendor datasheets), matched against jax's device_kind.
 PEAK_FLOPS = {
@@ -69,7 +71,8 @@ class MetricsWriter:
     """Writes scalars to TensorBoard + `<workdir>/metrics.jsonl` (process 0 only) and logs a line.
 
     `step` is the step the run starts from (its checkpoint's): rows of later steps in an existing
-    metrics.jsonl are dropped first. `flops_per_step` and `peak_flops` are per device.
+    metrics.jsonl are dropped first. `flops_per_step` and `peak_flops` are per device. With
+    `total_steps` > 0 a progress bar of the train steps (from `step`) runs on stderr.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class MetricsWriter:
         peak_flops: float | None,
         tensorboard: bool = True,
         step: int = 0,
+        total_steps: int = 0,
     ):
         self.samples_per_step = samples_per_step
         self.tokens_per_sample = tokens_per_sample
@@ -100,6 +104,11 @@ class MetricsWriter:
                 self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
         self._last_time = None
         self._last_step = None
+        self._bar = None
+        if self.primary and total_steps > 0:
+            self._bar = tqdm(
+                total=total_steps, initial=step, desc="train", unit="step", mininterval=2.0
+            )
 
     def start(self, step: int) -> None:
         """Marks the start of the timed window (call after the first, compiling step)."""
@@ -129,6 +138,9 @@ class MetricsWriter:
         record = {"step": step, **{f"{prefix}/{k}": float(v) for k, v in scalars.items()}}
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
+        if self._bar is not None and prefix == "train" and step > self._bar.n:
+            self._bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+            self._bar.update(step - self._bar.n)
 
     def write(self, step: int, scalars: dict[str, float], prefix: str = "train") -> None:
         """TensorBoard scalars (at log steps)."""
@@ -154,6 +166,8 @@ class MetricsWriter:
         logging.info(" | ".join(parts))
 
     def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
         if self._jsonl is not None:
             self._jsonl.close()
         if self._tb is not None:
