@@ -14,7 +14,8 @@ Programs (--programs):
           `compile_step` (train_step jitted with the state/batch shardings, state donated, the
           compile options of the TPU target). --inputs=pixels feeds what mode train's data
           pipeline yields (video, first frame, caption tokens; the frozen VAE, umT5 and CLIP run
-          in the step); --inputs=latents a latent/embedding cache batch (DiT only).
+          in the step); --inputs=latents what mode train runs with config.train.inputs='latents'
+          (tasks.cached_world_model on latent_cache.batch_shapes: the DiT alone).
   sample  the sampler's whole denoising loop (`Generator._denoise_fn`: sample.steps solver
           steps of the guided DiT on the doubled CFG batch of sample.batch_size), params in
           sample.param_dtype.
@@ -40,7 +41,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
 from wow_jax import compiler, configuration, flops, sharding
-from wow_jax.train import loop, metrics
+from wow_jax.train import latent_cache, loop, metrics
 
 FLAGS = flags.FLAGS
 GIB = 2**30
@@ -108,22 +109,12 @@ def _placed(shapes: dict, mesh: Mesh, rules) -> dict:
 
 def train_shapes(config, inputs: str) -> dict:
     """{name: (global shape, dtype)} of one train batch: what mode train's pipeline yields
-    ('pixels', tasks.world_model_batches) or a latent/embedding cache batch ('latents')."""
-    b, data, i2v = config.data.batch_size, config.data, config.model.dit.variant == "i2v"
+    ('pixels', tasks.world_model_batches) or what it reads from a latent cache ('latents',
+    config.train.inputs='latents': latent_cache.batch_shapes)."""
+    b, data = config.data.batch_size, config.data
     text_len, text_dim = config.model.text.text_len, config.model.text.dim
     if inputs == "latents":
-        grid = (*_latent_grid(config), config.model.vae.z_dim)
-        shapes = {
-            "latents": ((b, *grid), jnp.float32),
-            "text_states": ((b, text_len, text_dim), jnp.float32),
-        }
-        if i2v:
-            shapes["cond_latents"] = ((b, *grid), jnp.float32)
-            shapes["image_tokens"] = (
-                (b, _image_tokens(config), config.model.clip.width),
-                jnp.float32,
-            )
-        return shapes
+        return latent_cache.batch_shapes(config, b)
     frame = (data.height, data.width, 3)
     shapes = {
         "video": ((b, data.num_frames, *frame), jnp.float32),
@@ -138,13 +129,14 @@ def train_shapes(config, inputs: str) -> dict:
 
 
 def train_task(config, inputs: str):
-    """The world-model task mode train builds (tasks.build), or its DiT-only cache variant."""
+    """The world-model task mode train builds (tasks.build) for `inputs`."""
+    from wow_jax.train import tasks
     from wow_jax.train.tasks.world_model import WorldModelTask
 
     text = config.model.text
     null = np.zeros((text.text_len, text.dim), np.float32)
     if inputs == "latents":
-        return WorldModelTask(config, null_text_states=null, components=("dit",))
+        return tasks.cached_world_model(config, null)
     if text.embedding_cache:
         return WorldModelTask(config, null_text_states=null, components=("dit", "vae", "clip"))
     return WorldModelTask(config)
