@@ -45,7 +45,7 @@ from wow_jax.train import latent_cache, loop, metrics
 
 FLAGS = flags.FLAGS
 GIB = 2**30
-# HBM per chip (bytes) by jax device_kind, for the fits verdict.
+# HBM per chip (bytes) by jax device_kind, for the fits verdict (per device: / cores_per_chip).
 HBM_BYTES = {
     "TPU v4": 32 * GIB,
     "TPU v5 lite": 16 * GIB,
@@ -255,6 +255,13 @@ def compiler_counts(program: str, config, mesh: Mesh, inputs: str) -> dict:
     }
 
 
+def cores_per_chip(mesh: Mesh) -> int:
+    """Devices per chip: 1, or 2 where the topology gives one device per TensorCore (libtpu
+    0.0.42's v4 topologies: no megacore), each with half the chip's HBM."""
+    first = mesh.devices.flat[0].coords
+    return sum(1 for d in mesh.devices.flat if d.coords == first)
+
+
 def _device_value(table: dict, kind: str):
     return next((v for name, v in table.items() if kind.lower() == name.lower()), None)
 
@@ -272,12 +279,14 @@ def aot_report(config, topology: str, program: str, inputs: str = "pixels", coun
     report = {
         "program": program,
         "topology": topology,
-        "chips": int(mesh.devices.size),
+        "devices": int(mesh.devices.size),
+        "cores_per_chip": cores_per_chip(mesh),
+        "chips": int(mesh.devices.size) // cores_per_chip(mesh),
         "device_kind": kind,
         "mesh": dict(mesh.shape),
         "inputs": inputs if program == "train" else "sampler",
         "batch": batch,
-        "clips_per_chip": batch / mesh.devices.size,
+        "clips_per_chip": batch * cores_per_chip(mesh) / mesh.devices.size,
         "frames_height_width": [config.data.num_frames, config.data.height, config.data.width],
         "attention": config.model.dit.attention,
         "remat_policy": config.model.dit.remat_policy,
@@ -290,10 +299,12 @@ def aot_report(config, topology: str, program: str, inputs: str = "pixels", coun
         **memory(compiled),
     }
     hbm = _device_value(HBM_BYTES, kind)
+    hbm = hbm and hbm // report["cores_per_chip"]
     report["hbm_bytes"], report["fits"] = hbm, hbm is not None and report["peak_bytes"] <= hbm
     if counts:
         report.update(compiler_counts(program, config, mesh, inputs))
         peak = metrics.peak_flops_of(kind)
+        peak = peak and peak / report["cores_per_chip"]
         seconds = report["cost_model_seconds"]
         if peak and seconds > 0:
             report["mfu_estimate"] = analytic / (seconds * peak)
