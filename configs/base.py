@@ -208,6 +208,8 @@ def _data() -> ml_collections.ConfigDict:
 def _train() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.task = "world_model"  # What is trained: 'world_model' (DiT), 'vae' or 'idm' (config.idm).
+    c.inputs = "pixels"  # World model: 'pixels' (frozen encoders in the step) or 'latents'.
+    c.latent_cache = ""  # inputs='latents': the cache directory scripts/cache_latents.py wrote.
     c.steps = 1000  # Optimizer steps (>= 1).
     c.learning_rate = 1e-4  # Peak learning rate (> 0).
     c.warmup_steps = 100  # Linear warmup steps (0 <= warmup_steps <= steps).

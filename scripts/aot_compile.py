@@ -14,7 +14,8 @@ Programs (--programs):
           `compile_step` (train_step jitted with the state/batch shardings, state donated, the
           compile options of the TPU target). --inputs=pixels feeds what mode train's data
           pipeline yields (video, first frame, caption tokens; the frozen VAE, umT5 and CLIP run
-          in the step); --inputs=latents a latent/embedding cache batch (DiT only).
+          in the step); --inputs=latents what mode train runs with config.train.inputs='latents'
+          (tasks.cached_world_model on latent_cache.batch_shapes: the DiT alone).
   sample  the sampler's whole denoising loop (`Generator._denoise_fn`: sample.steps solver
           steps of the guided DiT on the doubled CFG batch of sample.batch_size), params in
           sample.param_dtype.
@@ -40,11 +41,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
 from wow_jax import compiler, configuration, flops, sharding
-from wow_jax.train import loop, metrics
+from wow_jax.train import latent_cache, loop, metrics
 
 FLAGS = flags.FLAGS
 GIB = 2**30
-# HBM per chip (bytes) by jax device_kind, for the fits verdict.
+# HBM per chip (bytes) by jax device_kind, for the fits verdict (per device: / cores_per_chip).
 HBM_BYTES = {
     "TPU v4": 32 * GIB,
     "TPU v5 lite": 16 * GIB,
@@ -108,22 +109,12 @@ def _placed(shapes: dict, mesh: Mesh, rules) -> dict:
 
 def train_shapes(config, inputs: str) -> dict:
     """{name: (global shape, dtype)} of one train batch: what mode train's pipeline yields
-    ('pixels', tasks.world_model_batches) or a latent/embedding cache batch ('latents')."""
-    b, data, i2v = config.data.batch_size, config.data, config.model.dit.variant == "i2v"
+    ('pixels', tasks.world_model_batches) or what it reads from a latent cache ('latents',
+    config.train.inputs='latents': latent_cache.batch_shapes)."""
+    b, data = config.data.batch_size, config.data
     text_len, text_dim = config.model.text.text_len, config.model.text.dim
     if inputs == "latents":
-        grid = (*_latent_grid(config), config.model.vae.z_dim)
-        shapes = {
-            "latents": ((b, *grid), jnp.float32),
-            "text_states": ((b, text_len, text_dim), jnp.float32),
-        }
-        if i2v:
-            shapes["cond_latents"] = ((b, *grid), jnp.float32)
-            shapes["image_tokens"] = (
-                (b, _image_tokens(config), config.model.clip.width),
-                jnp.float32,
-            )
-        return shapes
+        return latent_cache.batch_shapes(config, b)
     frame = (data.height, data.width, 3)
     shapes = {
         "video": ((b, data.num_frames, *frame), jnp.float32),
@@ -138,13 +129,14 @@ def train_shapes(config, inputs: str) -> dict:
 
 
 def train_task(config, inputs: str):
-    """The world-model task mode train builds (tasks.build), or its DiT-only cache variant."""
+    """The world-model task mode train builds (tasks.build) for `inputs`."""
+    from wow_jax.train import tasks
     from wow_jax.train.tasks.world_model import WorldModelTask
 
     text = config.model.text
     null = np.zeros((text.text_len, text.dim), np.float32)
     if inputs == "latents":
-        return WorldModelTask(config, null_text_states=null, components=("dit",))
+        return tasks.cached_world_model(config, null)
     if text.embedding_cache:
         return WorldModelTask(config, null_text_states=null, components=("dit", "vae", "clip"))
     return WorldModelTask(config)
@@ -263,6 +255,13 @@ def compiler_counts(program: str, config, mesh: Mesh, inputs: str) -> dict:
     }
 
 
+def cores_per_chip(mesh: Mesh) -> int:
+    """Devices per chip: 1, or 2 where the topology gives one device per TensorCore (libtpu
+    0.0.42's v4 topologies: no megacore), each with half the chip's HBM."""
+    first = mesh.devices.flat[0].coords
+    return sum(1 for d in mesh.devices.flat if d.coords == first)
+
+
 def _device_value(table: dict, kind: str):
     return next((v for name, v in table.items() if kind.lower() == name.lower()), None)
 
@@ -280,12 +279,14 @@ def aot_report(config, topology: str, program: str, inputs: str = "pixels", coun
     report = {
         "program": program,
         "topology": topology,
-        "chips": int(mesh.devices.size),
+        "devices": int(mesh.devices.size),
+        "cores_per_chip": cores_per_chip(mesh),
+        "chips": int(mesh.devices.size) // cores_per_chip(mesh),
         "device_kind": kind,
         "mesh": dict(mesh.shape),
         "inputs": inputs if program == "train" else "sampler",
         "batch": batch,
-        "clips_per_chip": batch / mesh.devices.size,
+        "clips_per_chip": batch * cores_per_chip(mesh) / mesh.devices.size,
         "frames_height_width": [config.data.num_frames, config.data.height, config.data.width],
         "attention": config.model.dit.attention,
         "remat_policy": config.model.dit.remat_policy,
@@ -298,10 +299,12 @@ def aot_report(config, topology: str, program: str, inputs: str = "pixels", coun
         **memory(compiled),
     }
     hbm = _device_value(HBM_BYTES, kind)
+    hbm = hbm and hbm // report["cores_per_chip"]
     report["hbm_bytes"], report["fits"] = hbm, hbm is not None and report["peak_bytes"] <= hbm
     if counts:
         report.update(compiler_counts(program, config, mesh, inputs))
         peak = metrics.peak_flops_of(kind)
+        peak = peak and peak / report["cores_per_chip"]
         seconds = report["cost_model_seconds"]
         if peak and seconds > 0:
             report["mfu_estimate"] = analytic / (seconds * peak)

@@ -34,6 +34,7 @@ IMAGE_MISMATCH = ("resize", "error")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 SCHEDULES = ("cosine", "constant")
 TRAIN_TASKS = ("world_model", "vae", "idm")
+TRAIN_INPUTS = ("pixels", "latents")  # World-model batches: clips, or the latent cache's.
 SOPHIA_BACKENDS = ("offline", "chat")  # config.sophia.critic / refiner (wow_jax/sophia).
 CONVERT_DIRECTIONS = ("import", "export")
 CONVERT_NAMINGS = ("auto", "wan", "diffusers", "hf")
@@ -84,6 +85,7 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     _choice("model.dit.remat_policy", config.model.dit.remat_policy, tuple(dit.REMAT_POLICIES))
     _choice("model.dit.attention", config.model.dit.attention, ATTENTION_KERNELS)
     _choice("train.task", config.train.task, TRAIN_TASKS)
+    _choice("train.inputs", config.train.inputs, TRAIN_INPUTS)
     _choice("sophia.critic", config.sophia.critic, SOPHIA_BACKENDS)
     _choice("sophia.refiner", config.sophia.refiner, SOPHIA_BACKENDS)
     _choice("train.schedule", config.train.schedule, SCHEDULES)
@@ -380,6 +382,20 @@ def _check_sophia(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def _check_inputs(config: ml_collections.ConfigDict) -> None:
+    train = config.train
+    if train.inputs == "latents" and train.task != "world_model":
+        raise ValueError(
+            f"config.train.inputs='latents' feeds the world model only, got config.train.task="
+            f"{train.task!r}; set config.train.inputs='pixels'"
+        )
+    if train.inputs == "latents" and not train.latent_cache:
+        raise ValueError(
+            "config.train.inputs='latents' needs config.train.latent_cache, got ''; write one "
+            "with `python -m scripts.cache_latents --config=... --clips=N --output=DIR`, set it DIR"
+        )
+
+
 def _check_data(config: ml_collections.ConfigDict) -> None:
     data = config.data
     _choice("data.crop", data.crop, ("center", "random", "resize"))
@@ -406,6 +422,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     _check_convert(config)
     _check_act(config)
     _check_data(config)
+    _check_inputs(config)
     _check_sophia(config)
     sharding.mesh_shape(config.mesh, num_devices)
     if config.mode in TRAINING_MODES:

@@ -16,7 +16,8 @@ last checkpoint and stops at its step count; delete a stage's outputs to redo it
             and the normalised latents; conditioning latents of the first frames; a sentencepiece
             tokenizer trained on the captions (-> <workdir>/tokenizer/spiece.model); caption states
             of a tiny random umT5 and CLIP tokens of the first frames
-                                                             -> <workdir>/cache/{train,heldout}.npz
+             (wow_jax/train/latent_cache.py, the cache mode train reads)
+                                                             -> <workdir>/cache/{train,heldout}/
   world     the tiny I2V world model on the cache (train.steps) -> <workdir>/world_model, a run
             directory (wow_jax.rundir: config.json with the tokenizer copy and the latent
             statistics) whose checkpoints/ hold params {'dit', 'vae', 'text', 'clip'}: mode
@@ -52,13 +53,12 @@ from absl import logging
 import wow_jax.sim  # noqa: F401 (registers the 'metaworld' data source the demo collects)
 from wow_jax import evaluate, report
 from wow_jax.sampling import conditioning
-from wow_jax.train import loop
+from wow_jax.train import latent_cache, loop
 from wow_jax.train.array_data import ArrayIterator
 from wow_jax.train.tasks.vae import VAETask
 from wow_jax.train.tasks.world_model import WorldModelTask
 
 SPM_VOCAB = 256  # Sentencepiece pieces (+100 sentinels must fit config.model.text.vocab_size).
-ENCODE_BATCH = 8  # Clips / captions per encoder call while building the cache.
 IDM_DIR = "idm"  # <workdir>/idm: the IDM stage's run directory.
 
 
@@ -109,18 +109,7 @@ def draw_clips(data_cfg, workdir: str, name: str, count: int) -> dict:
     data_cfg = data_cfg.copy_and_resolve_references()
     with data_cfg.unlocked():
         data_cfg.path = str(prepare.prepare_dataset(data_cfg, workdir))
-    iterator = pipeline.create_iterator(data_cfg, process_index=0, process_count=1)
-    videos, captions, instructions = [], [], []
-    while len(videos) < count:
-        batch = next(iterator)
-        videos.extend(np.asarray(batch["video"], np.float32))
-        captions.extend(str(c) for c in batch["caption"])
-        instructions.extend(str(c) for c in batch["instruction"])
-    clips = {
-        "video": np.stack(videos[:count]),
-        "caption": np.asarray(captions[:count]),
-        "instruction": np.asarray(instructions[:count]),
-    }
+    clips = pipeline.take_clips(data_cfg, count)
     _save_npz(path, clips)
     return clips
 
@@ -227,46 +216,13 @@ def frozen_encoders(config) -> dict:
     )
 
 
-def _batched(fn, array) -> np.ndarray:
-    """fn over ENCODE_BATCH-row slices of `array`, concatenated on the host. The last slice is
-    padded by repeating its final row, so every call has one shape and compiles once."""
-    outs = []
-    for i in range(0, len(array), ENCODE_BATCH):
-        rows = array[i : i + ENCODE_BATCH]
-        pad = ENCODE_BATCH - len(rows)
-        rows = np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)]) if pad else rows
-        outs.append(np.asarray(fn(rows))[: len(rows) - pad])
-    return np.concatenate(outs, axis=0)
-
-
-def encode_clips(config, params: dict, clips: dict, text: conditioning.TextEncoder) -> dict:
-    """The world-model inputs of `clips`, one encoder pass each: 'latents' and 'cond_latents'
-    (conditioning video of the first frame) as raw VAE means [N, t, h, w, z] (the statistics
-    that normalise them are measured on these), 'text_states' [N, L, D] of the captions,
-    'image_tokens' [N, K, E] of the first frames."""
-    from wow_jax.models import clip
-
-    frames, z = clips["video"].shape[1], config.model.vae.z_dim
-    raw_cfg = config.model.vae.copy_and_resolve_references()
-    raw_cfg.latents_mean, raw_cfg.latents_std = (0.0,) * z, (1.0,) * z
-
-    def encode(video):
-        return conditioning.encode_video(params["vae"], video, raw_cfg, chunked=False)
-
-    clip_module = clip.create(config.model.clip)
-    clip_fn = jax.jit(lambda p, images: clip_module.apply({"params": p}, images))
-    first = clips["video"][:, 0]
-    return {
-        "latents": _batched(encode, clips["video"]),
-        "cond_latents": _batched(
-            lambda f: conditioning.conditioning_latents(
-                params["vae"], f, frames, raw_cfg, chunked=False
-            ),
-            first,
-        ),
-        "text_states": _batched(lambda c: text(params["text"], c), clips["caption"]),
-        "image_tokens": _batched(lambda f: clip_fn(params["clip"], f), first),
-    }
+def _raw_latents_config(config) -> ml_collections.ConfigDict:
+    """`config` with latent statistics 0/1: the encoders give raw VAE means, on which the
+    statistics that normalise them are measured."""
+    raw = config.copy_and_resolve_references()
+    z = raw.model.vae.z_dim
+    raw.model.vae.latents_mean, raw.model.vae.latents_std = (0.0,) * z, (1.0,) * z
+    return raw
 
 
 def _normalized(cache: dict, vae_cfg) -> dict:
@@ -278,8 +234,9 @@ def _normalized(cache: dict, vae_cfg) -> dict:
 
 def build_cache(config, workdir: str, params: dict, vae_step: int, clips: dict, heldout: dict):
     """Stage cache: (config with the demo tokenizer and the measured latent statistics, training
-    cache, held-out cache). Reused when <workdir>/cache holds caches of as many clips, made
-    with the same VAE step."""
+    cache, held-out cache), written with the world model's latent cache (train/latent_cache.py) to
+    <workdir>/cache/{train,heldout}. Reused when both are caches of as many clips made with the
+    same VAE step and config (latent_cache.mismatch)."""
     from wow_jax.data import tokenizer as tokenizer_lib
 
     spm = train_tokenizer(
@@ -294,18 +251,29 @@ def build_cache(config, workdir: str, params: dict, vae_step: int, clips: dict, 
             f"config.model.text.vocab_size is {config.model.text.vocab_size}; raise it"
         )
     stats_path = os.path.join(workdir, "latent_stats.json")
-    paths = [os.path.join(workdir, "cache", f"{name}.npz") for name in ("train", "heldout")]
-    caches = [_load_npz(path) for path in paths]
-    steps = [None if c is None else int(c.pop("vae_step")) for c in caches]
-    sizes = [None if c is None else len(c["latents"]) for c in caches]
-    reuse = steps == [vae_step] * 2 and sizes == [len(clips["video"]), len(heldout["video"])]
-    if reuse and os.path.exists(stats_path):
-        with open(stats_path) as f:
-            stats = json.load(f)
+    dirs = [os.path.join(workdir, "cache", name) for name in ("train", "heldout")]
+    weights = f"demo: VAE stage step {vae_step}, tiny umT5 and CLIP of config.seed={config.seed}"
+    stats = evaluate.read_json(stats_path)
+    if stats is not None:
         _set_stats(config, stats)
-        return config, caches[0], caches[1]
+        expected = latent_cache.source(config, weights)
+        metas = [latent_cache.read_meta(d) for d in dirs]
+        sizes = [len(clips["video"]), len(heldout["video"])]
+        if all(
+            meta is not None
+            and meta["count"] == size
+            and latent_cache.mismatch(d, meta, expected) is None
+            for d, meta, size in zip(dirs, metas, sizes, strict=True)
+        ):
+            return config, latent_cache.read(dirs[0]), latent_cache.read(dirs[1])
 
-    cache, held_cache = (encode_clips(config, params, c, text) for c in (clips, heldout))
+    def text_fn(captions):
+        return text(params["text"], captions)
+
+    raw = _raw_latents_config(config)
+    cache, held_cache = (
+        latent_cache.encode_clips(raw, params, c, text_fn) for c in (clips, heldout)
+    )
     axes = tuple(range(cache["latents"].ndim - 1))
     stats = {
         "latents_mean": cache["latents"].mean(axis=axes).tolist(),
@@ -313,10 +281,10 @@ def build_cache(config, workdir: str, params: dict, vae_step: int, clips: dict, 
     }
     _set_stats(config, stats)
     cache, held_cache = (_normalized(c, config.model.vae) for c in (cache, held_cache))
-    empty = np.asarray([""])  # [1, L, D] states of the empty prompt, in the cache's batch shape
-    cache["null_text_states"] = _batched(lambda c: text(params["text"], c), empty)
-    for path, arrays in zip(paths, (cache, held_cache), strict=True):
-        _save_npz(path, {**arrays, "vae_step": np.int64(vae_step)})
+    cache[latent_cache.NULL_KEY] = latent_cache.null_text_states(text_fn)
+    meta = latent_cache.source(config, weights)
+    for directory, arrays in zip(dirs, (cache, held_cache), strict=True):
+        latent_cache.write(directory, arrays, meta)
     with open(stats_path, "w") as f:
         json.dump(stats, f, indent=2)
     return config, cache, held_cache

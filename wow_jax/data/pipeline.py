@@ -208,3 +208,20 @@ def build_dataset(
 def create_iterator(data_cfg, **kwargs) -> grain.DatasetIterator:
     """iter(build_dataset(...)): checkpoint it with get_state()/set_state()."""
     return iter(build_dataset(data_cfg, **kwargs))
+
+
+def take_clips(data_cfg, count: int) -> dict:
+    """The first `count` clips of the iterator over `data_cfg` as one process sees the whole
+    stream: {'video' [N, T, H, W, 3] in [-1, 1], 'caption', 'instruction' [N] strings}."""
+    iterator = create_iterator(data_cfg, process_index=0, process_count=1)
+    videos, caption_list, instructions = [], [], []
+    while len(videos) < count:
+        batch = next(iterator)
+        videos.extend(np.asarray(batch["video"], np.float32))
+        caption_list.extend(str(c) for c in batch["caption"])
+        instructions.extend(str(c) for c in batch["instruction"])
+    return {
+        "video": np.stack(videos[:count]),
+        "caption": np.asarray(caption_list[:count]),
+        "instruction": np.asarray(instructions[:count]),
+    }

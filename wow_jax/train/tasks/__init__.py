@@ -7,7 +7,10 @@ clips from the Grain pipeline of wow_jax.data, over the dataset that
 wow_jax.data.prepare.prepare_dataset makes ready for config.data.source (collected / converted
 into <workdir>/data on first use, with its action statistics); captions are tokenized on the host
 for the frozen umT5, or looked up in the text-embedding cache when
-config.model.text.embedding_cache is set (then umT5 is not part of the train state); the IDM's
+config.model.text.embedding_cache is set (then umT5 is not part of the train state). With
+config.train.inputs='latents' the world model reads the latent cache of config.train.latent_cache
+instead (train/latent_cache.py: latents, text and image embeddings; the DiT alone in the state),
+in a seeded order that resumes exactly (ArrayIterator); the IDM's
 clips become frame pairs with their optical flow on the host (tasks/idm.py `pair_batch`). The
 eval stream is the same data in another shuffle order.
 """
@@ -90,6 +93,15 @@ def video_batches(inner, dataset_dir: Path):
     return HostBatches(inner, fn, dataset_dir)
 
 
+def cached_world_model(config, null_text_states: np.ndarray):
+    """The world-model task on latent-cache batches (train/latent_cache.py, config.train.inputs
+    'latents'): the DiT alone is in the state (the frozen encoders ran when the cache was
+    written); null_text_states [L, D] is the cache's empty prompt."""
+    from wow_jax.train.tasks.world_model import WorldModelTask
+
+    return WorldModelTask(config, null_text_states=null_text_states, components=("dit",))
+
+
 def build(config, workdir: str):
     """(task, train iterator, eval iterator or None) for config.train.task."""
     from wow_jax.data import prepare
@@ -97,7 +109,18 @@ def build(config, workdir: str):
     name = config.train.task
     eval_wanted = config.train.eval_every > 0
     # Each task is built (its inputs checked) before the dataset is collected or converted.
-    if name == "world_model":
+    if name == "world_model" and config.train.inputs == "latents":
+        from wow_jax.train import latent_cache
+        from wow_jax.train.array_data import ArrayIterator
+
+        arrays = latent_cache.load_for_training(config)
+        task = cached_world_model(config, np.asarray(arrays.pop(latent_cache.NULL_KEY)[0]))
+
+        def make(offset):
+            seed = config.data.shuffle_seed + offset
+            return ArrayIterator(arrays, config.data.batch_size, seed=seed)
+
+    elif name == "world_model":
         from wow_jax.data import text_cache as text_cache_lib
         from wow_jax.train.tasks.world_model import WorldModelTask
 
