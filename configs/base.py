@@ -162,6 +162,7 @@ def _idm() -> ml_collections.ConfigDict:
     c.pool_grid = 4  # Fused maps are average-pooled to pool_grid x pool_grid cells, flattened.
     c.mlp_dim = 256  # Hidden width of the fusion MLP before the action heads.
     c.flow_scale = 4.0  # Flow (pixels) is divided by this at the motion branch's input.
+    c.motion = "dis"  # Motion branch input: 'dis' (host OpenCV flow + mask) or 'learned' (frames).
     c.param_dtype = "float32"  # Dtype parameters are stored in.
     c.dtype = "float32"  # Compute dtype.
     return c

@@ -4,11 +4,12 @@ params = {'idm'}. The Grain clip pipeline of wow_jax.data gives clips 'video' [B
 'actions' [B, T-1, A] (normalised by config.data.action_norm with the dataset's
 action_stats.json); `pair_batch` turns every clip into its T-k pairs (t, t+k), k =
 config.idm.frame_gap, on the host, with the OpenCV flow between the two frames
-(wow_jax/data/flow.py). Batch (N = B (T - k) pairs):
+(wow_jax/data/flow.py) when the model reads it (config.model.idm.motion='dis'; 'learned' takes
+the frames only). Batch (N = B (T - k) pairs):
 
     frame_t, frame_tk: [N, H, W, 3] in [-1, 1]
-    flow:              [N, H, W, 2] pixels, frame_t -> frame_tk
-    mask:              [N, H, W, 1] 1 where |flow| > config.idm.mask_threshold pixels
+    flow:              [N, H, W, 2] pixels, frame_t -> frame_tk (with the flow)
+    mask:              [N, H, W, 1] 1 where |flow| > config.idm.mask_threshold pixels (idem)
     target:            [N, C] mean of the k normalised actions between the frames, on the
                        continuous dims (idm.continuous_dims: all but the gripper)
     gripper:           [N] 1.0 where the mean raw gripper action of the k steps exceeds
@@ -98,23 +99,38 @@ def clip_pairs(video: np.ndarray, actions: np.ndarray, gap: int):
     return first, second, windows.reshape(-1, gap, actions.shape[-1])
 
 
-def pair_inputs(first: np.ndarray, second: np.ndarray, task_cfg: ml_collections.ConfigDict):
-    """Frame pairs [N, H, W, 3] in [-1, 1] x2 -> the model's inputs {'frame_t', 'frame_tk',
-    'flow', 'mask'} (module docstring), the flow from config.idm (flow_preset, mask_threshold)."""
-    motion, mask = flow.pair_motion(
-        clips.to_uint8(first), clips.to_uint8(second), task_cfg.flow_preset, task_cfg.mask_threshold
-    )
-    return {
-        "frame_t": first.astype(np.float32),
-        "frame_tk": second.astype(np.float32),
-        "flow": motion,
-        "mask": mask,
-    }
+def pair_inputs(
+    first: np.ndarray, second: np.ndarray, task_cfg: ml_collections.ConfigDict, with_flow: bool
+):
+    """Frame pairs [N, H, W, 3] in [-1, 1] x2 -> {'frame_t', 'frame_tk'} and, `with_flow`,
+    'flow' and 'mask' (module docstring) from config.idm (flow_preset, mask_threshold)."""
+    out = {"frame_t": first.astype(np.float32), "frame_tk": second.astype(np.float32)}
+    if with_flow:
+        out["flow"], out["mask"] = flow.pair_motion(
+            clips.to_uint8(first),
+            clips.to_uint8(second),
+            task_cfg.flow_preset,
+            task_cfg.mask_threshold,
+        )
+    return out
 
 
-def pair_batch(batch: dict, config: ml_collections.ConfigDict, action_stats: dict | None) -> dict:
-    """A clip batch of the Grain pipeline -> the pair batch of the module docstring."""
+def reads_flow(model_cfg: ml_collections.ConfigDict) -> bool:
+    """True when the model reads the host DIS flow and mask (config.model.idm.motion='dis')."""
+    return "flow" in idm.input_names(model_cfg)
+
+
+def pair_batch(
+    batch: dict,
+    config: ml_collections.ConfigDict,
+    action_stats: dict | None,
+    with_flow: bool | None = None,
+) -> dict:
+    """A clip batch of the Grain pipeline -> the pair batch of the module docstring; the DIS
+    flow and mask are computed `with_flow` (None: when the model reads them, `reads_flow`; the
+    evaluation's nearest-flow baseline asks for them always)."""
     model_cfg, task_cfg = config.model.idm, config.idm
+    with_flow = reads_flow(model_cfg) if with_flow is None else with_flow
     actions = np.asarray(batch["actions"], np.float32)
     if actions.shape[-1] != model_cfg.action_dim:
         raise ValueError(
@@ -122,7 +138,7 @@ def pair_batch(batch: dict, config: ml_collections.ConfigDict, action_stats: dic
             f"{model_cfg.action_dim}; set it to the dataset's action size"
         )
     first, second, windows = clip_pairs(np.asarray(batch["video"]), actions, task_cfg.frame_gap)
-    out = pair_inputs(first, second, task_cfg)
+    out = pair_inputs(first, second, task_cfg, with_flow)
     out["target"] = windows.mean(1)[:, list(idm.continuous_dims(model_cfg))]
     if model_cfg.gripper_index >= 0:
         raw = stats.denormalize(windows, action_stats, config.data.action_norm)
@@ -149,13 +165,7 @@ class IDMTask:
 
     def predict(self, params, batch) -> dict:
         """The model's outputs (idm module docstring) for a pair batch; params unboxed."""
-        return self.model.apply(
-            {"params": params["idm"]},
-            batch["frame_t"],
-            batch["frame_tk"],
-            batch["flow"],
-            batch["mask"],
-        )
+        return self.model.apply({"params": params["idm"]}, *idm.model_inputs(self.cfg, batch))
 
     def loss(self, params, batch, rng):
         del rng  # Deterministic: no dropout or noise.
