@@ -16,9 +16,14 @@ motion branch of the same shape reads the motion, chosen by cfg.motion:
              host at data time (wow_jax/data/flow.py)
   'learned'  [frame_t, frame_tk, frame_tk - frame_t]: the branch learns its own motion features
              from the raw pair inside the jitted step (no host flow, no mask; runs on TPU)
-Their feature maps are concatenated per cell (frame_t, frame_tk, motion), mixed by a 1x1 conv,
-average-pooled to a pool_grid x pool_grid grid (keeping where in the image things move, which a
-global pool loses) and flattened into an MLP with a continuous head and a gripper classification
+The frame encoder is chosen by cfg.encoder: 'conv' (trained from scratch) or 'dinov2'
+(wow_jax/models/dinov2.py with cfg.dinov2's sizes; its weights imported through the interop
+layer, tasks/idm.py `pretrained_params`, frozen by cfg.freeze_encoder): its patch tokens
+[B, H/p, W/p, D] are the frame feature maps. Conv: the three feature maps are concatenated per
+cell (frame_t, frame_tk, motion), mixed by a 1x1 conv and average-pooled to a pool_grid x
+pool_grid grid (keeping where in the image things move, which a global pool loses); DINOv2: each
+map is pooled to that grid first (its patch grid is not the motion branch's), then mixed. The
+grid is flattened into an MLP with a continuous head and a gripper classification
 head. The paper's branches (SAM-masked frame, CoTracker3 points, DINO features) are replaced by
 this encoder and the data-time OpenCV flow or the learned motion branch; the sizes depend only
 on the config, not on H and W.
@@ -27,6 +32,8 @@ Model contract (wow_jax/models/__init__.py): create(cfg), init_params(cfg, rng) 
 logical axis names), abstract_params(cfg), with cfg = config.model.idm.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,9 +41,10 @@ from einops import rearrange
 from flax import linen as nn
 
 from wow_jax import compiler
-from wow_jax.models import layers
+from wow_jax.models import dinov2, layers
 from wow_jax.sharding import CHANNELS, CONV_IN, EMBED, MLP
 
+ENCODERS = ("conv", "dinov2")  # cfg.encoder: the frame encoder.
 MOTIONS = ("dis", "learned")  # cfg.motion: host DIS flow + mask, or learned from the frames.
 PIXEL_CHANNELS = 3  # RGB frames.
 FLOW_CHANNELS = 2  # (dx, dy) in pixels.
@@ -133,6 +141,7 @@ class FlowMaskIDM(nn.Module):
     mlp_dim: int
     flow_scale: float
     motion: str
+    dinov2: nn.Module | None = None  # The DINOv2 frame encoder (encoder='dinov2'), else conv.
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -141,7 +150,7 @@ class FlowMaskIDM(nn.Module):
         shape = dict(
             stage_mult=self.stage_mult, num_blocks=self.num_blocks, groups=self.norm_groups
         )
-        self.frame_encoder = ConvEncoder(self.width, **shape, **dt)
+        self.frame_encoder = self.dinov2 or ConvEncoder(self.width, **shape, **dt)
         self.motion_encoder = ConvEncoder(self.motion_width, **shape, **dt)
         self.fuse = _conv(self.fuse_width, 1, (1, 1), name="fuse", **dt)
         self.hidden = layers.dense(self.mlp_dim, (EMBED, MLP), name="hidden", **dt)
@@ -152,19 +161,37 @@ class FlowMaskIDM(nn.Module):
         if self.gripper:
             self.gripper_head = layers.dense(1, (EMBED, None), name="gripper_head", **dt)
 
+    def frame_features(self, frames: jax.Array) -> jax.Array:
+        """[N, H, W, 3] -> the frame encoder's maps: [N, H/2^S, W/2^S, C] (conv) or the DINOv2
+        patch tokens [N, H/p, W/p, D]."""
+        if self.dinov2 is None:
+            return self.frame_encoder(frames)
+        grid = (
+            frames.shape[1] // self.dinov2.patch_size,
+            frames.shape[2] // self.dinov2.patch_size,
+        )
+        return dinov2.patch_grid(self.frame_encoder(frames), grid)
+
     def __call__(self, frame_t, frame_tk, flow=None, mask=None) -> dict:
+        step = self.dinov2.patch_size if self.dinov2 else 1
         check_inputs(
             frame_t, frame_tk, flow, mask, self.motion, len(self.stage_mult), self.pool_grid
         )
+        check_patch_grid(frame_t.shape, step, self.pool_grid)
         frames = jnp.concatenate([frame_t, frame_tk], axis=0).astype(self.dtype)
-        feat_t, feat_tk = jnp.split(self.frame_encoder(frames), 2, axis=0)
+        feat_t, feat_tk = jnp.split(self.frame_features(frames), 2, axis=0)
         if self.motion == "dis":
             motion_in = jnp.concatenate([flow / self.flow_scale, mask], axis=-1)
         else:
             motion_in = jnp.concatenate([frame_t, frame_tk, frame_tk - frame_t], axis=-1)
         motion = self.motion_encoder(motion_in.astype(self.dtype))
-        fused = nn.silu(self.fuse(jnp.concatenate([feat_t, feat_tk, motion], axis=-1)))
-        h = rearrange(pool_to_grid(fused, self.pool_grid), "b g1 g2 c -> b (g1 g2 c)")
+        maps = [feat_t, feat_tk, motion]
+        if self.dinov2 is None:  # Mixed per cell, then pooled.
+            fused = pool_to_grid(nn.silu(self.fuse(jnp.concatenate(maps, axis=-1))), self.pool_grid)
+        else:  # Pooled (the patch grid is not the motion grid), then mixed.
+            pooled = [pool_to_grid(x, self.pool_grid) for x in maps]
+            fused = nn.silu(self.fuse(jnp.concatenate(pooled, axis=-1)))
+        h = rearrange(fused, "b g1 g2 c -> b (g1 g2 c)")
         h = nn.silu(self.out(nn.silu(self.hidden(h))))
         out = {"continuous": self.continuous_head(h).astype(jnp.float32)}
         if self.gripper:
@@ -200,6 +227,20 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.model.idm.flow_scale must be > 0 pixels, got {cfg.flow_scale}")
     if cfg.motion not in MOTIONS:
         raise ValueError(f"config.model.idm.motion must be one of {MOTIONS}, got {cfg.motion!r}")
+    if cfg.encoder not in ENCODERS:
+        raise ValueError(f"config.model.idm.encoder must be one of {ENCODERS}, got {cfg.encoder!r}")
+
+
+def check_patch_grid(shape: tuple, patch: int, grid: int) -> None:
+    """ValueError unless H and W of frames `shape` are multiples of patch x grid (the DINOv2
+    frame encoder's patch grid pooled to pool_grid cells; patch 1: the conv encoder)."""
+    step = patch * grid
+    if shape[1] % step or shape[2] % step:
+        raise ValueError(
+            f"frames of {shape[1]}x{shape[2]} pixels: the DINOv2 frame encoder needs height and "
+            f"width multiples of config.model.idm.dinov2.patch_size x pool_grid = {step}; resize "
+            "the frames (config.data.height / width) or change the patch size or pool_grid"
+        )
 
 
 def check_inputs(frame_t, frame_tk, flow, mask, motion: str, num_stages: int, grid: int) -> None:
@@ -258,6 +299,7 @@ def create(cfg: ml_collections.ConfigDict) -> FlowMaskIDM:
         mlp_dim=cfg.mlp_dim,
         flow_scale=float(cfg.flow_scale),
         motion=cfg.motion,
+        dinov2=dinov2.create(cfg.dinov2) if cfg.encoder == "dinov2" else None,
         dtype=layers.dtype_of(cfg.dtype),
         param_dtype=layers.dtype_of(cfg.param_dtype),
     )
@@ -277,6 +319,8 @@ def model_inputs(cfg: ml_collections.ConfigDict, pairs: dict) -> tuple:
 def dummy_inputs(cfg: ml_collections.ConfigDict, batch: int = 1) -> tuple[jax.Array, ...]:
     """Zero inputs (`input_names`) of the smallest size the model takes."""
     side = 2 ** len(cfg.stage_mult) * cfg.pool_grid
+    if cfg.encoder == "dinov2":
+        side = math.lcm(side, cfg.dinov2.patch_size * cfg.pool_grid)
     channels = {"flow": FLOW_CHANNELS, "mask": MASK_CHANNELS}
     return tuple(
         jnp.zeros((batch, side, side, channels.get(name, PIXEL_CHANNELS)), jnp.float32)

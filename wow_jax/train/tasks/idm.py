@@ -33,9 +33,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import linen as nn
 
+from wow_jax import checkpointing, sharding
 from wow_jax.data import clips, flow, stats
-from wow_jax.models import idm
+from wow_jax.models import dinov2, idm
 
 
 def smooth_l1(error: jax.Array, beta: float) -> jax.Array:
@@ -147,14 +149,26 @@ def pair_batch(
     return out
 
 
+FROZEN_ENCODER = "^idm/frame_encoder/"  # The imported DINOv2 with config.model.idm.freeze_encoder.
+
+
+def imported_encoder(model_cfg: ml_collections.ConfigDict):
+    """The DINOv2 params of config.model.idm.dinov2_checkpoint (mode convert's output, written by
+    the interop importer), shapes checked against config.model.idm.dinov2."""
+    target = {"dinov2": sharding.abstract_on_mesh(dinov2.abstract_params(model_cfg.dinov2), None)}
+    return checkpointing.restore_subtrees(model_cfg.dinov2_checkpoint, target)["dinov2"]
+
+
 class IDMTask:
     name = "idm"
-    frozen_pattern = ""  # config.train.freeze='auto': everything trains.
 
     def __init__(self, config: ml_collections.ConfigDict):
         check_config(config)
         self.cfg = config.model.idm
         self.model = idm.create(self.cfg)
+        # config.train.freeze='auto': everything trains but a frozen imported DINOv2.
+        frozen = self.cfg.encoder == "dinov2" and self.cfg.freeze_encoder
+        self.frozen_pattern = FROZEN_ENCODER if frozen else ""
         task_cfg = config.idm
         dims = idm.continuous_dims(self.cfg)
         self.weights = np.asarray(task_cfg.action_weights or (1.0,) * len(dims), np.float32)
@@ -162,6 +176,14 @@ class IDMTask:
 
     def init_params(self, rng):
         return {"idm": idm.init_params(self.cfg, rng)}
+
+    def pretrained_params(self, rng) -> dict:
+        """{'idm': init_params(rng)'s IDM with the imported DINOv2 as its frame encoder} (host
+        arrays; the loop's fresh state takes it), or {} without model.idm.dinov2_checkpoint."""
+        if self.cfg.encoder != "dinov2" or not self.cfg.dinov2_checkpoint:
+            return {}
+        params = nn.meta.unbox(idm.init_params(self.cfg, rng))
+        return {"idm": {**params, "frame_encoder": imported_encoder(self.cfg)}}
 
     def predict(self, params, batch) -> dict:
         """The model's outputs (idm module docstring) for a pair batch; params unboxed."""
