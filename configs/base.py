@@ -162,6 +162,11 @@ def _idm() -> ml_collections.ConfigDict:
     c.pool_grid = 4  # Fused maps are average-pooled to pool_grid x pool_grid cells, flattened.
     c.mlp_dim = 256  # Hidden width of the fusion MLP before the action heads.
     c.flow_scale = 4.0  # Flow (pixels) is divided by this at the motion branch's input.
+    c.motion = "dis"  # Motion branch input: 'dis' (host OpenCV flow + mask) or 'learned' (frames).
+    c.encoder = "conv"  # Frame encoder: 'conv' (from scratch) or 'dinov2' (imported, `dinov2`).
+    c.dinov2 = _dinov2()  # encoder='dinov2': the ViT's sizes (as config.model.dinov2's fields).
+    c.dinov2_checkpoint = ""  # encoder='dinov2': Orbax DINOv2 params (mode convert); '' = random.
+    c.freeze_encoder = True  # encoder='dinov2': keep the imported ViT fixed (False: fine-tune).
     c.param_dtype = "float32"  # Dtype parameters are stored in.
     c.dtype = "float32"  # Compute dtype.
     return c
@@ -252,6 +257,8 @@ def _idm_task() -> ml_collections.ConfigDict:
     c.gripper_threshold = 0.5  # Raw gripper action above which it is 'closed' (Meta-World 0/1).
     c.flow_preset = "medium"  # OpenCV DIS optical-flow preset: 'ultrafast', 'fast', 'medium'.
     c.mask_threshold = 0.5  # Flow magnitude (pixels) above which a pixel is in the motion mask.
+    c.cotrain = False  # Task 'world_model': also train the IDM in every step (own optimiser).
+    c.cotrain_lr = 1e-3  # Co-training: the IDM optimiser's peak learning rate (run's schedule).
     c.baseline_flow_grid = 8  # Nearest-flow baseline: flow average-pooled to this grid (features).
     c.baseline_batches = 16  # Evaluation: training pair batches the mean and nearest-flow use.
     c.eval_batch = 64  # Evaluation and replay: frame pairs per IDM call.

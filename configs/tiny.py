@@ -31,6 +31,7 @@ def get_config(arg=None):
     idm = config.model.idm
     idm.width, idm.motion_width, idm.stage_mult, idm.norm_groups = 8, 8, (1, 2), 4
     idm.fuse_width, idm.pool_grid, idm.mlp_dim = 16, 2, 32
+    idm.dinov2 = dinov2.copy_and_resolve_references()
 
     config.data.num_frames, config.data.height, config.data.width = 5, 32, 32
     config.train.steps, config.train.warmup_steps, config.train.log_every = 4, 1, 1

@@ -10,11 +10,11 @@ IDM's run gives model.idm, config.idm (frame_gap k, flow), data.action_norm and 
 action_stats.json (`rundir.adopt`, RUN_SOURCES['act']). The clip is mode generate's
 (`pipeline.generate`); each video, as written (uint8 frames [T, H, W, 3]), is read by the IDM as
 training read clips: pairs (t, t + k) (`tasks.idm.frame_pairs`) with their DIS flow and mask
-(`tasks.idm.pair_inputs`). A pair's output is the mean normalised action of the k steps it spans;
-step s's output is the mean of the outputs of the pairs spanning it (`per_step`; for k = 1 the
-pair's own), so there is one action per frame step, T - 1 in all. They become dataset units with
-the IDM run's statistics (`evaluation.idm.to_actions`; the gripper column is the dataset's
-smallest (open) or largest (closed) gripper action).
+when the IDM reads them (`tasks.idm.pair_inputs`). A pair's output is the mean normalised
+action of the k steps it spans; step s's output is the mean of the outputs of the pairs spanning
+it (`per_step`; for k = 1 the pair's own), so there is one action per frame step, T - 1 in
+all. They become dataset units with the IDM run's statistics (`evaluation.idm.to_actions`; the
+gripper column is the dataset's smallest (open) or largest (closed) gripper action).
 
 Per job, next to <name>.mp4 (sample.output_dir or <workdir>/generate):
     <name>_actions.npz   actions float32 [T-1, A] in dataset units; with a gripper also
@@ -152,8 +152,7 @@ class ActionReader:
         model = idm.create(config.model.idm)
 
         def apply(params, pairs):
-            inputs = (pairs["frame_t"], pairs["frame_tk"], pairs["flow"], pairs["mask"])
-            return model.apply({"params": params}, *inputs)
+            return model.apply({"params": params}, *idm.model_inputs(config.model.idm, pairs))
 
         self._apply = jax.jit(apply)
 
@@ -171,7 +170,8 @@ class ActionReader:
         'gripper_prob': [T-1], 'gripper_closed': [T-1] bool}."""
         gap = self.config.idm.frame_gap
         first, second = idm_task.frame_pairs(clips.to_unit_range(frames)[None], gap)
-        pairs = idm_task.pair_inputs(first, second, self.config.idm)
+        with_flow = idm_task.reads_flow(self.config.model.idm)
+        pairs = idm_task.pair_inputs(first, second, self.config.idm, with_flow)
         outputs = evaluation.predict_pairs(self.predict, pairs, self.config.act.pair_batch)
         steps = per_step(outputs, gap)
         result = {"actions": evaluation.to_actions(steps, self.action_stats, self.config)}

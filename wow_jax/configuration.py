@@ -305,6 +305,7 @@ NUMERIC_RANGES = (
     ("idm.baseline_batches", _at_least(1), "training pair batches of the baselines"),
     ("idm.eval_batch", _at_least(1), "frame pairs per IDM call"),
     ("idm.heldout_episodes", _at_least(1), "held-out episodes per task"),
+    ("idm.cotrain_lr", _above(0), "the co-trained IDM's learning rate"),
     ("idm.heldout_seed_offset", _at_least(1), "0 would hold out the training episodes"),
     ("demo.clips", _at_least(1), "training clips"),
     ("demo.heldout", _at_least(1), "held-out clips"),

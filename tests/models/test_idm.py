@@ -86,9 +86,32 @@ def test_bad_inputs_are_refused_clearly(tiny_config):
         apply({"params": params}, *(x[:, :28, :28] for x in (frame_t, frame_tk, flow, mask)))
 
 
+# issue 17: motion='learned' reads the raw frame pair only (no host flow), and its motion branch
+# sees the difference of the frames: moving frame_tk changes the prediction; host flow is refused.
+def test_learned_motion_reads_the_frames_only(tiny_config):
+    cfg = tiny_config.model.idm
+    cfg.motion = "learned"
+    params = idm.init_params(cfg, jax.random.key(2))
+    assert idm.input_names(cfg) == ("frame_t", "frame_tk")
+    frame_t, frame_tk, flow, mask = _inputs(2, 32)
+    apply = idm.create(cfg).apply
+    out = apply({"params": params}, frame_t, frame_tk)
+    assert out["continuous"].shape == (2, 3) and out["gripper_logit"].shape == (2,)
+    moved = apply({"params": params}, frame_t, np.roll(frame_tk, 3, axis=2))["continuous"]
+    assert not np.allclose(out["continuous"], moved, atol=1e-4)
+    # The motion branch's first conv reads 9 channels: frame_t, frame_tk and their difference.
+    assert params["motion_encoder"]["down_0"]["kernel"].value.shape[2] == 9
+    with pytest.raises(ValueError, match=r"motion='learned' reads no host flow and mask"):
+        apply({"params": params}, frame_t, frame_tk, flow, mask)
+    cfg.motion = "dis"
+    with pytest.raises(ValueError, match=r"motion='dis' reads a host flow and mask"):
+        idm.create(cfg).apply({"params": idm.init_params(cfg, jax.random.key(2))}, frame_t, frame_t)
+
+
 @pytest.mark.parametrize(
     "key, value, message",
     [
+        ("motion", "raft", r"config.model.idm.motion must be one of \('dis', 'learned'\)"),
         ("gripper_index", 4, r"gripper_index must be -1 \(no gripper\) or an action index"),
         ("norm_groups", 3, r"width x stage_mult gives channels \[8, 16\] not divisible"),
         ("flow_scale", 0.0, r"flow_scale must be > 0"),

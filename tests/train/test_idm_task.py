@@ -8,6 +8,7 @@ import pytest
 import torch
 from flax import linen as nn
 
+from wow_jax.data import flow as flow_lib
 from wow_jax.data import prepare, rlds, stats
 from wow_jax.evaluation import idm as evaluation
 from wow_jax.train import loop, tasks
@@ -95,6 +96,25 @@ def test_clip_pairs_and_targets(tiny_config):
     np.testing.assert_array_equal(pairs["gripper"], [0, 1, 0, 1, 0, 0])  # mean > 0.5
     assert pairs["flow"].shape == (6, SIZE, SIZE, 2) and pairs["mask"].shape == (6, SIZE, SIZE, 1)
     assert abs(pairs["flow"][0, 14:18, 10:14, 0].mean() - 2.0) < 0.6  # the square moved 2 px
+
+
+# issue 17: with motion='learned' the pair batch carries no DIS flow (no OpenCV at data time)
+# unless asked for (the nearest-flow baseline), and the task's loss runs on frames alone.
+def test_learned_motion_pairs_skip_the_flow(tiny_config, monkeypatch):
+    cfg = tiny_config
+    cfg.model.idm.action_dim, cfg.model.idm.gripper_index = 3, 2
+    cfg.model.idm.motion, cfg.data.action_norm = "learned", "none"
+    video = np.stack([render(np.array([12.0 + t, 16.0]), t % 2) for t in range(3)])[None]
+    batch = {"video": video.astype(np.float32) / 127.5 - 1.0, "actions": np.zeros((1, 2, 3))}
+    with_flow = idm_task.pair_batch(batch, cfg, None, with_flow=True)
+    assert with_flow["flow"].shape == (2, SIZE, SIZE, 2)
+    monkeypatch.setattr(flow_lib, "pair_motion", None)  # Any call to DIS now fails.
+    pairs = idm_task.pair_batch(batch, cfg, None)
+    assert set(pairs) == {"frame_t", "frame_tk", "target", "gripper"}
+    task = idm_task.IDMTask(cfg)
+    params = {"idm": nn.meta.unbox(task.init_params(jax.random.key(0)))["idm"]}
+    loss, metrics = task.loss(params, pairs, jax.random.key(1))
+    assert np.isfinite(loss) and "gripper_bce" in metrics
 
 
 def test_smooth_l1_matches_torch():

@@ -7,13 +7,15 @@ from the saved step, and the pipeline's skipped-episode count as the data/skippe
 """
 
 import json
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
 from tests.data.conftest import synthetic_episode, write_dataset
-from wow_jax.data import captions, pipeline, rlds, text_cache
+from wow_jax import act, checkpointing, sharding
+from wow_jax.data import captions, pipeline, rlds, stats, text_cache
 from wow_jax.data import tokenizer as tokenizer_lib
 from wow_jax.models import text_encoder
 from wow_jax.train import loop
@@ -125,3 +127,46 @@ def test_vae(tiny_config, dataset, tmp_path):
     records = _check_run(workdir, 3)
     assert _checkpoints(workdir) == [2, 3]
     assert _skipped(records) == _expected_skipped(cfg.data, 3)
+
+
+def _params(path, names) -> dict:
+    restored = checkpointing.restore_subtrees(path, dict.fromkeys(names))
+    return {name: jax.tree.map(np.asarray, tree) for name, tree in restored.items()}
+
+
+def _max_change(a, b) -> float:
+    return max(
+        float(np.max(np.abs(x - y))) for x, y in zip(*map(jax.tree.leaves, (a, b)), strict=True)
+    )
+
+
+# issue 17: config.idm.cotrain trains the IDM in the world model's run with its own optimiser:
+# one mode-train run updates both (the IDM at its own learning rate) and checkpoints both, a
+# resume repeats the uninterrupted run bit for bit, and act's reader takes the IDM from it.
+def test_world_model_cotrains_the_idm(tiny_config, dataset, tmp_path):
+    cfg = _config(tiny_config, dataset, "world_model", steps=2)
+    cfg.checkpoint.save_every, cfg.train.warmup_steps, cfg.train.schedule = 1, 0, "constant"
+    cfg.train.learning_rate, cfg.idm.cotrain, cfg.idm.cotrain_lr = 1e-5, True, 1e-2
+    cfg.model.text.tokenizer_path = _train_spm(dataset, cfg.data, tmp_path)
+    workdir = tmp_path / "run"
+    loop.train(cfg, str(workdir))
+    records = _check_run(workdir, 2)
+    assert {"train/world_model_loss", "train/idm_loss", "train/idm_gripper_bce"} <= set(records[0])
+    root = workdir / "checkpoints"
+    first, last = _params(root / "1", ("dit", "idm")), _params(root, ("dit", "idm", "vae"))
+    # Adam moves each weight by ~its learning rate per step: the DiT by ~1e-5, the IDM by ~1e-2.
+    assert 0 < _max_change(first["dit"], last["dit"]) < 1e-4
+    assert _max_change(first["idm"], last["idm"]) > 2e-3
+
+    # Resume: step 2 run again from checkpoint 1 gives the same parameters bit for bit.
+    shutil.rmtree(root / "2")
+    loop.train(cfg, str(workdir))
+    resumed = _params(root, ("dit", "idm"))
+    for name in ("dit", "idm"):
+        assert _max_change(resumed[name], last[name]) == 0.0, name
+
+    cfg.act.idm_checkpoint = str(workdir)
+    reader = act.ActionReader(cfg, sharding.make_mesh(cfg.mesh), stats.load_stats(workdir))
+    assert _max_change(jax.device_get(reader.params), last["idm"]) == 0.0
+    frames = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    assert reader.read(frames)["actions"].shape == (4, 4)

@@ -4,7 +4,8 @@ the training targets; the majority gripper state) and the nearest neighbour in f
 training pair whose flow, average-pooled to config.idm.baseline_flow_grid cells, is closest in
 L2 gives its action).
 
-Pairs are the IDM task's pair batches (wow_jax/train/tasks/idm.py `pair_batch`) concatenated
+Pairs are the IDM task's pair batches (wow_jax/train/tasks/idm.py `pair_batch`, with the DIS
+flow whatever the IDM's motion input: the nearest-flow baseline reads it) concatenated
 (`concat_pairs`): the training pairs as trained on ('target' normalised with the training
 dataset's statistics), the held-out pairs read in dataset units (config.data.action_norm='none':
 'target' [N, C] is the raw mean action, so no other dataset's normalisation enters). Every
@@ -42,8 +43,8 @@ def concat_pairs(batches: Iterator[dict], num_batches: int) -> dict:
 def predict_pairs(predict: Callable[[dict], dict], pairs: dict, batch_size: int) -> dict:
     """Model outputs over all pairs, `batch_size` at a time: predict(batch of pairs) -> outputs
     ({'continuous': [n, C], 'gripper_logit': [n]}) -> the same keys over all N pairs."""
-    inputs = ("frame_t", "frame_tk", "flow", "mask")
-    count = len(pairs["flow"])
+    inputs = [k for k in ("frame_t", "frame_tk", "flow", "mask") if k in pairs]
+    count = len(pairs["frame_t"])
     outs = [
         predict({k: pairs[k][i : i + batch_size] for k in inputs})
         for i in range(0, count, batch_size)

@@ -5,21 +5,34 @@ From two frames k steps apart and the motion between them it predicts the robot'
     frame_t, frame_tk: [B, H, W, 3] in [-1, 1]
     flow:              [B, H, W, 2] dense motion frame_t -> frame_tk in pixels (dx, dy)
     mask:              [B, H, W, 1] motion mask in {0, 1} (flow magnitude, wow_jax/data/flow.py)
+                       (flow and mask only with motion='dis'; `input_names(cfg)`)
       -> {'continuous':    [B, C] float32, the normalised action on the continuous dims
                                   (`continuous_dims(cfg)`, C = action_dim - 1 with a gripper),
           'gripper_logit': [B] float32, logit of 'gripper closed' (only with a gripper_index)}
 
 One conv encoder (stride-2 stages of residual blocks) reads both frames with shared weights; a
-motion branch of the same shape reads [flow / flow_scale, mask]. Their feature maps are
-concatenated per cell (frame_t, frame_tk, motion), mixed by a 1x1 conv, average-pooled to a
-pool_grid x pool_grid grid (keeping where in the image things move, which a global pool loses)
-and flattened into an MLP with a continuous head and a gripper classification head. The paper's
-branches (SAM-masked frame, CoTracker3 points, DINO features) are replaced by this encoder and
-the data-time OpenCV flow; the sizes depend only on the config, not on H and W.
+motion branch of the same shape reads the motion, chosen by cfg.motion:
+  'dis'      [flow / flow_scale, mask]: OpenCV's DIS flow and its magnitude mask, computed on the
+             host at data time (wow_jax/data/flow.py)
+  'learned'  [frame_t, frame_tk, frame_tk - frame_t]: the branch learns its own motion features
+             from the raw pair inside the jitted step (no host flow, no mask; runs on TPU)
+The frame encoder is chosen by cfg.encoder: 'conv' (trained from scratch) or 'dinov2'
+(wow_jax/models/dinov2.py with cfg.dinov2's sizes; its weights imported through the interop
+layer, tasks/idm.py `pretrained_params`, frozen by cfg.freeze_encoder): its patch tokens
+[B, H/p, W/p, D] are the frame feature maps. Conv: the three feature maps are concatenated per
+cell (frame_t, frame_tk, motion), mixed by a 1x1 conv and average-pooled to a pool_grid x
+pool_grid grid (keeping where in the image things move, which a global pool loses); DINOv2: each
+map is pooled to that grid first (its patch grid is not the motion branch's), then mixed. The
+grid is flattened into an MLP with a continuous head and a gripper classification
+head. The paper's branches (SAM-masked frame, CoTracker3 points, DINO features) are replaced by
+this encoder and the data-time OpenCV flow or the learned motion branch; the sizes depend only
+on the config, not on H and W.
 
 Model contract (wow_jax/models/__init__.py): create(cfg), init_params(cfg, rng) (boxed with
 logical axis names), abstract_params(cfg), with cfg = config.model.idm.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +41,11 @@ from einops import rearrange
 from flax import linen as nn
 
 from wow_jax import compiler
-from wow_jax.models import layers
+from wow_jax.models import dinov2, layers
 from wow_jax.sharding import CHANNELS, CONV_IN, EMBED, MLP
 
+ENCODERS = ("conv", "dinov2")  # cfg.encoder: the frame encoder.
+MOTIONS = ("dis", "learned")  # cfg.motion: host DIS flow + mask, or learned from the frames.
 PIXEL_CHANNELS = 3  # RGB frames.
 FLOW_CHANNELS = 2  # (dx, dy) in pixels.
 MASK_CHANNELS = 1
@@ -125,6 +140,8 @@ class FlowMaskIDM(nn.Module):
     pool_grid: int
     mlp_dim: int
     flow_scale: float
+    motion: str
+    dinov2: nn.Module | None = None  # The DINOv2 frame encoder (encoder='dinov2'), else conv.
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -133,7 +150,7 @@ class FlowMaskIDM(nn.Module):
         shape = dict(
             stage_mult=self.stage_mult, num_blocks=self.num_blocks, groups=self.norm_groups
         )
-        self.frame_encoder = ConvEncoder(self.width, **shape, **dt)
+        self.frame_encoder = self.dinov2 or ConvEncoder(self.width, **shape, **dt)
         self.motion_encoder = ConvEncoder(self.motion_width, **shape, **dt)
         self.fuse = _conv(self.fuse_width, 1, (1, 1), name="fuse", **dt)
         self.hidden = layers.dense(self.mlp_dim, (EMBED, MLP), name="hidden", **dt)
@@ -144,14 +161,37 @@ class FlowMaskIDM(nn.Module):
         if self.gripper:
             self.gripper_head = layers.dense(1, (EMBED, None), name="gripper_head", **dt)
 
-    def __call__(self, frame_t, frame_tk, flow, mask) -> dict:
-        check_inputs(frame_t, frame_tk, flow, mask, len(self.stage_mult), self.pool_grid)
+    def frame_features(self, frames: jax.Array) -> jax.Array:
+        """[N, H, W, 3] -> the frame encoder's maps: [N, H/2^S, W/2^S, C] (conv) or the DINOv2
+        patch tokens [N, H/p, W/p, D]."""
+        if self.dinov2 is None:
+            return self.frame_encoder(frames)
+        grid = (
+            frames.shape[1] // self.dinov2.patch_size,
+            frames.shape[2] // self.dinov2.patch_size,
+        )
+        return dinov2.patch_grid(self.frame_encoder(frames), grid)
+
+    def __call__(self, frame_t, frame_tk, flow=None, mask=None) -> dict:
+        step = self.dinov2.patch_size if self.dinov2 else 1
+        check_inputs(
+            frame_t, frame_tk, flow, mask, self.motion, len(self.stage_mult), self.pool_grid
+        )
+        check_patch_grid(frame_t.shape, step, self.pool_grid)
         frames = jnp.concatenate([frame_t, frame_tk], axis=0).astype(self.dtype)
-        feat_t, feat_tk = jnp.split(self.frame_encoder(frames), 2, axis=0)
-        motion_in = jnp.concatenate([flow / self.flow_scale, mask], axis=-1).astype(self.dtype)
-        motion = self.motion_encoder(motion_in)
-        fused = nn.silu(self.fuse(jnp.concatenate([feat_t, feat_tk, motion], axis=-1)))
-        h = rearrange(pool_to_grid(fused, self.pool_grid), "b g1 g2 c -> b (g1 g2 c)")
+        feat_t, feat_tk = jnp.split(self.frame_features(frames), 2, axis=0)
+        if self.motion == "dis":
+            motion_in = jnp.concatenate([flow / self.flow_scale, mask], axis=-1)
+        else:
+            motion_in = jnp.concatenate([frame_t, frame_tk, frame_tk - frame_t], axis=-1)
+        motion = self.motion_encoder(motion_in.astype(self.dtype))
+        maps = [feat_t, feat_tk, motion]
+        if self.dinov2 is None:  # Mixed per cell, then pooled.
+            fused = pool_to_grid(nn.silu(self.fuse(jnp.concatenate(maps, axis=-1))), self.pool_grid)
+        else:  # Pooled (the patch grid is not the motion grid), then mixed.
+            pooled = [pool_to_grid(x, self.pool_grid) for x in maps]
+            fused = nn.silu(self.fuse(jnp.concatenate(pooled, axis=-1)))
+        h = rearrange(fused, "b g1 g2 c -> b (g1 g2 c)")
         h = nn.silu(self.out(nn.silu(self.hidden(h))))
         out = {"continuous": self.continuous_head(h).astype(jnp.float32)}
         if self.gripper:
@@ -185,11 +225,27 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
             )
     if cfg.flow_scale <= 0:
         raise ValueError(f"config.model.idm.flow_scale must be > 0 pixels, got {cfg.flow_scale}")
+    if cfg.motion not in MOTIONS:
+        raise ValueError(f"config.model.idm.motion must be one of {MOTIONS}, got {cfg.motion!r}")
+    if cfg.encoder not in ENCODERS:
+        raise ValueError(f"config.model.idm.encoder must be one of {ENCODERS}, got {cfg.encoder!r}")
 
 
-def check_inputs(frame_t, frame_tk, flow, mask, num_stages: int, grid: int) -> None:
-    """ValueError unless the four inputs are the module docstring's shapes, with H and W
-    multiples of 2^num_stages * grid."""
+def check_patch_grid(shape: tuple, patch: int, grid: int) -> None:
+    """ValueError unless H and W of frames `shape` are multiples of patch x grid (the DINOv2
+    frame encoder's patch grid pooled to pool_grid cells; patch 1: the conv encoder)."""
+    step = patch * grid
+    if shape[1] % step or shape[2] % step:
+        raise ValueError(
+            f"frames of {shape[1]}x{shape[2]} pixels: the DINOv2 frame encoder needs height and "
+            f"width multiples of config.model.idm.dinov2.patch_size x pool_grid = {step}; resize "
+            "the frames (config.data.height / width) or change the patch size or pool_grid"
+        )
+
+
+def check_inputs(frame_t, frame_tk, flow, mask, motion: str, num_stages: int, grid: int) -> None:
+    """ValueError unless the inputs are the module docstring's shapes (flow and mask given
+    exactly with motion='dis'), with H and W multiples of 2^num_stages * grid."""
     shape = tuple(frame_t.shape)
     if len(shape) != 4 or shape[-1] != PIXEL_CHANNELS:
         raise ValueError(f"frame_t must be [B, H, W, {PIXEL_CHANNELS}], got shape {shape}")
@@ -198,8 +254,15 @@ def check_inputs(frame_t, frame_tk, flow, mask, num_stages: int, grid: int) -> N
             f"frame_t and frame_tk must have the same shape, got {shape} and "
             f"{tuple(frame_tk.shape)}; resize both frames to the dataset's height x width"
         )
+    learned = motion == "learned"
+    if (flow is None) != learned or (mask is None) != learned:
+        raise ValueError(
+            f"config.model.idm.motion={motion!r} reads {'no' if learned else 'a'} host flow and "
+            f"mask (input_names), got flow {flow is not None} and mask {mask is not None}; pass "
+            "the pair batch's inputs through model_inputs(cfg, pairs)"
+        )
     for name, x, channels in (("flow", flow, FLOW_CHANNELS), ("mask", mask, MASK_CHANNELS)):
-        if tuple(x.shape) != shape[:3] + (channels,):
+        if x is not None and tuple(x.shape) != shape[:3] + (channels,):
             raise ValueError(
                 f"{name} must be {list(shape[:3]) + [channels]} for frames {shape}, got "
                 f"{tuple(x.shape)}"
@@ -235,17 +298,34 @@ def create(cfg: ml_collections.ConfigDict) -> FlowMaskIDM:
         pool_grid=cfg.pool_grid,
         mlp_dim=cfg.mlp_dim,
         flow_scale=float(cfg.flow_scale),
+        motion=cfg.motion,
+        dinov2=dinov2.create(cfg.dinov2) if cfg.encoder == "dinov2" else None,
         dtype=layers.dtype_of(cfg.dtype),
         param_dtype=layers.dtype_of(cfg.param_dtype),
     )
 
 
+def input_names(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The pair-batch keys the model reads, in call order: the frames, and with motion='dis'
+    the host flow and mask."""
+    return ("frame_t", "frame_tk") + (("flow", "mask") if cfg.motion == "dis" else ())
+
+
+def model_inputs(cfg: ml_collections.ConfigDict, pairs: dict) -> tuple:
+    """The positional inputs of `create(cfg)` taken from a pair batch (`input_names`)."""
+    return tuple(pairs[name] for name in input_names(cfg))
+
+
 def dummy_inputs(cfg: ml_collections.ConfigDict, batch: int = 1) -> tuple[jax.Array, ...]:
-    """Zero (frame_t, frame_tk, flow, mask) of the smallest size the model takes."""
+    """Zero inputs (`input_names`) of the smallest size the model takes."""
     side = 2 ** len(cfg.stage_mult) * cfg.pool_grid
-    frame = jnp.zeros((batch, side, side, PIXEL_CHANNELS), jnp.float32)
-    flow = jnp.zeros((batch, side, side, FLOW_CHANNELS), jnp.float32)
-    return frame, frame, flow, jnp.zeros((batch, side, side, MASK_CHANNELS), jnp.float32)
+    if cfg.encoder == "dinov2":
+        side = math.lcm(side, cfg.dinov2.patch_size * cfg.pool_grid)
+    channels = {"flow": FLOW_CHANNELS, "mask": MASK_CHANNELS}
+    return tuple(
+        jnp.zeros((batch, side, side, channels.get(name, PIXEL_CHANNELS)), jnp.float32)
+        for name in input_names(cfg)
+    )
 
 
 def init_params(cfg: ml_collections.ConfigDict, rng: jax.Array):

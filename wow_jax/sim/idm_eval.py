@@ -92,7 +92,7 @@ def training_pairs(config: ml_collections.ConfigDict, workdir: str) -> tuple[dic
     norm_stats = idm_task.dataset_action_stats(config.data, dataset_dir)
     batches = tasks.HostBatches(
         tasks.clip_iterator(config, dataset_dir),
-        lambda batch: idm_task.pair_batch(batch, config, norm_stats),
+        lambda batch: idm_task.pair_batch(batch, config, norm_stats, with_flow=True),
         dataset_dir,
     )
     return evaluation.concat_pairs(batches, config.idm.baseline_batches), action_stats
@@ -109,7 +109,7 @@ def in_dataset_units(config: ml_collections.ConfigDict) -> ml_collections.Config
 def heldout_episode(clip: dict, config, predict) -> dict:
     """One held-out clip -> {'pairs' (raw targets), 'outputs' (the IDM's), 'true' [P, A] the
     mean raw action of each pair's k steps}."""
-    pairs = idm_task.pair_batch(clip, in_dataset_units(config), None)
+    pairs = idm_task.pair_batch(clip, in_dataset_units(config), None, with_flow=True)
     _, _, windows = idm_task.clip_pairs(clip["video"], clip["actions"], config.idm.frame_gap)
     outputs = evaluation.predict_pairs(predict, pairs, config.idm.eval_batch)
     return {"pairs": pairs, "outputs": outputs, "true": windows.mean(1)}

@@ -188,7 +188,8 @@ def prepare(
         boxed_params = jax.eval_shape(task.init_params, init_rng)
     abstract_params = nn.unbox(boxed_params)
     freeze = opt_lib.resolve_freeze(train_cfg.freeze, task)
-    tx = opt_lib.make_optimizer(train_cfg, abstract_params, freeze)
+    groups = getattr(task, "optimizer_groups", None)  # Own optimisers (a co-trained IDM).
+    tx = opt_lib.make_optimizer(train_cfg, abstract_params, freeze, groups)
     mask = opt_lib.trainable_mask(abstract_params, freeze)
 
     def create(params):
@@ -216,9 +217,11 @@ def prepare(
 
 
 def _given_params(run: Run, initial_params: dict | None) -> dict:
-    """{top-level params key: tree} replacing the random init: `initial_params`, then the
-    subtrees of config.checkpoint.init_from that the task has (restored onto the mesh)."""
-    given = dict(initial_params or {})
+    """{top-level params key: tree} replacing the random init: the task's `pretrained_params`
+    (weights it imports), `initial_params`, then the subtrees of config.checkpoint.init_from
+    that the task has (restored onto the mesh)."""
+    pretrained = getattr(run.task, "pretrained_params", None)  # e.g. an imported DINOv2.
+    given = {**(pretrained(run.init_rng) if pretrained else {}), **(initial_params or {})}
     abstract_params = run.abstract_state.params
     init_from = run.config.checkpoint.init_from
     if init_from:

@@ -85,16 +85,9 @@ def trainable_mask(params, pattern: str):
     return jax.tree.map(lambda label: label == TRAINABLE, freeze_labels(params, pattern))
 
 
-def make_optimizer(
-    train_cfg: ml_collections.ConfigDict, params, freeze: str | None = None
-) -> optax.GradientTransformation:
-    """The full transformation for `params` (a tree of arrays or ShapeDtypeStructs); `freeze`
-    (default config.train.freeze) is the resolved regex of frozen paths."""
-    freeze = train_cfg.freeze if freeze is None else freeze
-    labels = freeze_labels(params, freeze)
-    if all(label == FROZEN for label in jax.tree.leaves(labels)):
-        raise ValueError(f"config.train.freeze={freeze!r} freezes every parameter; loosen it")
-    trainable = optax.chain(
+def _adamw(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Global-norm clipping then AdamW on the schedule of `train_cfg`."""
+    return optax.chain(
         optax.clip_by_global_norm(train_cfg.clip_norm),
         optax.adamw(
             make_schedule(train_cfg),
@@ -104,7 +97,37 @@ def make_optimizer(
             weight_decay=train_cfg.weight_decay,
         ),
     )
-    tx = optax.multi_transform({TRAINABLE: trainable, FROZEN: optax.set_to_zero()}, labels)
+
+
+def group_labels(labels, groups: dict):
+    """Trained leaves under a top-level key of `groups` get that key as their label."""
+    return {
+        key: jax.tree.map(lambda label, k=key: k if label == TRAINABLE else label, tree)
+        if key in groups
+        else tree
+        for key, tree in labels.items()
+    }
+
+
+def make_optimizer(
+    train_cfg: ml_collections.ConfigDict,
+    params,
+    freeze: str | None = None,
+    groups: dict | None = None,
+) -> optax.GradientTransformation:
+    """The full transformation for `params` (a tree of arrays or ShapeDtypeStructs); `freeze`
+    (default config.train.freeze) is the resolved regex of frozen paths. `groups` ({top-level
+    params key: train config}, a task's `optimizer_groups`): the trained leaves under each key
+    get their own optimiser (own clipping norm, moments and learning rate), e.g. the co-trained
+    IDM (tasks/cotrain.py)."""
+    freeze = train_cfg.freeze if freeze is None else freeze
+    groups = groups or {}
+    labels = group_labels(freeze_labels(params, freeze), groups)
+    if all(label == FROZEN for label in jax.tree.leaves(labels)):
+        raise ValueError(f"config.train.freeze={freeze!r} freezes every parameter; loosen it")
+    transforms = {TRAINABLE: _adamw(train_cfg), FROZEN: optax.set_to_zero()}
+    transforms.update({key: _adamw(cfg) for key, cfg in groups.items()})
+    tx = optax.multi_transform(transforms, labels)
     if train_cfg.grad_accum > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=train_cfg.grad_accum)
     return tx

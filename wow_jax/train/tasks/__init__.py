@@ -2,7 +2,8 @@
 
     build(config, workdir) -> (task, train_iterator, eval_iterator or None)
 
-'world_model' (tasks/world_model.py), 'vae' (tasks/vae.py) and 'idm' (tasks/idm.py) read
+'world_model' (tasks/world_model.py; with config.idm.cotrain the IDM too, tasks/cotrain.py),
+'vae' (tasks/vae.py) and 'idm' (tasks/idm.py) read
 clips from the Grain pipeline of wow_jax.data, over the dataset that
 wow_jax.data.prepare.prepare_dataset makes ready for config.data.source (collected / converted
 into <workdir>/data on first use, with its action statistics); captions are tokenized on the host
@@ -102,43 +103,88 @@ def cached_world_model(config, null_text_states: np.ndarray):
     return WorldModelTask(config, null_text_states=null_text_states, components=("dit",))
 
 
+def cotrain_batches(config, world: HostBatches, action_stats: dict | None) -> HostBatches:
+    """The world model's batches with the IDM's pair batch of the same clips under 'idm'
+    (tasks/cotrain.py)."""
+    from wow_jax.train.tasks import cotrain, idm
+
+    def fn(batch):
+        return {**world.fn(batch), cotrain.IDM: idm.pair_batch(batch, config, action_stats)}
+
+    return HostBatches(world.inner, fn, world.dataset_dir)
+
+
+def _world_model(config, workdir: str):
+    """(task, make(seed offset) -> iterator) of task 'world_model', co-training the IDM with
+    config.idm.cotrain (tasks/cotrain.py)."""
+    from wow_jax.data import prepare
+    from wow_jax.data import text_cache as text_cache_lib
+    from wow_jax.train.tasks.world_model import WorldModelTask
+
+    if config.train.inputs == "latents":
+        return _cached_world_model(config)
+    cache = text_cache_lib.from_config(config.model.text)
+    if cache is not None:  # umT5 never runs: keep it out of the state
+        text = None
+        null = np.asarray(cache.lookup(""), np.float32)
+        task = WorldModelTask(config, null_text_states=null, components=("dit", "vae", "clip"))
+    else:  # captions tokenized on the host, umT5 run in the train step
+        task = WorldModelTask(config)
+        text = task.text
+        text.require_tokenizer()  # One error now, not after the data preparation.
+    if config.idm.cotrain:
+        from wow_jax.train.tasks import cotrain, idm
+
+        task = cotrain.CoTrainTask(config, task)
+    dataset_dir = prepare.prepare_dataset(config.data, workdir)
+    action_stats = None
+    if config.idm.cotrain:
+        action_stats = idm.dataset_action_stats(config.data, dataset_dir)
+        idm.check_action_dim(config.model.idm, action_stats)
+
+    def make(offset):
+        inner = clip_iterator(config, dataset_dir, offset)
+        batches = world_model_batches(config, inner, dataset_dir, text, cache)
+        return cotrain_batches(config, batches, action_stats) if config.idm.cotrain else batches
+
+    return task, make
+
+
+def _cached_world_model(config):
+    """(task, make(seed offset) -> iterator) of task 'world_model' on the latent cache
+    (config.train.inputs='latents')."""
+    from wow_jax.train import latent_cache
+    from wow_jax.train.array_data import ArrayIterator
+
+    if config.idm.cotrain:
+        raise ValueError(
+            "config.idm.cotrain reads pixel frames for the IDM, but config.train.inputs='latents' "
+            "trains from the latent cache; set --config.train.inputs=pixels to co-train"
+        )
+    arrays = latent_cache.load_for_training(config)
+    task = cached_world_model(config, np.asarray(arrays.pop(latent_cache.NULL_KEY)[0]))
+
+    def make(offset):
+        seed = config.data.shuffle_seed + offset
+        return ArrayIterator(arrays, config.data.batch_size, seed=seed)
+
+    return task, make
+
+
 def build(config, workdir: str):
     """(task, train iterator, eval iterator or None) for config.train.task."""
     from wow_jax.data import prepare
 
     name = config.train.task
+    if config.idm.cotrain and name != "world_model":
+        raise ValueError(
+            f"config.idm.cotrain trains the IDM beside the world model: it needs "
+            f"config.train.task='world_model', got {name!r}; train the IDM alone with task 'idm'"
+        )
     eval_wanted = config.train.eval_every > 0
     # Each task is built (its inputs checked) before the dataset is collected or converted.
-    if name == "world_model" and config.train.inputs == "latents":
-        from wow_jax.train import latent_cache
-        from wow_jax.train.array_data import ArrayIterator
-
-        arrays = latent_cache.load_for_training(config)
-        task = cached_world_model(config, np.asarray(arrays.pop(latent_cache.NULL_KEY)[0]))
-
-        def make(offset):
-            seed = config.data.shuffle_seed + offset
-            return ArrayIterator(arrays, config.data.batch_size, seed=seed)
-
-    elif name == "world_model":
-        from wow_jax.data import text_cache as text_cache_lib
-        from wow_jax.train.tasks.world_model import WorldModelTask
-
-        cache = text_cache_lib.from_config(config.model.text)
-        if cache is not None:  # umT5 never runs: keep it out of the state
-            text = None
-            null = np.asarray(cache.lookup(""), np.float32)
-            task = WorldModelTask(config, null_text_states=null, components=("dit", "vae", "clip"))
-        else:  # captions tokenized on the host, umT5 run in the train step
-            task = WorldModelTask(config)
-            text = task.text
-            text.require_tokenizer()  # One error now, not after the data preparation.
-        dataset_dir = prepare.prepare_dataset(config.data, workdir)
-
-        def make(offset):
-            inner = clip_iterator(config, dataset_dir, offset)
-            return world_model_batches(config, inner, dataset_dir, text, cache)
-
+    if name == "world_model":
+        task, make = _world_model(config, workdir)
     elif name == "vae":
         from wow_jax.train.tasks.vae import VAETask
 

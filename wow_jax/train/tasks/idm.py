@@ -4,11 +4,12 @@ params = {'idm'}. The Grain clip pipeline of wow_jax.data gives clips 'video' [B
 'actions' [B, T-1, A] (normalised by config.data.action_norm with the dataset's
 action_stats.json); `pair_batch` turns every clip into its T-k pairs (t, t+k), k =
 config.idm.frame_gap, on the host, with the OpenCV flow between the two frames
-(wow_jax/data/flow.py). Batch (N = B (T - k) pairs):
+(wow_jax/data/flow.py) when the model reads it (config.model.idm.motion='dis'; 'learned' takes
+the frames only). Batch (N = B (T - k) pairs):
 
     frame_t, frame_tk: [N, H, W, 3] in [-1, 1]
-    flow:              [N, H, W, 2] pixels, frame_t -> frame_tk
-    mask:              [N, H, W, 1] 1 where |flow| > config.idm.mask_threshold pixels
+    flow:              [N, H, W, 2] pixels, frame_t -> frame_tk (with the flow)
+    mask:              [N, H, W, 1] 1 where |flow| > config.idm.mask_threshold pixels (idem)
     target:            [N, C] mean of the k normalised actions between the frames, on the
                        continuous dims (idm.continuous_dims: all but the gripper)
     gripper:           [N] 1.0 where the mean raw gripper action of the k steps exceeds
@@ -32,9 +33,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import linen as nn
 
+from wow_jax import checkpointing, sharding
 from wow_jax.data import clips, flow, stats
-from wow_jax.models import idm
+from wow_jax.models import dinov2, idm
 
 
 def smooth_l1(error: jax.Array, beta: float) -> jax.Array:
@@ -98,23 +101,38 @@ def clip_pairs(video: np.ndarray, actions: np.ndarray, gap: int):
     return first, second, windows.reshape(-1, gap, actions.shape[-1])
 
 
-def pair_inputs(first: np.ndarray, second: np.ndarray, task_cfg: ml_collections.ConfigDict):
-    """Frame pairs [N, H, W, 3] in [-1, 1] x2 -> the model's inputs {'frame_t', 'frame_tk',
-    'flow', 'mask'} (module docstring), the flow from config.idm (flow_preset, mask_threshold)."""
-    motion, mask = flow.pair_motion(
-        clips.to_uint8(first), clips.to_uint8(second), task_cfg.flow_preset, task_cfg.mask_threshold
-    )
-    return {
-        "frame_t": first.astype(np.float32),
-        "frame_tk": second.astype(np.float32),
-        "flow": motion,
-        "mask": mask,
-    }
+def pair_inputs(
+    first: np.ndarray, second: np.ndarray, task_cfg: ml_collections.ConfigDict, with_flow: bool
+):
+    """Frame pairs [N, H, W, 3] in [-1, 1] x2 -> {'frame_t', 'frame_tk'} and, `with_flow`,
+    'flow' and 'mask' (module docstring) from config.idm (flow_preset, mask_threshold)."""
+    out = {"frame_t": first.astype(np.float32), "frame_tk": second.astype(np.float32)}
+    if with_flow:
+        out["flow"], out["mask"] = flow.pair_motion(
+            clips.to_uint8(first),
+            clips.to_uint8(second),
+            task_cfg.flow_preset,
+            task_cfg.mask_threshold,
+        )
+    return out
 
 
-def pair_batch(batch: dict, config: ml_collections.ConfigDict, action_stats: dict | None) -> dict:
-    """A clip batch of the Grain pipeline -> the pair batch of the module docstring."""
+def reads_flow(model_cfg: ml_collections.ConfigDict) -> bool:
+    """True when the model reads the host DIS flow and mask (config.model.idm.motion='dis')."""
+    return "flow" in idm.input_names(model_cfg)
+
+
+def pair_batch(
+    batch: dict,
+    config: ml_collections.ConfigDict,
+    action_stats: dict | None,
+    with_flow: bool | None = None,
+) -> dict:
+    """A clip batch of the Grain pipeline -> the pair batch of the module docstring; the DIS
+    flow and mask are computed `with_flow` (None: when the model reads them, `reads_flow`; the
+    evaluation's nearest-flow baseline asks for them always)."""
     model_cfg, task_cfg = config.model.idm, config.idm
+    with_flow = reads_flow(model_cfg) if with_flow is None else with_flow
     actions = np.asarray(batch["actions"], np.float32)
     if actions.shape[-1] != model_cfg.action_dim:
         raise ValueError(
@@ -122,7 +140,7 @@ def pair_batch(batch: dict, config: ml_collections.ConfigDict, action_stats: dic
             f"{model_cfg.action_dim}; set it to the dataset's action size"
         )
     first, second, windows = clip_pairs(np.asarray(batch["video"]), actions, task_cfg.frame_gap)
-    out = pair_inputs(first, second, task_cfg)
+    out = pair_inputs(first, second, task_cfg, with_flow)
     out["target"] = windows.mean(1)[:, list(idm.continuous_dims(model_cfg))]
     if model_cfg.gripper_index >= 0:
         raw = stats.denormalize(windows, action_stats, config.data.action_norm)
@@ -131,14 +149,26 @@ def pair_batch(batch: dict, config: ml_collections.ConfigDict, action_stats: dic
     return out
 
 
+FROZEN_ENCODER = "^idm/frame_encoder/"  # The imported DINOv2 with config.model.idm.freeze_encoder.
+
+
+def imported_encoder(model_cfg: ml_collections.ConfigDict):
+    """The DINOv2 params of config.model.idm.dinov2_checkpoint (mode convert's output, written by
+    the interop importer), shapes checked against config.model.idm.dinov2."""
+    target = {"dinov2": sharding.abstract_on_mesh(dinov2.abstract_params(model_cfg.dinov2), None)}
+    return checkpointing.restore_subtrees(model_cfg.dinov2_checkpoint, target)["dinov2"]
+
+
 class IDMTask:
     name = "idm"
-    frozen_pattern = ""  # config.train.freeze='auto': everything trains.
 
     def __init__(self, config: ml_collections.ConfigDict):
         check_config(config)
         self.cfg = config.model.idm
         self.model = idm.create(self.cfg)
+        # config.train.freeze='auto': everything trains but a frozen imported DINOv2.
+        frozen = self.cfg.encoder == "dinov2" and self.cfg.freeze_encoder
+        self.frozen_pattern = FROZEN_ENCODER if frozen else ""
         task_cfg = config.idm
         dims = idm.continuous_dims(self.cfg)
         self.weights = np.asarray(task_cfg.action_weights or (1.0,) * len(dims), np.float32)
@@ -147,15 +177,17 @@ class IDMTask:
     def init_params(self, rng):
         return {"idm": idm.init_params(self.cfg, rng)}
 
+    def pretrained_params(self, rng) -> dict:
+        """{'idm': init_params(rng)'s IDM with the imported DINOv2 as its frame encoder} (host
+        arrays; the loop's fresh state takes it), or {} without model.idm.dinov2_checkpoint."""
+        if self.cfg.encoder != "dinov2" or not self.cfg.dinov2_checkpoint:
+            return {}
+        params = nn.meta.unbox(idm.init_params(self.cfg, rng))
+        return {"idm": {**params, "frame_encoder": imported_encoder(self.cfg)}}
+
     def predict(self, params, batch) -> dict:
         """The model's outputs (idm module docstring) for a pair batch; params unboxed."""
-        return self.model.apply(
-            {"params": params["idm"]},
-            batch["frame_t"],
-            batch["frame_tk"],
-            batch["flow"],
-            batch["mask"],
-        )
+        return self.model.apply({"params": params["idm"]}, *idm.model_inputs(self.cfg, batch))
 
     def loss(self, params, batch, rng):
         del rng  # Deterministic: no dropout or noise.
