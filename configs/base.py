@@ -236,6 +236,21 @@ def _train() -> ml_collections.ConfigDict:
     c.kl_weight = 1e-4  # VAE task: weight of the per-latent-cell KL against the pixel MSE.
     c.peak_flops = 0.0  # Peak FLOP/s per device for MFU (0 = look up the device kind).
     c.tensorboard = True  # Write TensorBoard event files under <workdir>/tensorboard.
+    c.lora = _lora()
+    return c
+
+
+def _lora() -> ml_collections.ConfigDict:
+    """LoRA on the world model's DiT (wow_jax/models/lora.py, docs/lora.md); rank 0 = off."""
+    c = ml_collections.ConfigDict()
+    c.rank = 0  # Adapter rank (0 = off: the DiT's own weights are trained).
+    c.alpha = 4.0  # Adapter output scaled by alpha / rank (WoW/DiffSynth: rank 4, alpha 4).
+    # Regex (re.search) on the DiT's dense-layer paths ('blocks/self_attn/q', 'blocks/ffn/fc1'):
+    # q/k/v/o of self- and cross-attention and the FFN; add |k_img|v_img for the image attention.
+    c.targets = r"(self_attn|cross_attn)/(q|k|v|o)$|ffn/fc[12]$"
+    c.dropout = 0.0  # Dropout on the adapter's input in training.
+    c.init = "kaiming"  # Init of A: 'kaiming' (peft's default) or 'gaussian' (std 1/rank); B = 0.
+    c.param_dtype = "float32"  # Dtype of the adapters (the frozen base: model.dit.param_dtype).
     return c
 
 

@@ -6,11 +6,13 @@ ml_collections' flag parsing; this module checks the relations between keys.
 """
 
 import math
+import re
 
 import ml_collections
 
 from wow_jax import models, sharding
 from wow_jax.models import attention, dit
+from wow_jax.models import lora as lora_lib
 from wow_jax.sampling import frames, schedulers
 from wow_jax.train import flow_matching
 
@@ -257,6 +259,9 @@ NUMERIC_RANGES = (
     ("train.adam_eps", _above(0), "the Adam denominator epsilon"),
     ("train.kl_weight", _at_least(0), "VAE KL weight"),
     ("train.peak_flops", _at_least(0), "0 = look up the device kind"),
+    ("train.lora.rank", _at_least(0), "0 = no LoRA"),
+    ("train.lora.alpha", _above(0), "the adapter output is scaled by alpha / rank"),
+    ("train.lora.dropout", _DECAY, "dropout on the adapter input"),
     ("checkpoint.save_every", _at_least(1), "steps between saves"),
     (
         "checkpoint.keep",
@@ -380,6 +385,24 @@ def _check_sophia(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def _check_lora(config: ml_collections.ConfigDict) -> None:
+    lora = config.train.lora
+    _choice("train.lora.init", lora.init, lora_lib.INITS)
+    _choice("train.lora.param_dtype", lora.param_dtype, DTYPES)
+    try:
+        re.compile(lora.targets)
+    except re.error as error:
+        raise ValueError(
+            f"config.train.lora.targets must be a regex on DiT layer paths such as "
+            f"'blocks/self_attn/q', got {lora.targets!r} ({error})"
+        ) from error
+    if lora.rank and config.mode in TRAINING_MODES and config.train.task != "world_model":
+        raise ValueError(
+            f"config.train.lora.rank={lora.rank} adapts the world model's DiT, but "
+            f"config.train.task={config.train.task!r}; set the task to 'world_model' or rank to 0"
+        )
+
+
 def _check_data(config: ml_collections.ConfigDict) -> None:
     data = config.data
     _choice("data.crop", data.crop, ("center", "random", "resize"))
@@ -406,6 +429,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     _check_convert(config)
     _check_act(config)
     _check_data(config)
+    _check_lora(config)
     _check_sophia(config)
     sharding.mesh_shape(config.mesh, num_devices)
     if config.mode in TRAINING_MODES:
