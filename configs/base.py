@@ -359,6 +359,9 @@ def _sample() -> ml_collections.ConfigDict:
     c.vae_checkpoint = ""  # Orbax VAE params (importer output) overriding checkpoint.init_from.
     c.text_checkpoint = ""  # Orbax umT5 params (importer output) overriding checkpoint.init_from.
     c.clip_checkpoint = ""  # Orbax CLIP params (importer output) overriding checkpoint.init_from.
+    c.lora_checkpoint = ""  # LoRA run whose adapters are merged into the DiT ('' = none).
+    c.lora_scale = 1.0  # Scale of the merged adapters (0 = the base, 1 = as trained).
+    c.lora_params_key = "params"  # Adapters read: 'params', or 'ema_params' (their EMA).
     return c
 
 
@@ -385,7 +388,7 @@ def _checkpoint() -> ml_collections.ConfigDict:
 def _convert() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.direction = "import"  # 'import' (PyTorch -> Orbax) or 'export' (Orbax -> PyTorch).
-    c.component = "dit"  # Model converted: 'dit', 'vae', 'text' (umT5), 'clip' or 'dinov2'.
+    c.component = "dit"  # 'dit', 'vae', 'text' (umT5), 'clip', 'dinov2'; 'lora' (export adapters).
     c.source = ""  # Import: file/folder/index.json/release folder; export: Orbax checkpoint.
     c.target = ""  # Output folder ('' = <workdir>/<component>_<orbax|wan|diffusers>).
     c.naming = "auto"  # 'wan' or 'diffusers' ('hf' = same for umT5/CLIP); 'auto': detect/diffusers.
@@ -404,7 +407,8 @@ def get_config() -> ml_collections.ConfigDict:
     wow_jax/configuration.py validates it at start-up: numeric ranges (NUMERIC_RANGES), choices
     and the relations between keys."""
     config = ml_collections.ConfigDict()
-    config.mode = "describe"  # describe, train, generate, act, evaluate, refine, convert, demo.
+    # describe, train, generate, act, evaluate, refine, convert, merge (LoRA), demo.
+    config.mode = "describe"
     config.seed = 0  # Seed for parameter init and training randomness.
     config.model = ml_collections.ConfigDict()
     # CPU-only kernels (docs/cpu.md): 'auto' (on when the programs compile for CPU), 'on', 'off';

@@ -25,6 +25,7 @@ MODE_RUNNERS = {
     "evaluate": ("wow_jax.evaluate", "run_evaluate"),
     "refine": ("wow_jax.sophia.refine", "run_refine"),
     "convert": ("wow_jax.interop.convert", "run_convert"),
+    "merge": ("wow_jax.adapters", "run_merge"),
     "demo": ("wow_jax.demo", "run_demo"),
 }
 TRAINING_MODES = ("train", "demo")  # Modes that train: batch checked, workdir written.
@@ -358,7 +359,7 @@ def _check_batch(config: ml_collections.ConfigDict, num_devices: int, process_co
 def _check_convert(config: ml_collections.ConfigDict) -> None:
     convert = config.convert
     _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
-    _choice("convert.component", convert.component, models.CONVERTIBLE_NAMES)
+    _choice("convert.component", convert.component, (*models.CONVERTIBLE_NAMES, "lora"))
     _choice("convert.naming", convert.naming, CONVERT_NAMINGS)
     _choice("convert.dtype", convert.dtype, CONVERT_DTYPES)
     if config.mode == "convert" and not convert.source:
@@ -389,6 +390,7 @@ def _check_lora(config: ml_collections.ConfigDict) -> None:
     lora = config.train.lora
     _choice("train.lora.init", lora.init, lora_lib.INITS)
     _choice("train.lora.param_dtype", lora.param_dtype, DTYPES)
+    _choice("sample.lora_params_key", config.sample.lora_params_key, ("params", "ema_params"))
     try:
         re.compile(lora.targets)
     except re.error as error:
