@@ -244,6 +244,21 @@ def _train() -> ml_collections.ConfigDict:
     c.peak_flops = 0.0  # Peak FLOP/s per device for MFU (0 = look up the device kind).
     c.tensorboard = True  # Write TensorBoard event files under <workdir>/tensorboard.
     c.progress_bar = True  # A tqdm bar of the train steps (ETA, loss) on process 0's stderr.
+    c.lora = _lora()
+    return c
+
+
+def _lora() -> ml_collections.ConfigDict:
+    """LoRA on the world model's DiT (wow_jax/models/lora.py, docs/lora.md); rank 0 = off."""
+    c = ml_collections.ConfigDict()
+    c.rank = 0  # Adapter rank (0 = off: the DiT's own weights are trained).
+    c.alpha = 4.0  # Adapter output scaled by alpha / rank (WoW/DiffSynth: rank 4, alpha 4).
+    # Regex (re.search) on the DiT's dense-layer paths ('blocks/self_attn/q', 'blocks/ffn/fc1'):
+    # q/k/v/o of self- and cross-attention and the FFN; add |k_img|v_img for the image attention.
+    c.targets = r"(self_attn|cross_attn)/(q|k|v|o)$|ffn/fc[12]$"
+    c.dropout = 0.0  # Dropout on the adapter's input in training.
+    c.init = "kaiming"  # Init of A: 'kaiming' (peft's default) or 'gaussian' (std 1/rank); B = 0.
+    c.param_dtype = "float32"  # Dtype of the adapters (the frozen base: model.dit.param_dtype).
     return c
 
 
@@ -354,6 +369,9 @@ def _sample() -> ml_collections.ConfigDict:
     c.vae_checkpoint = ""  # Orbax VAE params (importer output) overriding checkpoint.init_from.
     c.text_checkpoint = ""  # Orbax umT5 params (importer output) overriding checkpoint.init_from.
     c.clip_checkpoint = ""  # Orbax CLIP params (importer output) overriding checkpoint.init_from.
+    c.lora_checkpoint = ""  # LoRA run whose adapters are merged into the DiT ('' = none).
+    c.lora_scale = 1.0  # Scale of the merged adapters (0 = the base, 1 = as trained).
+    c.lora_params_key = "params"  # Adapters read: 'params', or 'ema_params' (their EMA).
     return c
 
 
@@ -380,7 +398,7 @@ def _checkpoint() -> ml_collections.ConfigDict:
 def _convert() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.direction = "import"  # 'import' (PyTorch -> Orbax) or 'export' (Orbax -> PyTorch).
-    c.component = "dit"  # Model converted: 'dit', 'vae', 'text' (umT5), 'clip' or 'dinov2'.
+    c.component = "dit"  # 'dit', 'vae', 'text' (umT5), 'clip', 'dinov2'; 'lora' (export adapters).
     c.source = ""  # Import: file/folder/index.json/release folder; export: Orbax checkpoint.
     c.target = ""  # Output folder ('' = <workdir>/<component>_<orbax|wan|diffusers>).
     c.naming = "auto"  # 'wan' or 'diffusers' ('hf' = same for umT5/CLIP); 'auto': detect/diffusers.
@@ -399,7 +417,8 @@ def get_config() -> ml_collections.ConfigDict:
     wow_jax/configuration.py validates it at start-up: numeric ranges (NUMERIC_RANGES), choices
     and the relations between keys."""
     config = ml_collections.ConfigDict()
-    config.mode = "describe"  # describe, train, generate, act, evaluate, refine, convert, demo.
+    # describe, train, generate, act, evaluate, refine, convert, merge (LoRA), demo.
+    config.mode = "describe"
     config.seed = 0  # Seed for parameter init and training randomness.
     config.model = ml_collections.ConfigDict()
     # CPU-only kernels (docs/cpu.md): 'auto' (on when the programs compile for CPU), 'on', 'off';

@@ -80,6 +80,12 @@ def test_config_is_locked_against_typos():
         ("sophia.candidates", 0, r"config.sophia.candidates must be >= 1"),
         ("sophia.threshold", 1.5, r"config.sophia.threshold must be in \[0, 1\]"),
         ("sophia.psnr_range", (30.0, 10.0), r"config.sophia.psnr_range must be \(low, high\)"),
+        # issue 21: the LoRA keys are checked at start-up.
+        ("train.lora.rank", -1, r"config.train.lora.rank must be >= 0"),
+        ("train.lora.alpha", 0.0, r"config.train.lora.alpha must be > 0"),
+        ("train.lora.init", "xavier", r"config.train.lora.init must be one of"),
+        ("train.lora.targets", "q(", r"config.train.lora.targets must be a regex"),
+        ("sample.lora_params_key", "opt_state", r"config.sample.lora_params_key must be one of"),
     ],
 )
 def test_bad_values_name_the_key(tiny_config, key, value, message):

@@ -6,11 +6,13 @@ ml_collections' flag parsing; this module checks the relations between keys.
 """
 
 import math
+import re
 
 import ml_collections
 
 from wow_jax import models, sharding
 from wow_jax.models import attention, dit
+from wow_jax.models import lora as lora_lib
 from wow_jax.sampling import frames, schedulers
 from wow_jax.train import flow_matching
 
@@ -23,6 +25,7 @@ MODE_RUNNERS = {
     "evaluate": ("wow_jax.evaluate", "run_evaluate"),
     "refine": ("wow_jax.sophia.refine", "run_refine"),
     "convert": ("wow_jax.interop.convert", "run_convert"),
+    "merge": ("wow_jax.adapters", "run_merge"),
     "demo": ("wow_jax.demo", "run_demo"),
 }
 TRAINING_MODES = ("train", "demo")  # Modes that train: batch checked, workdir written.
@@ -259,6 +262,9 @@ NUMERIC_RANGES = (
     ("train.adam_eps", _above(0), "the Adam denominator epsilon"),
     ("train.kl_weight", _at_least(0), "VAE KL weight"),
     ("train.peak_flops", _at_least(0), "0 = look up the device kind"),
+    ("train.lora.rank", _at_least(0), "0 = no LoRA"),
+    ("train.lora.alpha", _above(0), "the adapter output is scaled by alpha / rank"),
+    ("train.lora.dropout", _DECAY, "dropout on the adapter input"),
     ("checkpoint.save_every", _at_least(1), "steps between saves"),
     (
         "checkpoint.keep",
@@ -356,7 +362,7 @@ def _check_batch(config: ml_collections.ConfigDict, num_devices: int, process_co
 def _check_convert(config: ml_collections.ConfigDict) -> None:
     convert = config.convert
     _choice("convert.direction", convert.direction, CONVERT_DIRECTIONS)
-    _choice("convert.component", convert.component, models.CONVERTIBLE_NAMES)
+    _choice("convert.component", convert.component, (*models.CONVERTIBLE_NAMES, "lora"))
     _choice("convert.naming", convert.naming, CONVERT_NAMINGS)
     _choice("convert.dtype", convert.dtype, CONVERT_DTYPES)
     if config.mode == "convert" and not convert.source:
@@ -397,6 +403,25 @@ def _check_inputs(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def _check_lora(config: ml_collections.ConfigDict) -> None:
+    lora = config.train.lora
+    _choice("train.lora.init", lora.init, lora_lib.INITS)
+    _choice("train.lora.param_dtype", lora.param_dtype, DTYPES)
+    _choice("sample.lora_params_key", config.sample.lora_params_key, ("params", "ema_params"))
+    try:
+        re.compile(lora.targets)
+    except re.error as error:
+        raise ValueError(
+            f"config.train.lora.targets must be a regex on DiT layer paths such as "
+            f"'blocks/self_attn/q', got {lora.targets!r} ({error})"
+        ) from error
+    if lora.rank and config.mode in TRAINING_MODES and config.train.task != "world_model":
+        raise ValueError(
+            f"config.train.lora.rank={lora.rank} adapts the world model's DiT, but "
+            f"config.train.task={config.train.task!r}; set the task to 'world_model' or rank to 0"
+        )
+
+
 def _check_data(config: ml_collections.ConfigDict) -> None:
     data = config.data
     _choice("data.crop", data.crop, ("center", "random", "resize"))
@@ -424,6 +449,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     _check_act(config)
     _check_data(config)
     _check_inputs(config)
+    _check_lora(config)
     _check_sophia(config)
     sharding.mesh_shape(config.mesh, num_devices)
     if config.mode in TRAINING_MODES:

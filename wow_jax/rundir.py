@@ -106,13 +106,21 @@ WORLD_MODEL_FILES = ((TOKENIZER_FILE, "model.text.tokenizer_path"),)
 # An IDM run gives its model config, pair/flow settings, action normalisation and statistics.
 IDM_KEYS = ("model.idm.", "idm.", "data.action_norm")
 IDM_FILES = ((ACTION_STATS_FILE, "act.action_stats"),)
+# A LoRA run (train.lora.rank > 0) gives its adapters' shape and scaling.
+LORA_KEYS = ("train.lora.",)
+LORA_SOURCE = RunSource("sample.lora_checkpoint", LORA_KEYS)
 # config.mode -> the runs it reads (convert only when it exports).
 RUN_SOURCES = {
-    "generate": (RunSource("checkpoint.init_from", WORLD_MODEL_KEYS, WORLD_MODEL_FILES),),
-    "convert": (RunSource("convert.source", WORLD_MODEL_KEYS, WORLD_MODEL_FILES),),
+    "generate": (
+        RunSource("checkpoint.init_from", WORLD_MODEL_KEYS, WORLD_MODEL_FILES),
+        LORA_SOURCE,
+    ),
+    "convert": (RunSource("convert.source", (*WORLD_MODEL_KEYS, *LORA_KEYS), WORLD_MODEL_FILES),),
+    "merge": (RunSource("checkpoint.init_from", WORLD_MODEL_KEYS), LORA_SOURCE),
     "act": (
         RunSource("checkpoint.init_from", WORLD_MODEL_KEYS, WORLD_MODEL_FILES),
         RunSource("act.idm_checkpoint", IDM_KEYS, IDM_FILES),
+        LORA_SOURCE,
     ),
 }
 RUN_SOURCES["evaluate"] = RUN_SOURCES["act"]  # Imagine-then-act in the simulator reads both.

@@ -9,7 +9,8 @@ out for `config.mesh` and stores params in `config.model.<component>.param_dtype
 file loaded over the source's tensors ('auto': a WoW release folder's WoW_video_dit.pt for the
 DiT); `trust_pickle` allows .pth files that load only with full unpickling.
 export: `source` is an Orbax checkpoint (imported or from training; `params_key` picks the
-params or EMA params); the output is a diffusers folder or Wan-native files.
+params or EMA params); the output is a diffusers folder or Wan-native files. Component 'lora'
+exports a LoRA run's adapters as one .safetensors file (interop/lora_export.py).
 """
 
 import os
@@ -19,7 +20,9 @@ import ml_collections
 from etils import epath
 
 from wow_jax import checkpointing, sharding
-from wow_jax.interop import exporter, importer, registry
+from wow_jax.interop import exporter, importer, lora_export, registry
+
+LORA = "lora"  # convert.component exporting a LoRA run's adapters (interop/lora_export.py).
 
 
 def default_target(convert: ml_collections.ConfigDict, workdir: str) -> "epath.Path | Path":
@@ -36,6 +39,12 @@ def default_target(convert: ml_collections.ConfigDict, workdir: str) -> "epath.P
 def convert(config: ml_collections.ConfigDict, workdir: str, progress: bool = True) -> dict:
     """Runs the conversion `config.convert` describes; returns the report dict."""
     c = config.convert
+    if c.component == LORA:
+        if c.direction != "export":
+            raise ValueError("config.convert.component='lora' is export only (direction=export)")
+        target = default_target(c, workdir)
+        refuse_overlap(c.source, target)
+        return lora_export.export_adapter(config, target, progress)
     component = registry.get(c.component)
     model_cfg = config.model[component.name]
     target = default_target(c, workdir)

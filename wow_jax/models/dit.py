@@ -43,6 +43,7 @@ from jax.ad_checkpoint import checkpoint_name
 from wow_jax import compiler
 from wow_jax.models import attention as attention_lib
 from wow_jax.models import layers
+from wow_jax.models import lora as lora_lib
 from wow_jax.sharding import BATCH, CONV_IN, EMBED, HEADS, KV, LAYERS, LENGTH, MLP
 
 MODULATION_VECTORS = 6  # shift, scale, gate of self-attention; shift, scale, gate of the FFN.
@@ -102,12 +103,17 @@ class DiTSpec:
     attention: str
     pallas_interpret: bool
     cpu_kernels: bool
+    lora: lora_lib.LoRASpec | None = None  # Adapters the targeted dense layers may carry.
 
     @classmethod
-    def from_config(cls, cfg: ml_collections.ConfigDict) -> "DiTSpec":
-        values = {f.name: cfg[f.name] for f in dataclasses.fields(cls)}
+    def from_config(
+        cls, cfg: ml_collections.ConfigDict, lora_cfg: ml_collections.ConfigDict | None = None
+    ) -> "DiTSpec":
+        """`lora_cfg` (config.train.lora) with rank > 0 adds the LoRA adapters (models/lora.py)."""
+        values = {f.name: cfg[f.name] for f in dataclasses.fields(cls) if f.name != "lora"}
         values["patch_size"] = tuple(int(p) for p in cfg.patch_size)
-        return cls(**values)
+        lora = None if lora_cfg is None else lora_lib.LoRASpec.from_config(lora_cfg)
+        return cls(**values, lora=lora)
 
     @property
     def head_dim(self) -> int:
@@ -126,14 +132,18 @@ class DiTSpec:
         return layers.dtype_of(self.param_dtype)
 
 
-def _dense(spec: DiTSpec, features: int, axes, name: str, **kwargs) -> nn.Dense:
-    return layers.dense(
+def _dense(
+    spec: DiTSpec, features: int, axes, name: str, kernel_init=layers.DEFAULT_KERNEL_INIT
+) -> nn.Dense:
+    """A dense layer [in, out] with logical `axes`; a LoRA target when the spec has adapters."""
+    return lora_lib.dense(
         features,
         axes,
         dtype=spec.compute_dtype,
         param_dtype=spec.weight_dtype,
         name=name,
-        **kwargs,
+        kernel_init=kernel_init,
+        lora=spec.lora,
     )
 
 
@@ -429,8 +439,8 @@ class WanDiT(nn.Module):
         if s.scan_layers:
             stack = nn.scan(
                 block,
-                variable_axes={"params": 0},
-                split_rngs={"params": True},
+                variable_axes={"params": 0, lora_lib.COLLECTION: 0},
+                split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast,) * 5,
                 length=s.num_layers,
                 metadata_params={nn.PARTITION_NAME: LAYERS},
@@ -488,9 +498,12 @@ class WanDiT(nn.Module):
         )
 
 
-def create(dit_cfg: ml_collections.ConfigDict) -> WanDiT:
-    """The DiT module for `config.model.dit`."""
-    return WanDiT(DiTSpec.from_config(dit_cfg))
+def create(
+    dit_cfg: ml_collections.ConfigDict, lora_cfg: ml_collections.ConfigDict | None = None
+) -> WanDiT:
+    """The DiT module for `config.model.dit`; with `lora_cfg` (config.train.lora, rank > 0) its
+    targeted dense layers may carry adapters ('lora' collection, models/lora.py)."""
+    return WanDiT(DiTSpec.from_config(dit_cfg, lora_cfg))
 
 
 def dummy_inputs(dit_cfg: ml_collections.ConfigDict, batch: int = 1) -> dict:
@@ -514,3 +527,16 @@ def init_params(dit_cfg: ml_collections.ConfigDict, rng: jax.Array):
 def abstract_params(dit_cfg: ml_collections.ConfigDict):
     """The 'params' tree as ShapeDtypeStructs boxed with logical axis names (no allocation)."""
     return jax.eval_shape(lambda rng: init_params(dit_cfg, rng), jax.random.key(0))
+
+
+def init_adapters(dit_cfg: ml_collections.ConfigDict, lora_cfg, rng: jax.Array):
+    """Fresh LoRA adapters (the 'lora' collection, boxed with logical axis names) of the DiT for
+    `config.train.lora` (rank > 0); the base init is traced but not returned (XLA drops it)."""
+    module = create(dit_cfg, lora_cfg)
+    variables = compiler.jit_init(module.init)(rng, **dummy_inputs(dit_cfg))
+    return variables[lora_lib.COLLECTION]
+
+
+def abstract_adapters(dit_cfg: ml_collections.ConfigDict, lora_cfg):
+    """`init_adapters` as boxed ShapeDtypeStructs (no allocation)."""
+    return jax.eval_shape(lambda rng: init_adapters(dit_cfg, lora_cfg, rng), jax.random.key(0))

@@ -22,7 +22,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from wow_jax import checkpointing, configuration, sharding, writable
+from wow_jax import adapters, checkpointing, configuration, sharding, writable
 from wow_jax import models as registry
 from wow_jax.data import clips
 from wow_jax.sampling import frames, guidance, jobs, media, rollout
@@ -52,7 +52,8 @@ def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
     sample.<component>_checkpoint (a converted or trained checkpoint) wins over
     checkpoint.init_from (a training run, a step or `save_params` output: every component it
     holds is read); umT5 and CLIP missing there come from model.{text,clip}.checkpoint_path
-    (PyTorch files). sample.params_key picks 'params' or 'ema_params'."""
+    (PyTorch files). sample.params_key picks 'params' or 'ema_params'. sample.lora_checkpoint's
+    adapters are merged into the DiT at sample.lora_scale (wow_jax/adapters.py)."""
     sample, key = config.sample, config.sample.params_key
     per_component = {
         n: sample[f"{n}_checkpoint"]
@@ -89,6 +90,8 @@ def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
             loader = importlib.import_module(registry.get(name).table)
             host = loader.load_params(config.model[name])
             params[name] = jax.device_put(host, jax.tree.map(lambda t: t.sharding, targets[name]))
+    if sample.lora_checkpoint and "dit" in params:
+        params["dit"] = adapters.merged(config, params["dit"], mesh)
     return params
 
 

@@ -14,6 +14,12 @@ EMA, and a NaN/Inf guard that keeps the old state (jnp.where) when the loss or t
 is not finite, counting skipped steps; `config.train.max_bad_steps` skipped in a row halt the
 run with `TrainingHalted` and the last good checkpoint kept. Step i draws its randomness from
 fold_in(state.rng, i), so a resumed run repeats the uninterrupted run bit for bit.
+
+A task's `frozen_keys` (LoRA: the whole base, {'dit', 'vae', 'text', 'clip'}) are top-level params
+held outside the train state: an argument of the step that takes no gradient, no optimizer state,
+no EMA and is never checkpointed; they are read again (checkpoint.init_from, else the seeded random
+init) on every start, and a checkpoint records that reference (meta 'base') so a resume from
+another base is refused.
 """
 
 import dataclasses
@@ -44,20 +50,24 @@ class TrainingHalted(RuntimeError):
 @dataclasses.dataclass
 class TrainResult:
     state: state_lib.TrainState  # Final state (on the mesh).
+    frozen: dict  # The params held outside the state (task.frozen_keys), as trained with.
     losses: dict[int, float]  # step -> loss of that step (this process's view, steps run here).
     preempted: bool  # True when a SIGTERM ended the run early.
 
 
 def build_train_step(task, tx, train_cfg: ml_collections.ConfigDict, mask):
-    """(state, batch) -> (state, metrics); `mask` is the static trainable-leaf tree of bools."""
+    """(state, batch, frozen) -> (state, metrics); `mask` is the static trainable-leaf tree of
+    bools; `frozen` the params held outside the state (task.frozen_keys; None: none)."""
     schedule = opt_lib.make_schedule(train_cfg)
     accum = train_cfg.grad_accum
 
-    def train_step(state: state_lib.TrainState, batch: dict):
+    def train_step(state: state_lib.TrainState, batch: dict, frozen: dict | None = None):
         rng = jax.random.fold_in(state.rng, state.step)
-        (loss, aux), grads = jax.value_and_grad(lambda p: task.loss(p, batch, rng), has_aux=True)(
-            state.params
-        )
+
+        def loss_fn(params):
+            return task.loss({**(frozen or {}), **params}, batch, rng)
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         trained = [
             g for g, m in zip(jax.tree.leaves(grads), jax.tree.leaves(mask), strict=True) if m
         ]
@@ -160,6 +170,8 @@ class Run:
     init_rng: jax.Array  # Key of the random parameter init.
     create: Callable  # params -> fresh TrainState (state.create with this run's optimizer).
     abstract_state: state_lib.TrainState  # ShapeDtypeStructs carrying each leaf's sharding.
+    frozen_keys: tuple[str, ...]  # task.frozen_keys: top-level params held outside the state.
+    abstract_frozen: dict  # Their ShapeDtypeStructs with shardings ({} without frozen_keys).
     manager: Any  # The run's Orbax CheckpointManager (<workdir>/checkpoints); None: compile only.
     total: int  # Train-step calls of the whole run (steps * grad_accum).
 
@@ -167,6 +179,15 @@ class Run:
     def shardings(self) -> state_lib.TrainState:
         """A NamedSharding per state leaf (those of `abstract_state`)."""
         return jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state)
+
+    @property
+    def frozen_shardings(self) -> dict:
+        return jax.tree.map(lambda leaf: leaf.sharding, self.abstract_frozen)
+
+    @property
+    def meta(self) -> dict:
+        """What every checkpoint's meta records besides the step: the frozen base's source."""
+        return {"base": self.config.checkpoint.init_from} if self.frozen_keys else {}
 
 
 def prepare(
@@ -186,6 +207,9 @@ def prepare(
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     with sharding.activate(mesh, rules):
         boxed_params = jax.eval_shape(task.init_params, init_rng)
+    frozen_keys = tuple(getattr(task, "frozen_keys", ()))
+    boxed_frozen = {name: boxed_params[name] for name in frozen_keys}
+    boxed_params = {k: v for k, v in boxed_params.items() if k not in frozen_keys}
     abstract_params = nn.unbox(boxed_params)
     freeze = opt_lib.resolve_freeze(train_cfg.freeze, task)
     groups = getattr(task, "optimizer_groups", None)  # Own optimisers (a co-trained IDM).
@@ -211,6 +235,8 @@ def prepare(
         init_rng=init_rng,
         create=create,
         abstract_state=sharding.abstract_on_mesh(boxed_state, mesh, rules),
+        frozen_keys=frozen_keys,
+        abstract_frozen=sharding.abstract_on_mesh(boxed_frozen, mesh, rules),
         manager=manager,
         total=train_cfg.steps * train_cfg.grad_accum,
     )
@@ -222,7 +248,7 @@ def _given_params(run: Run, initial_params: dict | None) -> dict:
     that the task has (restored onto the mesh)."""
     pretrained = getattr(run.task, "pretrained_params", None)  # e.g. an imported DINOv2.
     given = {**(pretrained(run.init_rng) if pretrained else {}), **(initial_params or {})}
-    abstract_params = run.abstract_state.params
+    abstract_params = {**run.abstract_frozen, **run.abstract_state.params}
     init_from = run.config.checkpoint.init_from
     if init_from:
         stored = set(checkpointing.subtree_names(init_from))
@@ -246,28 +272,49 @@ def _given_params(run: Run, initial_params: dict | None) -> dict:
 
 
 def initial_state(run: Run, train_data=None, initial_params: dict | None = None):
-    """The newest readable checkpoint of the run (with the data position), or a fresh state on
-    the mesh."""
+    """(state, frozen params): the newest readable checkpoint of the run (with the data
+    position), or a fresh state on the mesh; the frozen params (run.frozen_keys) are read or
+    initialised again either way."""
     restored = checkpointing.restore_latest(run.manager, run.abstract_state, train_data)
-    if restored is not None:
-        state, _, step = restored
-        logging.info("resumed from %s step %d", run.manager.directory, step)
-        return state
+    if restored is None:
+        return _initialise(run, initial_params, with_state=True)
+    state, meta, step = restored
+    logging.info("resumed from %s step %d", run.manager.directory, step)
+    if not run.frozen_keys:
+        return state, {}
+    stored, wanted = meta.get("base"), run.meta["base"]
+    if stored != wanted:
+        raise ValueError(
+            f"{run.manager.directory} step {step} trained adapters on the base "
+            f"config.checkpoint.init_from={stored!r} but this run has {wanted!r}; resume with the "
+            "same base or use a new --workdir"
+        )
+    return state, _initialise(run, initial_params, with_state=False)[1]
+
+
+def _initialise(run: Run, initial_params: dict | None, with_state: bool):
+    """(fresh state or None, frozen params) on the mesh: `_given_params` + the random init."""
     given = _given_params(run, initial_params)
+    if not with_state:
+        given = {k: v for k, v in given.items() if k in run.frozen_keys}
 
     def init(rng, given):
         # Subtrees in `given` replace the random init, which XLA then never computes.
-        return run.create({**nn.unbox(run.task.init_params(rng)), **given})
+        params = {**nn.unbox(run.task.init_params(rng)), **given}
+        frozen = {name: params.pop(name) for name in run.frozen_keys}
+        return (run.create(params) if with_state else None), frozen
 
-    given_sh = {name: run.shardings.params[name] for name in given}
+    all_shardings = {**run.frozen_shardings, **run.shardings.params}
+    given_sh = {name: all_shardings[name] for name in given}
     given = jax.device_put(given, given_sh)
-    init_fn = jax.jit(init, in_shardings=(None, given_sh), out_shardings=run.shardings)
+    out_sh = (run.shardings if with_state else None, run.frozen_shardings)
+    init_fn = jax.jit(init, in_shardings=(None, given_sh), out_shardings=out_sh)
     with sharding.activate(run.mesh, run.rules):
         compiled = init_fn.lower(run.init_rng, given).compile(compiler.init_options())
-        state = compiled(run.init_rng, given)
+        state, frozen = compiled(run.init_rng, given)
     if given:
         logging.info("initial params for %s; the rest initialised randomly", sorted(given))
-    return state
+    return state, frozen
 
 
 def shard_first_batch(run: Run, host_batch) -> dict:
@@ -284,17 +331,17 @@ def shard_first_batch(run: Run, host_batch) -> dict:
 
 def compile_step(run: Run, batch):
     """The train step, jitted with the state and batch shardings (state donated), compiled once."""
+    batch_sh = jax.tree.map(lambda x: x.sharding, batch)
     step_jit = jax.jit(
         build_train_step(run.task, run.tx, run.config.train, run.mask),
-        in_shardings=(run.shardings, jax.tree.map(lambda x: x.sharding, batch)),
+        in_shardings=(run.shardings, batch_sh, run.frozen_shardings),
         out_shardings=(run.shardings, sharding.replicated(run.mesh)),
         donate_argnums=0,
     )
     platform = run.mesh.devices.flat[0].platform  # The compile target (a TPU topology in AOT).
     with sharding.activate(run.mesh, run.rules):
-        return step_jit.lower(run.abstract_state, _abstract(batch)).compile(
-            compiler.program_options(platform)
-        )
+        lowered = step_jit.lower(run.abstract_state, _abstract(batch), run.abstract_frozen)
+        return lowered.compile(compiler.program_options(platform))
 
 
 def _abstract(batch):
@@ -303,10 +350,13 @@ def _abstract(batch):
     )
 
 
-def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -> TrainResult:
+def run_loop(
+    run: Run, state, frozen, compiled, batch, train_data, eval_data, skipped
+) -> TrainResult:
     """Feeds batches to the compiled step from `state` to the last step: logs, evaluates,
-    checkpoints, and on SIGTERM saves and returns early. `batch` is the first (sharded) batch;
-    `skipped` the bad episodes the data pipeline skipped before it (None: not counted)."""
+    checkpoints, and on SIGTERM saves and returns early. `frozen`: the params held outside the
+    state; `batch` is the first (sharded) batch; `skipped` the bad episodes the data pipeline
+    skipped before it (None: not counted)."""
     config, train_cfg, mesh, manager, total = (
         run.config, run.config.train, run.mesh, run.manager, run.total
     )  # fmt: skip
@@ -370,14 +420,14 @@ def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -
         total_loss = 0.0
         for i in range(train_cfg.eval_batches):
             eval_batch = sharding.shard_batch(next(eval_data), mesh, run.rules)
-            total_loss += float(eval_fn(params, eval_batch, i))
+            total_loss += float(eval_fn({**frozen, **params}, eval_batch, i))
         return total_loss / train_cfg.eval_batches
 
     writer.start(step)
     try:
         with sharding.activate(mesh, run.rules):
             while step < total:
-                state, metrics = compiled(state, batch)
+                state, metrics = compiled(state, batch, frozen)
                 step += 1
                 if pending is not None:
                     consume(*pending)
@@ -392,9 +442,8 @@ def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -
                 if step % config.checkpoint.save_every == 0 or step == total or preempted:
                     consume(*pending)  # the NaN guard sees this step before it is saved
                     pending = None
-                    checkpointing.save(
-                        manager, step, state, train_data, {"step": step}, eval_loss=eval_loss
-                    )
+                    meta = {"step": step, **run.meta}
+                    checkpointing.save(manager, step, state, train_data, meta, eval_loss=eval_loss)
                 if preempted:
                     logging.warning("preempted: saved step %d; exiting cleanly", step)
                     break
@@ -408,7 +457,7 @@ def run_loop(run: Run, state, compiled, batch, train_data, eval_data, skipped) -
         manager.wait_until_finished()
         preemption.restore()
         writer.close()
-    return TrainResult(state, losses, preempted)
+    return TrainResult(state, frozen, losses, preempted)
 
 
 def train(
@@ -438,17 +487,17 @@ def train(
 
 def _train(config, workdir, task, train_data, eval_data, initial_params) -> TrainResult:
     run = prepare(config, workdir, task)
-    state = initial_state(run, train_data, initial_params)
+    state, frozen = initial_state(run, train_data, initial_params)
     step = int(jax.device_get(state.step))
     if step >= run.total:
         logging.info("nothing to do: checkpoint step %d >= %d steps", step, run.total)
         run.manager.wait_until_finished()
-        return TrainResult(state, {}, False)
+        return TrainResult(state, frozen, {}, False)
     first = next(train_data)
     skipped = _pop_skipped(train_data)  # Bad episodes skipped in this log interval.
     batch = shard_first_batch(run, first)
     compiled = compile_step(run, batch)
-    return run_loop(run, state, compiled, batch, train_data, eval_data, skipped)
+    return run_loop(run, state, frozen, compiled, batch, train_data, eval_data, skipped)
 
 
 def run_train(config: ml_collections.ConfigDict, workdir: str) -> None:

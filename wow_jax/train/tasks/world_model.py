@@ -2,6 +2,9 @@
 
 params = {'dit': trained, 'vae', 'text', 'clip' (i2v): frozen by config.train.freeze}; all four
 are kept in the state so every checkpoint is a complete generation checkpoint.
+With LoRA (config.train.lora.rank > 0) params also hold 'lora', the DiT's adapters
+(wow_jax/models/lora.py): the only trained subtree; the others are `frozen_keys`, held by the loop
+outside the train state (never checkpointed, no gradients).
 
 Batch (global jax.Arrays, B = batch), each group from a cache or computed online:
     latents:  'latents' [B, t, h, w, z] normalised (+ 'cond_latents' [B, t, h, w, z] for i2v),
@@ -22,9 +25,11 @@ import ml_collections
 import numpy as np
 
 from wow_jax import configuration, flops, models
+from wow_jax.models import lora as lora_lib
 from wow_jax.sampling import conditioning
 from wow_jax.train import flow_matching as fm
 
+LORA_DROPOUT_STREAM = 2  # fold_in index of the adapter-dropout key (the split keys stay as before).
 T5_EOS_ID = 1  # umT5 '</s>': an empty caption tokenizes to [EOS, pad, ...].
 
 
@@ -54,7 +59,8 @@ class WorldModelTask:
         self.dit_cfg, self.vae_cfg = config.model.dit, config.model.vae
         self.text_cfg, self.clip_cfg = config.model.text, config.model.clip
         self.i2v = self.dit_cfg.variant == "i2v"
-        self.dit = dit.create(self.dit_cfg)
+        self.lora_cfg = config.train.lora
+        self.dit = dit.create(self.dit_cfg, self.lora_cfg)
         self.text = conditioning.TextEncoder(self.text_cfg)
         self.clip = clip.create(self.clip_cfg) if self.i2v else None
         if null_tokens is None and self.text.tokenizer is not None:
@@ -65,6 +71,8 @@ class WorldModelTask:
         if "dit" not in components:
             raise ValueError(f"world-model components must include 'dit', got {components}")
         self.components = tuple(c for c in components if c != "clip" or self.i2v)
+        # Top-level params the loop keeps out of the train state: the whole base under LoRA.
+        self.frozen_keys = self.components if self.lora_cfg.rank else ()
         self.t_stride = configuration.vae_temporal_stride(self.vae_cfg)
         self.s_stride = configuration.vae_spatial_stride(self.vae_cfg)
 
@@ -72,11 +80,17 @@ class WorldModelTask:
         """Boxed params of `components` ({'dit', 'vae', 'text'(, 'clip' for i2v)} by default):
         random init; the loop replaces frozen ones with trained weights (checkpoint.init_from
         or `initial_params`). Drop components a cached batch never needs to save memory."""
-        rngs = dict(zip(("dit", "vae", "text", "clip"), jax.random.split(rng, 4), strict=True))
-        return {
+        names = ("dit", "vae", "text", "clip", lora_lib.COLLECTION)
+        rngs = dict(zip(names, jax.random.split(rng, len(names)), strict=True))
+        params = {
             name: models.load(name).init_params(models.model_config(self.config, name), rngs[name])
             for name in self.components
         }
+        if self.lora_cfg.rank:
+            params[lora_lib.COLLECTION] = models.load("dit").init_adapters(
+                self.dit_cfg, self.lora_cfg, rngs[lora_lib.COLLECTION]
+            )
+        return params
 
     def _frozen(self, params, name: str, needed_for: str):
         if name not in params:
@@ -153,6 +167,7 @@ class WorldModelTask:
 
     def loss(self, params, batch, rng):
         drop_rng, fm_rng = jax.random.split(rng)
+        dropout_rng = jax.random.fold_in(rng, LORA_DROPOUT_STREAM)
         x0, cond = self.latents(params, batch)
         x0 = x0.astype(jnp.float32)
         drop = jax.random.bernoulli(drop_rng, self.train_cfg.text_dropout, (x0.shape[0],))
@@ -161,8 +176,11 @@ class WorldModelTask:
         noisy = fm.noisy_inputs(fm_rng, x0, self.train_cfg)
         num_frames = 1 + (x0.shape[1] - 1) * self.t_stride
         inputs = self.model_input(noisy["x_t"], cond, num_frames)
+        variables = {"params": params["dit"]}
+        if lora_lib.COLLECTION in params:
+            variables[lora_lib.COLLECTION] = params[lora_lib.COLLECTION]
         velocity = self.dit.apply(
-            {"params": params["dit"]}, inputs, noisy["timesteps"], text, image
+            variables, inputs, noisy["timesteps"], text, image, rngs={"dropout": dropout_rng}
         )
         loss = fm.weighted_mse(velocity, noisy["target"], noisy["weight"])
         return loss, {"sigma_mean": jnp.mean(noisy["sigma"]), "text_dropped": jnp.mean(drop)}
