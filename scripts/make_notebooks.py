@@ -60,8 +60,8 @@ def notebook(name: str, title: str, intro: str, parameters: str, steps: list[tup
         nbformat.v4.new_markdown_cell(INSTALL_MD),
         nbformat.v4.new_code_cell(INSTALL),
         nbformat.v4.new_markdown_cell(
-            "## Parameters\n`SIZE = \"tiny\"`: random tiny models on made-up data, runs anywhere "
-            "(CPU included) in about a minute; `\"full\"`: the real models and your data (set the "
+            '## Parameters\n`SIZE = "tiny"`: random tiny models on made-up data, runs anywhere '
+            '(CPU included) in about a minute; `"full"`: the real models and your data (set the '
             "paths below; TPU or GPU)."
         ),
         nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
@@ -74,7 +74,11 @@ def notebook(name: str, title: str, intro: str, parameters: str, steps: list[tup
     for i, cell in enumerate(cells):
         cell["id"] = f"cell-{i:02d}"  # Stable ids: the committed file equals this output.
     nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["accelerator"] = "TPU"
     nb.metadata["colab"] = {"provenance": []}
     return nb
@@ -109,8 +113,8 @@ print(sharding.make_mesh(config.mesh).shape)""",
         ),
         (
             "## Checkpoints\nFull size: convert the PyTorch release once (minutes per component, "
-            "docs/checkpoints.md), e.g.\n```bash\npython -m wow_jax.main --config=configs/wow14b.py "
-            "--config.mode=convert --config.convert.component=dit \\\n"
+            "docs/checkpoints.md), e.g.\n```bash\npython -m wow_jax.main "
+            "--config=configs/wow14b.py --config.mode=convert --config.convert.component=dit \\\n"
             "    --config.convert.source=/content/WoW-1-Wan-14B "
             "--config.convert.target=/content/orbax/dit\n```\n(likewise `vae`, `text` -> "
             "`umt5`, `clip`). Tiny: a run directory of random tiny weights, world model and IDM "
@@ -376,7 +380,7 @@ CLOSED_LOOP = notebook(
     "collect Meta-World episodes, train the tiny VAE, cache latents, train the world model, "
     "imagine held-out clips, train the IDM, then imagine -> act -> re-plan in the simulator, "
     "and the report's tables and gifs. Each stage reuses its outputs when rerun.",
-    """SIZE = "tiny"  # "tiny": a smaller-than-quick demo (~1 min); "full": configs/demo.py (~1 h CPU)
+    """SIZE = "tiny"  # "tiny": smaller than configs/demo.py:quick; "full": configs/demo.py (1 h)
 WORKDIR = "runs/closed_loop\"""",
     [
         (
@@ -426,7 +430,8 @@ encoders = {"vae": vae_params, **demo.frozen_encoders(config)}""",
         (
             "## World model\nThe image-to-video DiT on the cache. Tiny: ~10 s.",
             """params, step = demo.train_world_model(config, WORKDIR, encoders, cache, held_cache)
-wm_config = demo.stage_config(config, "world_model", config.train.steps, config.train.learning_rate)""",
+train = config.train
+wm_config = demo.stage_config(config, "world_model", train.steps, train.learning_rate)""",
         ),
         (
             "## Imagine\nEvery held-out clip from its first frame and instruction, against "

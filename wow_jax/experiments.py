@@ -14,7 +14,6 @@ training run whose loss curve is drawn while it trains.
 import json
 import os
 import threading
-import time
 
 import jax
 import ml_collections
@@ -40,7 +39,9 @@ BACKENDS = {"tpu": "tpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "cpu": "cp
 def check_size(size: str) -> str:
     """The notebooks' SIZE parameter, refused unless one of SIZES."""
     if size not in SIZES:
-        raise ValueError(f"SIZE must be one of {SIZES}, got {size!r}; set it in the parameters cell")
+        raise ValueError(
+            f"SIZE must be one of {SIZES}, got {size!r}; set it in the parameters cell"
+        )
     return size
 
 
@@ -143,8 +144,9 @@ def example_videos(directory: str, episodes: int = 8, frames: int = 17, size: in
         name = f"episode_{i}"
         path = os.path.join(directory, f"{name}.mp4")
         imageio.mimwrite(path, video, fps=10, macro_block_size=1)
-        np.save(os.path.join(directory, f"{name}_actions.npy"), actions)
-        records.append({"video": f"{name}.mp4", "caption": caption, "actions": f"{name}_actions.npy"})
+        actions_file = f"{name}_actions.npy"
+        np.save(os.path.join(directory, actions_file), actions)
+        records.append({"video": f"{name}.mp4", "caption": caption, "actions": actions_file})
     with open(os.path.join(directory, "captions.jsonl"), "w") as f:
         f.write("\n".join(json.dumps(r) for r in records) + "\n")
     return directory
