@@ -115,7 +115,7 @@ def test_notebook_runs_at_tiny_size(name, tmp_path):
 
 
 def test_every_notebook_is_checked():
-    assert NAMES == sorted(CHECKS)
+    assert sorted(CHECKS) == NAMES
 
 
 # issue 20: notebooks are stored without outputs and equal the generator's output
@@ -127,7 +127,8 @@ def test_notebooks_are_stored_stripped_and_generated():
                 assert cell.outputs == [] and cell.execution_count is None, path.name
         generated = make_notebooks.NOTEBOOKS[path.name]
         assert nbformat.writes(generated).rstrip() == path.read_text().rstrip(), (
-            f"{path.name} differs from scripts/make_notebooks.py; run python -m scripts.make_notebooks"
+            f"{path.name} differs from scripts/make_notebooks.py; rerun python -m "
+            "scripts.make_notebooks"
         )
 
 
