@@ -33,7 +33,8 @@ def _read(workdir: str, *parts: str):
     return evaluate.read_json(os.path.join(workdir, *parts))
 
 
-def _losses(path: str) -> tuple[list, list]:
+def read_losses(path: str) -> tuple[list, list]:
+    """(steps, train/loss values) logged in a run's metrics.jsonl."""
     steps, losses = [], []
     with open(path) as f:
         for row in map(json.loads, f):
@@ -51,7 +52,7 @@ def plot_curves(workdir: str) -> str | None:
     figure = Figure(figsize=(4.0 * len(stages), 3.2))
     axes = np.atleast_1d(figure.subplots(1, len(stages)))
     for axis, stage in zip(axes, stages, strict=True):
-        steps, losses = _losses(os.path.join(workdir, stage, "metrics.jsonl"))
+        steps, losses = read_losses(os.path.join(workdir, stage, "metrics.jsonl"))
         axis.plot(steps, losses)
         axis.set_yscale("log")
         axis.set_title(f"{stage}: train loss", fontsize=9)

@@ -117,6 +117,19 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tupl
     return tuple(sizes)
 
 
+def fit_mesh(batch_size: int, num_devices: int) -> dict[str, int]:
+    """Mesh axis sizes for one runtime (a Colab TPU/GPU/CPU, `config.mesh.update(...)`): the batch
+    split over as many devices as divide it (fsdp = gcd(batch, devices); parameters sharded over
+    them too), the rest tensor-parallel, so every device holds a part of every large weight."""
+    if batch_size < 1 or num_devices < 1:
+        raise ValueError(
+            f"fit_mesh needs batch_size >= 1 and num_devices >= 1, got {batch_size} and "
+            f"{num_devices}; pass config.data.batch_size and jax.device_count()"
+        )
+    fsdp = int(np.gcd(batch_size, num_devices))
+    return {"data": 1, "fsdp": fsdp, "tensor": num_devices // fsdp, "sequence": 1}
+
+
 def make_mesh(
     mesh_config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
 ) -> Mesh:
