@@ -38,7 +38,8 @@ def _run_demo(workdir) -> subprocess.CompletedProcess:
 
 def _outputs(workdir) -> dict:
     """Modification times of every file a stage writes besides its checkpoints."""
-    names = ["clips/train.npz", "clips/heldout.npz", "cache/train.npz", "cache/heldout.npz"]
+    names = ["clips/train.npz", "clips/heldout.npz", "cache/train/meta.json"]
+    names += ["cache/heldout/meta.json", "cache/train/latents.npy"]
     names += ["latent_stats.json", "tokenizer/spiece.model", "imagined/metrics.json"]
     names += ["imagined/per_frame.png"]
     names += [f"imagined/compare_{i}.gif" for i in range(2)]
