@@ -146,3 +146,15 @@ def test_mismatched_cache_is_refused(setup, tiny_config, tmp_path):
     cfg.train.latent_cache = str(tmp_path / "none")
     with pytest.raises(FileNotFoundError, match="config.train.latent_cache"):
         tasks.build(cfg, str(tmp_path))
+
+
+# issue 15: train.inputs='latents' without a cache directory, or for another task, is refused.
+def test_latent_inputs_need_a_cache_and_the_world_model(tiny_config):
+    from wow_jax import configuration
+
+    tiny_config.train.inputs = "latents"
+    with pytest.raises(ValueError, match="config.train.latent_cache"):
+        configuration.validate(tiny_config, 8)
+    tiny_config.train.latent_cache, tiny_config.train.task = "/cache", "vae"
+    with pytest.raises(ValueError, match="config.train.task='vae'"):
+        configuration.validate(tiny_config, 8)
