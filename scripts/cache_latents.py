@@ -12,7 +12,9 @@ The clips are the first --clips of the Grain pipeline over config.data (data.pip
 prepared as mode train prepares it, in <workdir>/data when config.data.path is empty), with their
 mixture captions. The frozen VAE, umT5 and CLIP (i2v) are read from config.checkpoint.init_from,
 as mode train reads them; captions come from the text-embedding cache when
-config.model.text.embedding_cache is set. --output defaults to config.train.latent_cache. The
+config.model.text.embedding_cache is set. The encoders run jitted on this host's first device,
+--batch_size clips per call (one process: on a pod, run it on one host). --output defaults to
+config.train.latent_cache. The
 cache records the checkpoint step and the config keys it depends on; mode train refuses a cache
 that does not match its config.
 """
@@ -31,6 +33,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("clips", None, "Clips drawn from the pipeline and encoded.", required=True)
     flags.DEFINE_string("output", "", "Cache directory ('' = config.train.latent_cache).")
     flags.DEFINE_string("workdir", "workdir", "Where an empty config.data.path is prepared.")
+    flags.DEFINE_integer("batch_size", 1, "Clips per encoder call (the 14B VAE: one 81x480x832).")
 
 
 def encoder_names(config) -> list[str]:
@@ -71,15 +74,15 @@ def text_states_fn(config, params: dict):
     return lambda captions: encoder(params["text"], captions)
 
 
-def run(config, clips: int, output: str = "", workdir: str = "workdir") -> str:
+def run(config, clips: int, output: str = "", workdir: str = "workdir", batch_size: int = 1) -> str:
     """Writes the cache of `clips` clips to `output` (or config.train.latent_cache); returns it."""
     from wow_jax.data import pipeline, prepare
 
     output = output or config.train.latent_cache
     if not output:
         raise ValueError("no output directory: pass --output or set config.train.latent_cache")
-    if clips < 1:
-        raise ValueError(f"--clips must be >= 1, got {clips}")
+    if clips < 1 or batch_size < 1:
+        raise ValueError(f"--clips and --batch_size must be >= 1, got {clips}, {batch_size}")
     if not config.checkpoint.init_from:
         raise ValueError(
             "config.checkpoint.init_from is empty: the cache is encoded by the frozen VAE/umT5/"
@@ -90,7 +93,8 @@ def run(config, clips: int, output: str = "", workdir: str = "workdir") -> str:
     data_cfg = config.data.copy_and_resolve_references()
     with data_cfg.unlocked():
         data_cfg.path = str(prepare.prepare_dataset(config.data, workdir))
-    arrays = latent_cache.encode_clips(config, params, pipeline.take_clips(data_cfg, clips), text)
+    taken = pipeline.take_clips(data_cfg, clips)
+    arrays = latent_cache.encode_clips(config, params, taken, text, batch_size)
     arrays[latent_cache.NULL_KEY] = latent_cache.null_text_states(text)
     weights = latent_cache.checkpoint_weights(config)
     latent_cache.write(output, arrays, latent_cache.source(config, weights))
@@ -100,7 +104,7 @@ def run(config, clips: int, output: str = "", workdir: str = "workdir") -> str:
 def main(argv):
     del argv
     f = flags.FLAGS
-    output = run(f.config, f.clips, f.output, f.workdir)
+    output = run(f.config, f.clips, f.output, f.workdir, f.batch_size)
     print(f"{f.clips} clips encoded into the latent cache {output}")
 
 

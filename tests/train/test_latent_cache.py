@@ -146,3 +146,29 @@ def test_mismatched_cache_is_refused(setup, tiny_config, tmp_path):
     cfg.train.latent_cache = str(tmp_path / "none")
     with pytest.raises(FileNotFoundError, match="config.train.latent_cache"):
         tasks.build(cfg, str(tmp_path))
+
+
+# issue 15: train.inputs='latents' without a cache directory, or for another task, is refused.
+def test_latent_inputs_need_a_cache_and_the_world_model(tiny_config):
+    from wow_jax import configuration
+
+    tiny_config.train.inputs = "latents"
+    with pytest.raises(ValueError, match="config.train.latent_cache"):
+        configuration.validate(tiny_config, 8)
+    tiny_config.train.latent_cache, tiny_config.train.task = "/cache", "vae"
+    with pytest.raises(ValueError, match="config.train.task='vae'"):
+        configuration.validate(tiny_config, 8)
+
+
+# issue 15: scripts/aot_compile.py --inputs=latents compiles mode train's cache program: the same
+# task (the DiT alone) on batches shaped as the cache's.
+def test_aot_latents_program_is_mode_trains(setup, tiny_config, tmp_path):
+    from scripts import aot_compile
+
+    make_config, _, cache_dir = setup
+    cfg = _latents_config(make_config(tiny_config), cache_dir)
+    task, train_data, _ = tasks.build(cfg, str(tmp_path))
+    batch = next(train_data)
+    aot_shapes = aot_compile.train_shapes(cfg, "latents")
+    assert {k: (v.shape, v.dtype) for k, v in batch.items()} == aot_shapes
+    assert aot_compile.train_task(cfg, "latents").components == task.components == ("dit",)

@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from wow_jax import checkpointing
+from wow_jax import checkpointing, configuration
 from wow_jax.sampling import conditioning
 
 META_FILE = "meta.json"
@@ -57,7 +57,6 @@ SOURCE_KEYS = (
     "model.clip.image_size",
     "model.clip.width",
     "model.clip.dtype",
-    "checkpoint.init_from",
 )
 COMMAND = "python -m scripts.cache_latents --config=<this config> --clips=N"
 
@@ -106,23 +105,25 @@ def mismatch(directory: str, meta: dict, expected: dict) -> str | None:
 # ----------------------------------------------------------------------------- encode
 
 
-def batched(fn: Callable, array: np.ndarray) -> np.ndarray:
-    """fn over ENCODE_BATCH-row slices of `array`, concatenated on the host as float32. The last
-    slice is padded by repeating its final row, so every call has one shape and compiles once."""
+def batched(fn: Callable, array: np.ndarray, size: int = ENCODE_BATCH) -> np.ndarray:
+    """fn over `size`-row slices of `array`, concatenated on the host as float32. The last slice
+    is padded by repeating its final row, so every call has one shape and compiles once."""
     outs = []
-    for i in range(0, len(array), ENCODE_BATCH):
-        rows = array[i : i + ENCODE_BATCH]
-        pad = ENCODE_BATCH - len(rows)
+    for i in range(0, len(array), size):
+        rows = array[i : i + size]
+        pad = size - len(rows)
         rows = np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)]) if pad else rows
         outs.append(np.asarray(fn(rows), np.float32)[: len(rows) - pad])
     return np.concatenate(outs, axis=0)
 
 
-def encode_clips(config, params: dict, clips: dict, text: Callable) -> dict:
+def encode_clips(
+    config, params: dict, clips: dict, text: Callable, size: int = ENCODE_BATCH
+) -> dict:
     """The world model's cached inputs of `clips`, one frozen-encoder pass each.
 
     clips: {'video' [N, T, H, W, 3] in [-1, 1], 'caption' [N]} (data.pipeline.take_clips);
-    params: {'vae', 'clip' (i2v)}; text: captions [B] -> states [B, L, D].
+    params: {'vae', 'clip' (i2v)}; text: captions [B] -> states [B, L, D]; `size` clips per call.
     Returns the cache's per-clip arrays (module docstring), latents normalised with
     config.model.vae's statistics, exactly as the task encodes a 'video' batch.
     """
@@ -135,8 +136,8 @@ def encode_clips(config, params: dict, clips: dict, text: Callable) -> dict:
         return conditioning.encode_video(params["vae"], video, vae_cfg, chunked=False)
 
     out = {
-        "latents": batched(encode, clips["video"]),
-        "text_states": batched(text, clips["caption"]),
+        "latents": batched(encode, clips["video"], size),
+        "text_states": batched(text, clips["caption"], size),
     }
     if config.model.dit.variant == "i2v":
         clip_module = clip.create(config.model.clip)
@@ -147,8 +148,8 @@ def encode_clips(config, params: dict, clips: dict, text: Callable) -> dict:
                 params["vae"], images, frames, vae_cfg, chunked=False
             )
 
-        out["cond_latents"] = batched(cond, first)
-        out["image_tokens"] = batched(lambda images: clip_fn(params["clip"], images), first)
+        out["cond_latents"] = batched(cond, first, size)
+        out["image_tokens"] = batched(lambda images: clip_fn(params["clip"], images), first, size)
     return out
 
 
@@ -215,11 +216,12 @@ def load_for_training(config: ml_collections.ConfigDict) -> dict:
 def batch_shapes(config: ml_collections.ConfigDict, batch: int) -> dict:
     """{key: (shape, dtype)} of a `batch`-clip cache batch: what mode train feeds the step."""
     data, text, vae = config.data, config.model.text, config.model.vae
-    t_stride = _stride(config, "temporal")
+    t_stride = configuration.vae_temporal_stride(vae)
+    s_stride = configuration.vae_spatial_stride(vae)
     grid = (
         (data.num_frames - 1) // t_stride + 1,
-        data.height // _stride(config, "spatial"),
-        data.width // _stride(config, "spatial"),
+        data.height // s_stride,
+        data.width // s_stride,
         vae.z_dim,
     )
     shapes = {
@@ -232,11 +234,3 @@ def batch_shapes(config: ml_collections.ConfigDict, batch: int) -> dict:
         shapes["cond_latents"] = ((batch, *grid), np.float32)
         shapes["image_tokens"] = ((batch, tokens, clip_cfg.width), np.float32)
     return shapes
-
-
-def _stride(config, which: str) -> int:
-    from wow_jax import configuration
-
-    if which == "temporal":
-        return configuration.vae_temporal_stride(config.model.vae)
-    return configuration.vae_spatial_stride(config.model.vae)
