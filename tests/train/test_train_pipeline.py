@@ -157,7 +157,7 @@ def test_world_model_cotrains_the_idm(tiny_config, dataset, tmp_path):
     assert 0 < _max_change(first["dit"], last["dit"]) < 1e-4
     assert _max_change(first["idm"], last["idm"]) > 2e-3
 
-    cfg.act.idm_checkpoint = str(workdir)
+    cfg.act.idm_checkpoint = str(root)  # The run's checkpoints (mode act adopts the run).
     reader = act.ActionReader(cfg, sharding.make_mesh(cfg.mesh), stats.load_stats(workdir))
     assert _max_change(jax.device_get(reader.params), last["idm"]) == 0.0
     frames = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
