@@ -47,7 +47,7 @@ def test_idm_with_an_imported_dinov2_encoder(tiny_config, tmp_path):
     model_cfg.dinov2_checkpoint = str(tmp_path / "dino")
 
     task = idm_task.IDMTask(cfg)
-    assert task.frozen_pattern == "^idm/frame_encoder/"
+    assert task.frozen_pattern == "^idm/dinov2/"
     data = pair_arrays(np.random.default_rng(0))
     result = loop.train(
         cfg, str(tmp_path / "run"), task, array_data.ArrayIterator(data, PAIRS, seed=0)
@@ -65,8 +65,8 @@ def test_idm_with_an_imported_dinov2_encoder(tiny_config, tmp_path):
     assert np.abs(np.asarray(features) - want).max() / np.abs(want).max() <= 1e-5
 
     start = nn.meta.unbox(task.pretrained_params(jax.random.split(jax.random.PRNGKey(cfg.seed))[0]))
-    encoder = jax.tree.leaves(start["idm"]["frame_encoder"])
-    for a, b in zip(encoder, jax.tree.leaves(params["frame_encoder"]), strict=True):
+    encoder = jax.tree.leaves(start["idm"]["dinov2"])
+    for a, b in zip(encoder, jax.tree.leaves(params["dinov2"]), strict=True):
         np.testing.assert_array_equal(a, b)  # Frozen: still the imported weights.
     head = start["idm"]["continuous_head"]["kernel"]
     assert np.abs(params["continuous_head"]["kernel"] - head).max() > 1e-4  # Trained.

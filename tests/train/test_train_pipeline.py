@@ -7,7 +7,6 @@ from the saved step, and the pipeline's skipped-episode count as the data/skippe
 """
 
 import json
-import shutil
 
 import jax
 import numpy as np
@@ -141,8 +140,8 @@ def _max_change(a, b) -> float:
 
 
 # issue 17: config.idm.cotrain trains the IDM in the world model's run with its own optimiser:
-# one mode-train run updates both (the IDM at its own learning rate) and checkpoints both, a
-# resume repeats the uninterrupted run bit for bit, and act's reader takes the IDM from it.
+# one mode-train run updates both (the IDM at its own learning rate) and checkpoints both, and
+# act's reader takes the IDM from that run (resume: tests/train/test_cotrain.py).
 def test_world_model_cotrains_the_idm(tiny_config, dataset, tmp_path):
     cfg = _config(tiny_config, dataset, "world_model", steps=2)
     cfg.checkpoint.save_every, cfg.train.warmup_steps, cfg.train.schedule = 1, 0, "constant"
@@ -158,14 +157,7 @@ def test_world_model_cotrains_the_idm(tiny_config, dataset, tmp_path):
     assert 0 < _max_change(first["dit"], last["dit"]) < 1e-4
     assert _max_change(first["idm"], last["idm"]) > 2e-3
 
-    # Resume: step 2 run again from checkpoint 1 gives the same parameters bit for bit.
-    shutil.rmtree(root / "2")
-    loop.train(cfg, str(workdir))
-    resumed = _params(root, ("dit", "idm"))
-    for name in ("dit", "idm"):
-        assert _max_change(resumed[name], last[name]) == 0.0, name
-
-    cfg.act.idm_checkpoint = str(workdir)
+    cfg.act.idm_checkpoint = str(root)  # The run's checkpoints (mode act adopts the run).
     reader = act.ActionReader(cfg, sharding.make_mesh(cfg.mesh), stats.load_stats(workdir))
     assert _max_change(jax.device_get(reader.params), last["idm"]) == 0.0
     frames = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)

@@ -18,7 +18,8 @@ motion branch of the same shape reads the motion, chosen by cfg.motion:
              from the raw pair inside the jitted step (no host flow, no mask; runs on TPU)
 The frame encoder is chosen by cfg.encoder: 'conv' (trained from scratch) or 'dinov2'
 (wow_jax/models/dinov2.py with cfg.dinov2's sizes; its weights imported through the interop
-layer, tasks/idm.py `pretrained_params`, frozen by cfg.freeze_encoder): its patch tokens
+layer, tasks/idm.py `pretrained_params`, frozen by cfg.freeze_encoder; params 'dinov2', the
+conv encoder's are 'frame_encoder'): its patch tokens
 [B, H/p, W/p, D] are the frame feature maps. Conv: the three feature maps are concatenated per
 cell (frame_t, frame_tk, motion), mixed by a 1x1 conv and average-pooled to a pool_grid x
 pool_grid grid (keeping where in the image things move, which a global pool loses); DINOv2: each
@@ -141,7 +142,7 @@ class FlowMaskIDM(nn.Module):
     mlp_dim: int
     flow_scale: float
     motion: str
-    dinov2: nn.Module | None = None  # The DINOv2 frame encoder (encoder='dinov2'), else conv.
+    dinov2: nn.Module | None = None  # The DINOv2 frame encoder (encoder='dinov2'); None: conv.
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
@@ -150,7 +151,8 @@ class FlowMaskIDM(nn.Module):
         shape = dict(
             stage_mult=self.stage_mult, num_blocks=self.num_blocks, groups=self.norm_groups
         )
-        self.frame_encoder = self.dinov2 or ConvEncoder(self.width, **shape, **dt)
+        if self.dinov2 is None:  # Else the DINOv2 field is the frame encoder (params 'dinov2').
+            self.frame_encoder = ConvEncoder(self.width, **shape, **dt)
         self.motion_encoder = ConvEncoder(self.motion_width, **shape, **dt)
         self.fuse = _conv(self.fuse_width, 1, (1, 1), name="fuse", **dt)
         self.hidden = layers.dense(self.mlp_dim, (EMBED, MLP), name="hidden", **dt)
@@ -170,7 +172,7 @@ class FlowMaskIDM(nn.Module):
             frames.shape[1] // self.dinov2.patch_size,
             frames.shape[2] // self.dinov2.patch_size,
         )
-        return dinov2.patch_grid(self.frame_encoder(frames), grid)
+        return dinov2.patch_grid(self.dinov2(frames), grid)
 
     def __call__(self, frame_t, frame_tk, flow=None, mask=None) -> dict:
         step = self.dinov2.patch_size if self.dinov2 else 1

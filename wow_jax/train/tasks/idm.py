@@ -149,7 +149,7 @@ def pair_batch(
     return out
 
 
-FROZEN_ENCODER = "^idm/frame_encoder/"  # The imported DINOv2 with config.model.idm.freeze_encoder.
+FROZEN_ENCODER = "^idm/dinov2/"  # The imported DINOv2 with config.model.idm.freeze_encoder.
 
 
 def imported_encoder(model_cfg: ml_collections.ConfigDict):
@@ -178,12 +178,12 @@ class IDMTask:
         return {"idm": idm.init_params(self.cfg, rng)}
 
     def pretrained_params(self, rng) -> dict:
-        """{'idm': init_params(rng)'s IDM with the imported DINOv2 as its frame encoder} (host
-        arrays; the loop's fresh state takes it), or {} without model.idm.dinov2_checkpoint."""
+        """{'idm': init_params(rng)'s IDM with the imported DINOv2 as its frame encoder
+        ('dinov2')} (host arrays; a fresh state takes it), or {} without a dinov2_checkpoint."""
         if self.cfg.encoder != "dinov2" or not self.cfg.dinov2_checkpoint:
             return {}
         params = nn.meta.unbox(idm.init_params(self.cfg, rng))
-        return {"idm": {**params, "frame_encoder": imported_encoder(self.cfg)}}
+        return {"idm": {**params, "dinov2": imported_encoder(self.cfg)}}
 
     def predict(self, params, batch) -> dict:
         """The model's outputs (idm module docstring) for a pair batch; params unboxed."""
