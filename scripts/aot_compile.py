@@ -290,6 +290,7 @@ def aot_report(config, topology: str, program: str, inputs: str = "pixels", coun
         "frames_height_width": [config.data.num_frames, config.data.height, config.data.width],
         "attention": config.model.dit.attention,
         "remat_policy": config.model.dit.remat_policy,
+        "lora_rank": config.train.lora.rank,  # > 0: only adapters train (docs/lora.md).
         "param_dtype": config.model.dit.param_dtype
         if program == "train"
         else (config.sample.param_dtype or config.model.dit.param_dtype),

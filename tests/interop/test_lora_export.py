@@ -93,10 +93,14 @@ def test_merge_export_equals_merged_params(tmp_path):
         state.update(load_file(path))
     shapes = mapping.flax_shapes_of(jax.tree.map(np.asarray, base))
     exported = mapping.torch_to_flax(state.__getitem__, dit_table.rules(cfg, "wan"), shapes)
-    want = jax.device_get(lora.merge(base, adapters, spec))
-    flat_want = traverse_util.flatten_dict(want)
-    for k, v in traverse_util.flatten_dict(exported).items():
-        np.testing.assert_array_equal(v, flat_want[k])
+    merged = checkpointing.restore_subtrees(str(tmp_path / "merged"), {"dit": None})["dit"]
+    flat_merged = traverse_util.flatten_dict(jax.device_get(merged))
+    flat_want = traverse_util.flatten_dict(jax.device_get(lora.merge(base, adapters, spec)))
+    flat_exported = traverse_util.flatten_dict(exported)
+    assert flat_exported.keys() == flat_merged.keys() == flat_want.keys()
+    for k, v in flat_exported.items():
+        np.testing.assert_array_equal(v, flat_merged[k])  # the export is the merged checkpoint
+        np.testing.assert_allclose(v, flat_want[k], rtol=1e-6, atol=1e-7)  # = base + A B
     assert not np.array_equal(flat_want[("blocks", "ffn", "fc1", "kernel")],
                               base["blocks"]["ffn"]["fc1"]["kernel"])  # fmt: skip
 

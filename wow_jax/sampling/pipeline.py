@@ -80,7 +80,9 @@ def load_for_generation(config: ml_collections.ConfigDict, mesh) -> dict:
         if not names and not per_component:
             raise ValueError(
                 f"checkpoint {combined!r} holds {stored} under {key!r}, none of "
-                f"{list(registry.WORLD_MODEL_NAMES)} (docs/generation.md, 'Checkpoints')"
+                f"{list(registry.WORLD_MODEL_NAMES)} (docs/generation.md, 'Checkpoints'; a LoRA "
+                "run holds only 'lora': pass it as --config.sample.lora_checkpoint and its base "
+                "as --config.checkpoint.init_from, docs/lora.md)"
             )
         params.update(checkpointing.restore_subtrees(combined, names, key, default))
     for name, path in per_component.items():
