@@ -16,6 +16,7 @@ import re
 import resource
 
 import nbformat
+import numpy as np
 import pytest
 
 from scripts import make_notebooks
@@ -199,3 +200,26 @@ def test_fit_mesh(batch, devices, want):
     assert (mesh["fsdp"], mesh["tensor"]) == want
     assert mesh["data"] * mesh["fsdp"] * mesh["tensor"] * mesh["sequence"] == devices
     assert batch % (mesh["data"] * mesh["fsdp"]) == 0
+
+
+# issue 20: the example episodes standing in for the user's move as their captions say
+def test_example_videos_move_as_captioned(tmp_path):
+    from wow_jax import experiments
+    from wow_jax.data import videos
+
+    folder = pathlib.Path(experiments.example_videos(str(tmp_path), episodes=2, frames=5, size=32))
+    records = videos.read_captions(folder)
+    assert [r["caption"] for r in records.values()] == list(experiments.EXAMPLE_MOTIONS)[:2]
+    for record in records.values():
+        frames, _ = videos.read_video(folder / record["video"])
+        actions = np.load(folder / record["actions"])
+        assert frames.shape == (5, 32, 32, 3) and actions.shape == (5, 2)
+        direction = np.sign(actions[:-1].sum(axis=0))
+        assert tuple(direction) == experiments.EXAMPLE_MOTIONS[record["caption"]]
+
+
+def test_a_size_other_than_tiny_or_full_is_refused():
+    from wow_jax import experiments
+
+    with pytest.raises(ValueError, match="SIZE must be one of .*got 'small'"):
+        experiments.check_size("small")
