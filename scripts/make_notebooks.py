@@ -380,7 +380,7 @@ CLOSED_LOOP = notebook(
     "collect Meta-World episodes, train the tiny VAE, cache latents, train the world model, "
     "imagine held-out clips, train the IDM, then imagine -> act -> re-plan in the simulator, "
     "and the report's tables and gifs. Each stage reuses its outputs when rerun.",
-    """SIZE = "tiny"  # "tiny": smaller than configs/demo.py:quick; "full": configs/demo.py (1 h)
+    """SIZE = "tiny"  # "tiny": below configs/demo.py:quick (~3 min CPU); "full": configs/demo.py
 WORKDIR = "runs/closed_loop\"""",
     [
         (
@@ -400,14 +400,14 @@ if SIZE == "tiny":
     config.sample.steps, config.sample.guidance = 2, 1.0
     config.evaluate.episodes_per_task, config.evaluate.batch = 1, 1
     config.evaluate.policies = ("imagine_act", "expert", "zero")
-    config.sophia.candidates, config.sophia.rounds, config.sophia.episodes_per_task = 2, 1, 1
+    config.sophia.candidates, config.sophia.rounds, config.sophia.episodes_per_task = 1, 1, 1
     config.idm.eval_batch = 8
 config.mesh.update(sharding.fit_mesh(config.data.batch_size, jax.device_count()))
 demo.check_vae_frames(config)""",
         ),
         (
             "## Collect\nScripted-expert Meta-World episodes rendered offscreen (MuJoCo EGL), "
-            "training and held-out clips with mixture captions. Tiny: ~10 s.",
+            "training and held-out clips with mixture captions. Tiny: ~5 s on 2 CPU cores.",
             """clips, heldout = demo.collect(config, WORKDIR)
 import mediapy
 
@@ -416,35 +416,37 @@ print(clips["caption"][0])
 mediapy.show_video((clips["video"][0] + 1) / 2, width=128, fps=4)""",
         ),
         (
-            "## VAE\nThe tiny causal VAE on random crops. Tiny: ~10 s (compilation).",
+            "## VAE\nThe tiny causal VAE on random crops. Tiny: ~60 s on 2 CPU cores, nearly all "
+            "compilation.",
             """vae_params, vae_step = demo.train_vae(config, WORKDIR, clips)
 encoders = {"vae": vae_params, **demo.frozen_encoders(config)}""",
         ),
         (
             "## Cache\nOne VAE encode per clip (latent statistics), a tokenizer on the captions, "
-            "caption states and CLIP tokens. Tiny: ~5 s.",
+            "caption states and CLIP tokens. Tiny: ~10 s.",
             """config, cache, held_cache = demo.build_cache(
     config, WORKDIR, encoders, vae_step, clips, heldout
 )""",
         ),
         (
-            "## World model\nThe image-to-video DiT on the cache. Tiny: ~10 s.",
+            "## World model\nThe image-to-video DiT on the cache. Tiny: ~30 s (compilation).",
             """params, step = demo.train_world_model(config, WORKDIR, encoders, cache, held_cache)
 train = config.train
 wm_config = demo.stage_config(config, "world_model", train.steps, train.learning_rate)""",
         ),
         (
             "## Imagine\nEvery held-out clip from its first frame and instruction, against "
-            "copy-first-frame and the VAE's reconstruction. Tiny: ~10 s.",
+            "copy-first-frame and the VAE's reconstruction. Tiny: ~15 s.",
             """imagined = demo.imagine(wm_config, WORKDIR, params, step, heldout)""",
         ),
         (
-            "## IDM\nThe FM-IDM on the training episodes, scored on held-out ones. Tiny: ~10 s.",
+            "## IDM\nThe FM-IDM on the training episodes, scored on held-out ones, replayed in the "
+            "simulator. Tiny: ~20 s.",
             """idm_report = demo.train_idm(config, WORKDIR)""",
         ),
         (
             "## Closed loop\nImagine -> act -> re-plan in the simulator against the expert and "
-            "zero actions, the imagination gap and SOPHIA's prompt refinement. Tiny: ~20 s.",
+            "zero actions, the imagination gap and SOPHIA's prompt refinement. Tiny: ~25 s.",
             """closed_loop, gap, refined = demo.evaluate_closed_loop(
     wm_config, WORKDIR, params, step, idm_report
 )
