@@ -109,6 +109,8 @@ def test_cached_loss_equals_pixels_loss(setup, tiny_config):
 
 
 # issue 15: mode train on the cache trains, and a run resumed from step 2 repeats step 3 exactly.
+@pytest.mark.slow  # ~90 s: cache training is covered by test_cached_loss_equals_pixels_loss, the
+# loop's exact resume on an ArrayIterator by tests/train/test_cotrain.py and test_lora_train.py.
 def test_mode_train_from_cache_resumes_exactly(setup, tiny_config, tmp_path):
     import shutil
 

@@ -121,6 +121,8 @@ def _spec(leaf) -> tuple:
 # memory than full fine-tuning of the same DiT, and less again with a bf16 base (bf16 compute, as
 # configs/wow14b.py; with float32 compute XLA hoists the bf16 -> f32 cast of every stacked kernel
 # out of the layer scan, a full float32 copy).
+@pytest.mark.slow  # 3 compiles (~90 s): a measurement (docs/lora.md); the LoRA step itself is
+# covered by test_lora_trains_only_adapters_and_resumes_exactly.
 def test_lora_train_step_needs_less_memory_than_full_fine_tuning():
     peak = {}
     for name, rank, base_dtype in (("full", 0, "float32"), ("lora", 4, "float32"),

@@ -142,6 +142,8 @@ def _max_change(a, b) -> float:
 # issue 17: config.idm.cotrain trains the IDM in the world model's run with its own optimiser:
 # one mode-train run updates both (the IDM at its own learning rate) and checkpoints both, and
 # act's reader takes the IDM from that run (resume: tests/train/test_cotrain.py).
+@pytest.mark.slow  # ~150 s: the co-training task, optimiser groups and checkpoint are covered by
+# tests/train/test_cotrain.py (toy world model), act's IDM reader by tests/test_act.py.
 def test_world_model_cotrains_the_idm(tiny_config, dataset, tmp_path):
     cfg = _config(tiny_config, dataset, "world_model", steps=2)
     cfg.checkpoint.save_every, cfg.train.warmup_steps, cfg.train.schedule = 1, 0, "constant"
