@@ -136,14 +136,16 @@ def _dense(
     spec: DiTSpec, features: int, axes, name: str, kernel_init=layers.DEFAULT_KERNEL_INIT
 ) -> nn.Dense:
     """A dense layer [in, out] with logical `axes`; a LoRA target when the spec has adapters."""
-    return lora_lib.dense(
+    return layers.dense(
         features,
         axes,
         dtype=spec.compute_dtype,
         param_dtype=spec.weight_dtype,
         name=name,
         kernel_init=kernel_init,
+        module=lora_lib.LoRADense,
         lora=spec.lora,
+        kernel_axes=tuple(axes),
     )
 
 

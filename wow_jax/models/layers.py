@@ -35,15 +35,19 @@ def dense(
     param_dtype,
     name: str,
     kernel_init=DEFAULT_KERNEL_INIT,
+    module: type[nn.Dense] = nn.Dense,
+    **fields,
 ) -> nn.Dense:
-    """nn.Dense whose kernel [in, out] carries logical `axes` and whose bias carries `axes[-1]`."""
-    return nn.Dense(
+    """`module` (nn.Dense or a subclass given its own `fields`, e.g. lora.LoRADense) whose
+    kernel [in, out] carries logical `axes` and whose bias carries `axes[-1]`."""
+    return module(
         features,
         dtype=dtype,
         param_dtype=param_dtype,
         kernel_init=nn.with_logical_partitioning(kernel_init, axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[-1],)),
         name=name,
+        **fields,
     )
 
 

@@ -69,11 +69,12 @@ class LoRADense(nn.Dense):
     """nn.Dense (same 'kernel'/'bias' params) plus, when `lora` is set and the layer's path is a
     target, the adapter in the 'lora' collection. x: [..., in] -> [..., features].
 
-    `axes`: logical axes of the kernel [in, out]; the adapter output is added only when the
-    'lora' collection holds this layer's adapter (or at init), so without it this is nn.Dense."""
+    `kernel_axes`: logical axes of the kernel [in, out] (built by `layers.dense(...,
+    module=LoRADense)`); the adapter output is added only when the 'lora' collection holds this
+    layer's adapter (or at init), so without it this is nn.Dense."""
 
     lora: "LoRASpec | None" = None
-    axes: tuple = (None, None)
+    kernel_axes: tuple = (None, None)
 
     @nn.compact
     def __call__(self, inputs):
@@ -84,10 +85,11 @@ class LoRADense(nn.Dense):
         if not (self.is_initializing() or self.has_variable(COLLECTION, A)):
             return y
         dtype = jnp.dtype(spec.param_dtype)
+        axis_in, axis_out = self.kernel_axes
         a = self.variable(
             COLLECTION,
             A,
-            nn.with_logical_partitioning(_a_init(spec.init, spec.rank), (self.axes[0], None)),
+            nn.with_logical_partitioning(_a_init(spec.init, spec.rank), (axis_in, None)),
             self.make_rng("params") if self.is_initializing() else None,
             (inputs.shape[-1], spec.rank),
             dtype,
@@ -95,7 +97,7 @@ class LoRADense(nn.Dense):
         b = self.variable(
             COLLECTION,
             B,
-            nn.with_logical_partitioning(nn.initializers.zeros_init(), (None, self.axes[1])),
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), (None, axis_out)),
             None,
             (spec.rank, self.features),
             dtype,
@@ -105,21 +107,6 @@ class LoRADense(nn.Dense):
             x = nn.Dropout(spec.dropout)(x, deterministic=not self.has_rng("dropout"))
         x, a, b = nn.dtypes.promote_dtype(x, nn.meta.unbox(a), nn.meta.unbox(b), dtype=self.dtype)
         return y + (spec.scaling * ((x @ a) @ b)).astype(y.dtype)
-
-
-def dense(features: int, axes, *, dtype, param_dtype, name: str, kernel_init, lora) -> nn.Dense:
-    """`layers.dense` with an optional adapter: kernel [in, out] with logical `axes`, bias
-    `axes[-1]`; `lora` (a LoRASpec or None) decides whether the layer may carry one."""
-    return LoRADense(
-        features,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[-1],)),
-        lora=lora,
-        axes=tuple(axes),
-        name=name,
-    )
 
 
 def merge(params: dict, adapters: dict, spec: LoRASpec, scale: float = 1.0) -> dict:
