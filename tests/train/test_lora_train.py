@@ -10,8 +10,8 @@ from flax import traverse_util
 
 from configs import tiny
 from tests.train.test_tasks import cached_batch
-from wow_jax import checkpointing, sharding
-from wow_jax.models import dit
+from wow_jax import adapters, checkpointing, rundir, sharding
+from wow_jax.models import dit, lora
 from wow_jax.sampling import models as sampling_models
 from wow_jax.train import loop
 from wow_jax.train.array_data import ArrayIterator
@@ -75,6 +75,20 @@ def test_lora_trains_only_adapters_and_resumes_exactly(tmp_path):
     assert checkpointing.subtree_names(str(tmp_path / "a" / "checkpoints")) == ["lora"]
     meta = json.loads((tmp_path / "a" / "checkpoints" / "4" / "meta" / "metadata").read_text())
     assert meta == {"step": 4, "base": base_path}
+    # Mode merge reads the adapters from this run folder as mode train wrote it (adopted as the
+    # entry point does: its train.lora keys, its checkpoints root) and writes base + 0.5 A B.
+    merge_cfg = lora_config(base_path)
+    merge_cfg.mode, merge_cfg.train.lora.rank = "merge", 0  # rank comes from the run
+    merge_cfg.sample.lora_checkpoint, merge_cfg.sample.lora_scale = str(tmp_path / "a"), 0.5
+    merge_cfg.convert.target = str(tmp_path / "merged")
+    assert sorted(rundir.adopt(merge_cfg)) == ["sample.lora_checkpoint"]
+    adapters.run_merge(merge_cfg, str(tmp_path))
+    merged = checkpointing.restore_subtrees(str(tmp_path / "merged"), {"dit": None})["dit"]
+    spec = lora.LoRASpec.from_config(merge_cfg.train.lora)
+    want = lora.merge(base, jax.device_get(state.params["lora"]), spec, scale=0.5)
+    flat_merged = traverse_util.flatten_dict(jax.device_get(merged))
+    for k, v in traverse_util.flatten_dict(jax.device_get(want)).items():
+        np.testing.assert_allclose(flat_merged[k], v, rtol=1e-6, atol=1e-7)
 
     half = lora_config(base_path)
     half.train.steps = 2
