@@ -21,7 +21,8 @@ rematerialisation and the frozen encoders (VAE, umT5, CLIP) are not model FLOPs.
 Compiler (`compiled_flops`): XLA's `cost_analysis()` of the partitioned per-device program
 counts the body of a loop once and a Pallas kernel (splash attention) as zero FLOPs. For a
 scanned stack, `extrapolate_layers` takes the counts of the same program with 1 and 2 unscanned
-layers: F(1) + (N - 1) (F(2) - F(1)).
+layers: F(1) + (N - 1) (F(2) - F(1)); `attention_kernel_flops` is what the splash kernel
+executes (its backward recomputes the logits, so more than the model FLOPs it stands for).
 """
 
 import jax
@@ -46,6 +47,33 @@ def dit_block_forward(dit_cfg: ml_collections.ConfigDict, tokens: int, text: int
     return self_attention + cross + 2 * matmul(tokens, d, f)
 
 
+def video_tokens(dit_cfg: ml_collections.ConfigDict, grid: tuple[int, int, int]) -> int:
+    """Video tokens of one clip of latent `grid` (t, h, w): latent cells / patch volume."""
+    pt, ph, pw = dit_cfg.patch_size
+    return (grid[0] // pt) * (grid[1] // ph) * (grid[2] // pw)
+
+
+def attention_kernel_products(remat_policy: str, train: bool) -> int:
+    """[L, d] x [d, L]-sized products a flash kernel (splash) executes per head and call, per
+    forward pass (`train` False) or train step: the forward computes q k^T and p v (2); the
+    backward's dkv kernel recomputes q k^T and computes dV, dP, dK (4), its dq kernel recomputes
+    q k^T and computes dP, dQ (3); a rematerialised block (every policy but 'none') runs the
+    forward again in the backward pass (2)."""
+    if not train:
+        return 2
+    return 2 + 4 + 3 + (0 if remat_policy == "none" else 2)
+
+
+def attention_kernel_flops(
+    dit_cfg: ml_collections.ConfigDict, grid: tuple[int, int, int], train: bool
+) -> float:
+    """FLOPs the self-attention kernel of every block executes for one clip: what XLA's cost
+    model cannot see in a Pallas kernel (`attention_kernel_products` x 2 L^2 d x layers)."""
+    tokens = video_tokens(dit_cfg, grid)
+    products = attention_kernel_products(dit_cfg.remat_policy, train)
+    return dit_cfg.num_layers * products * matmul(tokens, dit_cfg.dim, tokens)
+
+
 def dit_forward(
     dit_cfg: ml_collections.ConfigDict, grid: tuple[int, int, int], text: int, image: int
 ) -> float:
@@ -53,7 +81,7 @@ def dit_forward(
     `image` CLIP tokens (ignored for t2v); see the module docstring for the formula."""
     pt, ph, pw = dit_cfg.patch_size
     patch = pt * ph * pw
-    tokens = (grid[0] // pt) * (grid[1] // ph) * (grid[2] // pw)
+    tokens = video_tokens(dit_cfg, grid)
     d = dit_cfg.dim
     outside = (
         matmul(tokens, patch * dit_cfg.in_channels, d)
