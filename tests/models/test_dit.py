@@ -14,9 +14,10 @@ from jax.sharding import PartitionSpec as P
 
 from configs import wan1_3b, wow14b
 from tests.models import dit_torch
-from wow_jax import describe, sharding
+from wow_jax import describe, flops, sharding
 from wow_jax.interop import dit_table, mapping
 from wow_jax.models import attention, dit
+from wow_jax.train import metrics
 
 OUTPUT_TOL = 1e-5  # max |jax - torch| / max |torch| on the velocity, fp32.
 GRAD_TOL = 1e-4  # same measure per parameter gradient.
@@ -277,9 +278,21 @@ def test_aot_compile_of_the_train_step_and_sampler_for_a_tpu_topology(tiny_confi
     config.mesh.fsdp, config.mesh.sequence = 2, 2
     config.model.dit.remat_policy = "offload_block_input"
     for program in ("train", "sample"):
-        result = aot_compile.aot_report(config, "v5e:2x2", program, inputs="latents")
-        if program == "train":  # The blocks' inputs wait in host memory for the backward pass.
+        train = program == "train"
+        result = aot_compile.aot_report(config, "v5e:2x2", program, "latents", counts=train)
+        if train:  # The blocks' inputs wait in host memory for the backward pass.
             assert result["host_temp_size_in_bytes"] > 0
+            # The step-time estimate: XLA's cost model (splash counts zero in it) plus what the
+            # splash kernels execute, timed at the chip's peak.
+            grid = aot_compile.latent_grid(config)
+            kernel = flops.attention_kernel_flops(config.model.dit, grid, train=True)
+            assert result["kernel_flops_per_chip"] == kernel * config.data.batch_size / 4
+            peak = metrics.peak_flops_of(result["device_kind"])
+            seconds = result["xla_cost_model_seconds"] + result["kernel_flops_per_chip"] / peak
+            assert result["xla_cost_model_seconds"] > 0 and result["xla_flops_per_chip"] > 0
+            assert result["estimated_step_seconds"] == pytest.approx(seconds)
+            mfu = result["analytic_flops_per_chip"] / (seconds * peak)
+            assert result["mfu_estimate"] == pytest.approx(mfu)
         assert result["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1, "sequence": 2}
         assert result["attention"] == "splash" and result["tpu_custom_calls"] > 0
         assert 0 < result["argument_size_in_bytes"] < result["peak_bytes"] and result["fits"]
