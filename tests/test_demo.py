@@ -199,3 +199,28 @@ def test_demo_vae_stage_trains_every_parameter_the_clips_use():
     scrambled = jax.tree_util.tree_map_with_path(scramble, params)
     assert all("[tap " in name for name in dead), dead  # No whole parameter is left untrained.
     assert float(loss(scrambled, clips)) == float(loss(params, clips)), dead
+
+
+# The imagine stage was reused whenever metrics.json had the world model's step: a rerun with
+# other sampler settings (more steps, another guidance) reported the old clips' numbers.
+def test_imagine_stage_reruns_when_the_sampler_settings_change(tmp_path, monkeypatch):
+    from wow_jax.sampling import compare, generator, models
+
+    calls = []
+
+    def imagine_and_compare(gen, real, prompts, seeds, out_dir, fps):
+        calls.append(gen)
+        os.makedirs(out_dir, exist_ok=True)
+        return {"clips": [{} for _ in real], "guidance": gen}
+
+    monkeypatch.setattr(compare, "imagine_and_compare", imagine_and_compare)
+    monkeypatch.setattr(generator, "Generator", lambda config, *_: config.sample.guidance)
+    monkeypatch.setattr(models, "from_config", lambda config: None)
+    config = demo_config.get_config("quick")
+    heldout = {"video": np.zeros((2, 3, 8, 8, 3), np.float32), "instruction": ["a", "b"]}
+    first = demo.imagine(config, str(tmp_path), {}, 20, heldout)
+    assert demo.imagine(config, str(tmp_path), {}, 20, heldout) == first and len(calls) == 1
+    config.sample.guidance += 1.0
+    again = demo.imagine(config, str(tmp_path), {}, 20, heldout)
+    assert len(calls) == 2 and again["guidance"] == config.sample.guidance
+    assert demo.imagine(config, str(tmp_path), {}, 21, heldout)["guidance"] and len(calls) == 3

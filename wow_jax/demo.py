@@ -60,6 +60,8 @@ from wow_jax.train.tasks.world_model import WorldModelTask
 
 SPM_VOCAB = 256  # Sentencepiece pieces (+100 sentinels must fit config.model.text.vocab_size).
 IDM_DIR = "idm"  # <workdir>/idm: the IDM stage's run directory.
+# config.sample keys that change imagined clips: the imagine stage reruns when one changes.
+IMAGINE_SETTINGS = ("solver", "steps", "guidance", "shift", "sigma_grid", "negative_prompt")
 
 
 def stage_config(config, task: str, steps: int, lr: float) -> ml_collections.ConfigDict:
@@ -322,18 +324,19 @@ def train_world_model(config, workdir: str, params: dict, cache: dict, held_cach
 def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dict:
     """Stage imagine: every held-out clip imagined from its first frame and instruction by the
     step-`step` world model, scored per clip and per frame against copy-first-frame and the VAE
-    reconstruction (compare.imagine_and_compare; reused when metrics.json has that step and clip
-    count)."""
+    reconstruction (compare.imagine_and_compare; reused when metrics.json has that step, clip
+    count and sampler settings)."""
     from wow_jax import sharding
     from wow_jax.data.clips import to_uint8
     from wow_jax.sampling import compare, generator, models
 
     out_dir = os.path.join(workdir, "imagined")
     metrics_path = os.path.join(out_dir, "metrics.json")
+    sampler = {key: config.sample[key] for key in IMAGINE_SETTINGS}
     if os.path.exists(metrics_path):
         with open(metrics_path) as f:
             stored = json.load(f)
-        same_run = stored["world_model_step"] == step and "frames_2_to_T" in stored
+        same_run = stored["world_model_step"] == step and stored.get("sampler") == sampler
         if same_run and len(stored["clips"]) == len(heldout["video"]):
             return stored
     mesh = sharding.make_mesh(config.mesh)
@@ -342,7 +345,7 @@ def imagine(config, workdir: str, params: dict, step: int, heldout: dict) -> dic
     seeds = list(range(len(real)))
     prompts = [str(p) for p in heldout["instruction"]]
     summary = compare.imagine_and_compare(gen, real, prompts, seeds, out_dir, config.sample.fps)
-    summary["world_model_step"] = step
+    summary["world_model_step"], summary["sampler"] = step, sampler
     with open(metrics_path, "w") as f:
         json.dump(summary, f, indent=2)
     return summary
