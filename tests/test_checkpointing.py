@@ -22,10 +22,6 @@ from wow_jax.train import loop
 from wow_jax.train.array_data import ArrayIterator
 from wow_jax.train.tasks.world_model import WorldModelTask
 
-# The module fixture `run` (a real training run) is built once: every test here runs on one xdist
-# worker (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("checkpointing_run")
-
 URL = "gs://bucket/run/checkpoints"  # Where the fake bucket holds the run's checkpoints.
 
 

@@ -21,10 +21,6 @@ from wow_jax import checkpointing, rundir, sharding
 from wow_jax.models import dit as dit_lib
 from wow_jax.train import loop
 
-# The module fixture `run` (a real training run) is built once: every test here runs on one xdist
-# worker (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("run_directory")
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LATENTS_MEAN = tuple(round(0.1 * i, 1) for i in range(16))  # Not the Wan defaults: must carry.
 HEIGHT, WIDTH = 32, 48  # Not tiny's 32 x 32: the clip geometry must carry too.
