@@ -253,6 +253,7 @@ def compiler_counts(program: str, config, mesh: Mesh, inputs: str) -> dict:
         counts.append(_cost(_compile(program, small, mesh, inputs)[0]))
     n = config.model.dit.num_layers
     out = {
+        "layer_counts": {"flops": [c[0] for c in counts], "seconds": [c[1] for c in counts]},
         "xla_flops_per_chip": flops.extrapolate_layers(counts[0][0], counts[1][0], n),
         "xla_cost_model_seconds": flops.extrapolate_layers(counts[0][1], counts[1][1], n),
         "kernel_flops_per_chip": 0.0,
@@ -318,7 +319,13 @@ def aot_report(config, topology: str, program: str, inputs: str = "pixels", coun
         report.update(compiler_counts(program, config, mesh, inputs))
         peak = metrics.peak_flops_of(kind)
         peak = peak and peak / report["cores_per_chip"]
-        if peak:
+        seconds = report["layer_counts"]["seconds"]
+        if not seconds[1] > seconds[0] > 0:  # Seen on libtpu 0.0.42's per-core v4 topologies.
+            report["estimate_error"] = (
+                f"the cost model's seconds do not grow with the layers (1 layer {seconds[0]:.4g}"
+                f" s, 2 layers {seconds[1]:.4g} s): no step-time estimate"
+            )
+        elif peak:
             kernel = report["kernel_flops_per_chip"] / peak
             report["kernel_seconds_at_peak"] = kernel
             report["estimated_step_seconds"] = report["xla_cost_model_seconds"] + kernel
@@ -380,6 +387,7 @@ def _print(r: dict) -> None:
             if "mfu_estimate" in r
             else ""
         )
+        + (f"; {r['estimate_error']}" if "estimate_error" in r else "")
     )
 
 
