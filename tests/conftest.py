@@ -11,8 +11,9 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests compile the same tiny programs (a resumed run its first run's step, a fixture's run
 # the next test's): the session's xdist workers and the subprocesses tests start inherit this
-# directory from the controller and reuse one another's executables. A directory given by the
-# caller is kept; the session's own is removed at the end.
+# directory from the controller and reuse one another's executables (an entry read while another
+# process writes it is a warning and a recompile in jax). A directory given by the caller is
+# kept; the session's own is removed at the end.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="wow_jax_test_xla_cache_")
     os.environ["WOW_JAX_TEST_XLA_CACHE_OWNER"] = str(os.getpid())
