@@ -82,14 +82,6 @@ def topology_mesh(config: ml_collections.ConfigDict, topology: str) -> Mesh:
     return Mesh(np.asarray(devices).reshape(shape), sharding.MESH_AXES)
 
 
-def latent_grid(config) -> tuple[int, int, int]:
-    """(t, h, w) latent cells of one clip of config.data's frames and size."""
-    data = config.data
-    t_stride = configuration.vae_temporal_stride(config.model.vae)
-    s_stride = configuration.vae_spatial_stride(config.model.vae)
-    return (data.num_frames - 1) // t_stride + 1, data.height // s_stride, data.width // s_stride
-
-
 def _image_tokens(config) -> int:
     clip = config.model.clip
     return 1 + (clip.image_size // clip.patch_size) ** 2
@@ -175,7 +167,7 @@ def compile_sample(config, mesh: Mesh):
     names = ("dit", "vae", "text") + (("clip",) if bound.clip else ())
     gen = generator.Generator(config, {n: params for n in names}, bound, mesh)
     b, text = config.sample.batch_size, config.model.text
-    grid = latent_grid(config)
+    grid = configuration.latent_grid(config)
     shapes = {
         "seeds": ((b,), jnp.int32),
         "text": ((b, text.text_len, text.dim), jnp.float32),
@@ -262,7 +254,8 @@ def compiler_counts(program: str, config, mesh: Mesh, inputs: str) -> dict:
         train = program == "train"
         clips = config.data.batch_size if train else config.sample.batch_size
         clips *= 1 if train or config.sample.guidance == 1.0 else 2  # CFG doubles the batch.
-        per_clip = flops.attention_kernel_flops(config.model.dit, latent_grid(config), train)
+        grid = configuration.latent_grid(config)
+        per_clip = flops.attention_kernel_flops(config.model.dit, grid, train)
         steps = 1 if train else config.sample.steps
         out["kernel_flops_per_chip"] = per_clip * clips * steps / mesh.devices.size
     return out

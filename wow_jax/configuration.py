@@ -56,6 +56,13 @@ def vae_temporal_stride(vae: ml_collections.ConfigDict) -> int:
     return 2 ** sum(bool(t) for t in vae.temporal_downsample)
 
 
+def latent_grid(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+    """(t, h, w) latent cells of one clip of config.data's frames, height and width."""
+    data, vae = config.data, config.model.vae
+    t_stride, s_stride = vae_temporal_stride(vae), vae_spatial_stride(vae)
+    return (data.num_frames - 1) // t_stride + 1, data.height // s_stride, data.width // s_stride
+
+
 def _choice(key: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"config.{key} must be one of {list(choices)}, got {value!r}")

@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from configs import wan1_3b, wow14b
 from tests.models import dit_torch
-from wow_jax import describe, flops, sharding
+from wow_jax import configuration, describe, flops, sharding
 from wow_jax.interop import dit_table, mapping
 from wow_jax.models import attention, dit
 from wow_jax.train import metrics
@@ -284,7 +284,7 @@ def test_aot_compile_of_the_train_step_and_sampler_for_a_tpu_topology(tiny_confi
             assert result["host_temp_size_in_bytes"] > 0
             # The step-time estimate: XLA's cost model (splash counts zero in it) plus what the
             # splash kernels execute, timed at the chip's peak.
-            grid = aot_compile.latent_grid(config)
+            grid = configuration.latent_grid(config)
             kernel = flops.attention_kernel_flops(config.model.dit, grid, train=True)
             assert result["kernel_flops_per_chip"] == kernel * config.data.batch_size / 4
             peak = metrics.peak_flops_of(result["device_kind"])

@@ -215,15 +215,8 @@ def load_for_training(config: ml_collections.ConfigDict) -> dict:
 
 def batch_shapes(config: ml_collections.ConfigDict, batch: int) -> dict:
     """{key: (shape, dtype)} of a `batch`-clip cache batch: what mode train feeds the step."""
-    data, text, vae = config.data, config.model.text, config.model.vae
-    t_stride = configuration.vae_temporal_stride(vae)
-    s_stride = configuration.vae_spatial_stride(vae)
-    grid = (
-        (data.num_frames - 1) // t_stride + 1,
-        data.height // s_stride,
-        data.width // s_stride,
-        vae.z_dim,
-    )
+    text, vae = config.model.text, config.model.vae
+    grid = (*configuration.latent_grid(config), vae.z_dim)
     shapes = {
         "latents": ((batch, *grid), np.float32),
         "text_states": ((batch, text.text_len, text.dim), np.float32),

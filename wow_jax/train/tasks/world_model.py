@@ -194,9 +194,7 @@ class WorldModelTask:
 
     def tokens_per_sample(self, batch) -> int:
         """DiT tokens per clip: latent cells / patch volume."""
-        t, h, w = self._latent_grid(batch)
-        pt, ph, pw = self.dit_cfg.patch_size
-        return (t // pt) * (h // ph) * (w // pw)
+        return flops.video_tokens(self.dit_cfg, self._latent_grid(batch))
 
     def train_flops(self, batch) -> float:
         """Model FLOPs of one train step of the whole batch: 3 x the DiT forward per clip
